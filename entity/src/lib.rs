@@ -1,0 +1,9 @@
+//! SeaORM entities of Tidings: one module per table, the schema as Rust types.
+//!
+//! The schema itself is owned by the `migration` crate; these types only
+//! mirror it so that queries are checked by the compiler.
+
+pub mod event;
+pub mod history_floor;
+pub mod idempotency_key;
+pub mod notification;

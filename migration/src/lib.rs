@@ -1,0 +1,20 @@
+//! Schema migrations of Tidings: the only place the schema changes.
+//!
+//! Migrations are dated and never edited once released; `tidings serve`
+//! applies pending ones at start, `tidings migrate` applies them alone.
+//! Every statement goes through sea-query so that the same migration runs
+//! on SQLite and PostgreSQL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_core;
+
+/// The ordered list of every migration.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_core::Migration)]
+    }
+}

@@ -1,0 +1,144 @@
+//! Building and running the application: the seam tests use.
+//!
+//! [`Application::build`] connects the database, applies migrations, wires
+//! the hub and binds the listener (port 0 works); [`Application::run_until_stopped`]
+//! serves until the given shutdown future completes, then ends every open
+//! stream so the process can exit.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::JwtKeys,
+    config::Settings,
+    hub::Hub,
+    http,
+    notifications::Notifications,
+    store::{self, EventLog},
+    stream::{StreamContext, StreamSettings},
+};
+
+/// What every handler can reach: cheap to clone, each part shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub keys: Arc<JwtKeys>,
+    pub hub: Arc<Hub>,
+    pub notifications: Arc<Notifications>,
+    pub stream: Arc<StreamSettings>,
+    /// Cancelled when the server stops; every open stream watches it.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// What a new stream needs.
+    pub fn stream_context(&self) -> StreamContext {
+        StreamContext {
+            db: self.db.clone(),
+            hub: self.hub.clone(),
+            settings: self.stream.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    print_demo: bool,
+}
+
+impl Application {
+    /// Connects, migrates, wires and binds.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.redis_url.is_some() {
+            anyhow::bail!(
+                "TIDINGS_REDIS_URL is set, but this version has no Redis bus yet; \
+                 several nodes without one would each miss the others' events, so Tidings refuses to start. \
+                 Unset it to run a single node"
+            );
+        }
+        let db = store::connect(&settings.database_url)
+            .await
+            .with_context(|| format!("connecting to {}", crate::config::redact_url(&settings.database_url)))?;
+        Migrator::up(&db, None).await.context("applying migrations")?;
+        let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref())?);
+        let hub = Arc::new(Hub::in_process(settings.mailbox_capacity));
+        let log = Arc::new(EventLog::new(db.clone(), hub.clone()));
+        let listener = TcpListener::bind(&settings.bind)
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let state = AppState {
+            db,
+            keys,
+            hub,
+            notifications: Arc::new(Notifications::new(log)),
+            stream: Arc::new(settings.stream),
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Application { listener, state, print_demo: settings.print_demo })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The shared state, for tests that look inside.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The first-run demo: a page URL and a curl command, with fresh tokens.
+    /// `None` unless this is a zero-configuration run.
+    pub fn demo(&self) -> Option<String> {
+        if !self.print_demo || !self.state.keys.can_mint() {
+            return None;
+        }
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let user_token = self.state.keys.mint("demo", None, week).ok()?;
+        let publish_token = self.state.keys.mint("demo-backend", Some("publish"), week).ok()?;
+        let mut addr = self.local_addr();
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
+        Some(format!(
+            "\nTidings is running on http://{addr}\n\n\
+             1. Open the notification center as user \"demo\":\n   http://{addr}/#token={user_token}\n\n\
+             2. Publish a notification to it:\n   \
+             curl -X POST http://{addr}/v1/notifications \\\n     \
+             -H 'Authorization: Bearer {publish_token}' \\\n     \
+             -H 'Content-Type: application/json' \\\n     \
+             -d '{{\"user_id\":\"demo\",\"type\":\"welcome\",\"title\":\"Hello from Tidings\",\"body\":\"It works.\"}}'\n\n\
+             (These tokens are signed with the generated secret and valid for 7 days; mint more with `tidings token --sub USER`.)\n"
+        ))
+    }
+
+    /// Serves until `shutdown` completes, then ends open streams, waits for
+    /// connections to finish and closes the database.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let streams = self.state.shutdown.clone();
+        let db = self.state.db.clone();
+        let router = http::router(self.state);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                streams.cancel();
+            })
+            .await
+            .context("serving")?;
+        db.close_by_ref().await.context("closing the database")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! Token verification keys.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use super::{Claims, Principal};
+
+/// Where verification keys come from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// HS256 with a shared secret: Tidings can also mint tokens (`tidings token`).
+    Secret(Vec<u8>),
+    /// RS256 or ES256 with the identity provider's public key (PEM): Tidings
+    /// verifies only; tokens are minted by whoever holds the private key.
+    PublicKey { algorithm: Algorithm, pem: Vec<u8> },
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Secret(_) => f.write_str("Secret(<redacted>)"),
+            KeySource::PublicKey { algorithm, .. } => write!(f, "PublicKey({algorithm:?})"),
+        }
+    }
+}
+
+/// Verifies tokens, and mints them when the key is a shared secret.
+pub struct JwtKeys {
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+    validation: Validation,
+}
+
+/// Why a key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid JWT key: {0}")]
+pub struct KeyError(String);
+
+impl JwtKeys {
+    /// Loads keys. `audience`, when set, is required in every token; when
+    /// unset, an `aud` claim is ignored rather than rejected, because most
+    /// identity providers add one.
+    pub fn new(source: &KeySource, audience: Option<&str>) -> Result<Self, KeyError> {
+        let (decoding, encoding, algorithm) = match source {
+            KeySource::Secret(secret) => {
+                if secret.len() < 16 {
+                    return Err(KeyError("the HS256 secret must be at least 16 bytes".into()));
+                }
+                (DecodingKey::from_secret(secret), Some(EncodingKey::from_secret(secret)), Algorithm::HS256)
+            }
+            KeySource::PublicKey { algorithm, pem } => {
+                let decoding = match algorithm {
+                    Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+                    Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+                    other => return Err(KeyError(format!("{other:?} is not supported; use RS256 or ES256"))),
+                }
+                .map_err(|e| KeyError(e.to_string()))?;
+                (decoding, None, *algorithm)
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A stream ends exactly at `exp`; accepting tokens past it would let a
+        // client reconnect into a stream that ends at once, in a loop.
+        validation.leeway = 0;
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(JwtKeys { decoding, encoding, validation })
+    }
+
+    /// Verifies a token. The error is for debug logs only; clients always
+    /// get the same 401.
+    pub fn verify(&self, token: &str) -> Result<Principal, String> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| e.to_string())?;
+        Principal::from_claims(data.claims).ok_or_else(|| "the sub claim is not a valid user id".to_owned())
+    }
+
+    /// Mints a token (HS256 only): for `tidings token`, the first-run demo and tests.
+    pub fn mint(&self, sub: &str, scope: Option<&str>, ttl: Duration) -> Result<String, KeyError> {
+        let key = self
+            .encoding
+            .as_ref()
+            .ok_or_else(|| KeyError("tokens can only be minted with an HS256 secret; with a public key, your identity provider mints them".into()))?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let claims = Claims { sub: sub.to_owned(), exp: (now + ttl).as_secs(), scope: scope.map(str::to_owned) };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|e| KeyError(e.to_string()))
+    }
+
+    /// Whether [`mint`](Self::mint) works with these keys.
+    pub fn can_mint(&self) -> bool {
+        self.encoding.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::new(&KeySource::Secret(b"0123456789abcdef0123".to_vec()), None).unwrap()
+    }
+
+    #[test]
+    fn a_minted_token_verifies_with_its_scopes() {
+        let keys = keys();
+        let token = keys.mint("alice", Some("publish other"), Duration::from_secs(60)).unwrap();
+        let principal = keys.verify(&token).unwrap();
+        assert_eq!(principal.user.as_str(), "alice");
+        assert!(principal.has_scope("publish"));
+        assert!(!principal.has_scope("admin"));
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims = Claims { sub: "alice".into(), exp: now - 1, scope: None };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123")).unwrap();
+        assert!(keys().verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let other = JwtKeys::new(&KeySource::Secret(b"another-secret-of-16".to_vec()), None).unwrap();
+        let token = other.mint("alice", None, Duration::from_secs(60)).unwrap();
+        assert!(keys().verify(&token).is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! Settings: from environment variables and flags (each variable is also a
+//! flag), resolved into one [`Settings`] value that `Application::build`
+//! takes. Secrets never print: `Debug` redacts them.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use jsonwebtoken::Algorithm;
+
+use crate::{auth::keys::KeySource, stream::StreamSettings};
+
+/// The database used when none is configured: a file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tidings.db?mode=rwc";
+
+/// Everything the application needs to start.
+#[derive(Clone)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free one (tests).
+    pub bind: String,
+    pub database_url: String,
+    pub keys: KeySource,
+    /// When set, every token must carry this `aud`.
+    pub jwt_audience: Option<String>,
+    /// Multi-node fan-out; not available yet (see `Application::build`).
+    pub redis_url: Option<String>,
+    pub stream: StreamSettings,
+    /// Events a connection may fall behind before it catches up from the log.
+    pub mailbox_capacity: usize,
+    /// Print a ready-to-use demo (page URL, curl command) at start: only on a
+    /// zero-configuration first run, never with operator-supplied keys.
+    pub print_demo: bool,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("keys", &self.keys)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("stream", &self.stream)
+            .field("mailbox_capacity", &self.mailbox_capacity)
+            .finish()
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The `tidings` command line.
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, about = "A real-time notification hub: one SSE stream per user, lossless resume.")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve`'s flags, so that plain `tidings` serves.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Print a signed JWT (HS256) for a user, for scripts and trials.
+    Token(TokenArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://FILE?mode=rwc` or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "TIDINGS_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+/// How tokens are verified.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// HS256 secret (at least 16 bytes). Unset: a random one is generated and
+    /// kept beside the database.
+    #[arg(long, env = "TIDINGS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM file of an RS256 or ES256 public key; replaces the secret.
+    #[arg(long, env = "TIDINGS_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Algorithm of the public key.
+    #[arg(long, env = "TIDINGS_JWT_ALGORITHM", default_value = "RS256", value_parser = ["RS256", "ES256"])]
+    pub jwt_algorithm: String,
+    /// Required `aud` claim, if any.
+    #[arg(long, env = "TIDINGS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+/// `tidings serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TIDINGS_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Redis URL for fan-out across nodes.
+    #[arg(long, env = "TIDINGS_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Seconds between `: ping` comments on idle streams.
+    #[arg(long, env = "TIDINGS_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+    /// Reconnection delay suggested to clients (`retry:`), in milliseconds.
+    #[arg(long, env = "TIDINGS_RETRY_MS", default_value_t = 3000)]
+    pub retry_ms: u64,
+    /// Events a stream may fall behind before it catches up from the log.
+    #[arg(long, env = "TIDINGS_MAILBOX_CAPACITY", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub mailbox_capacity: u64,
+}
+
+/// `tidings token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Space-separated scopes, e.g. `publish`.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+impl ServeArgs {
+    /// Resolves flags into settings, generating the secret on a first run.
+    pub fn into_settings(self) -> anyhow::Result<Settings> {
+        let resolved = resolve_keys(&self.keys, &self.database.database_url)?;
+        Ok(Settings {
+            bind: self.bind,
+            database_url: self.database.database_url,
+            keys: resolved.source,
+            jwt_audience: self.keys.jwt_audience,
+            redis_url: self.redis_url,
+            stream: StreamSettings {
+                heartbeat: Duration::from_secs(self.heartbeat_secs),
+                retry: Duration::from_millis(self.retry_ms),
+                ..StreamSettings::default()
+            },
+            mailbox_capacity: self.mailbox_capacity as usize,
+            print_demo: resolved.from_secret_file,
+        })
+    }
+}
+
+/// Keys, and whether they came from the generated secret file.
+pub struct ResolvedKeys {
+    pub source: KeySource,
+    pub from_secret_file: bool,
+}
+
+/// Picks the verification key: a public key, else the configured secret,
+/// else the secret file beside the database (created on first use).
+pub fn resolve_keys(args: &KeyArgs, database_url: &str) -> anyhow::Result<ResolvedKeys> {
+    if let Some(path) = &args.jwt_public_key {
+        let pem = std::fs::read(path).with_context(|| format!("reading the JWT public key {}", path.display()))?;
+        let algorithm = if args.jwt_algorithm == "ES256" { Algorithm::ES256 } else { Algorithm::RS256 };
+        return Ok(ResolvedKeys { source: KeySource::PublicKey { algorithm, pem }, from_secret_file: false });
+    }
+    if let Some(secret) = &args.jwt_secret {
+        return Ok(ResolvedKeys { source: KeySource::Secret(secret.as_bytes().to_vec()), from_secret_file: false });
+    }
+    let path = secret_path(database_url);
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(existing) => existing.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = hex::encode(rand::random::<[u8; 32]>());
+            write_private(&path, &secret).with_context(|| format!("writing the generated secret to {}", path.display()))?;
+            tracing::warn!(path = %path.display(), "no TIDINGS_JWT_SECRET: generated a random secret and saved it; set TIDINGS_JWT_SECRET in production");
+            secret
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(ResolvedKeys { source: KeySource::Secret(secret.into_bytes()), from_secret_file: true })
+}
+
+/// Beside the SQLite file (`tidings.db` → `tidings.db.secret`), or in the
+/// working directory for other databases.
+pub fn secret_path(database_url: &str) -> PathBuf {
+    let sqlite_file = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or_default())
+        .filter(|file| !file.is_empty() && !file.starts_with(":memory:"));
+    match sqlite_file {
+        Some(file) => PathBuf::from(format!("{file}.secret")),
+        None => PathBuf::from("tidings.secret"),
+    }
+}
+
+fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(secret.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_lives_beside_the_sqlite_file() {
+        assert_eq!(secret_path("sqlite://tidings.db?mode=rwc"), PathBuf::from("tidings.db.secret"));
+        assert_eq!(secret_path("sqlite:///var/lib/t/hub.db"), PathBuf::from("/var/lib/t/hub.db.secret"));
+        assert_eq!(secret_path("postgres://u@h/db"), PathBuf::from("tidings.secret"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:hunter2@h/db"), "postgres://u:redacted@h/db");
+        assert!(format!("{:?}", KeySource::Secret(b"hunter2hunter2hunter2".to_vec())).contains("redacted"));
+    }
+}

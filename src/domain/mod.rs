@@ -1,0 +1,11 @@
+//! The domain's vocabulary: values parsed once at the edge, so the core never
+//! re-validates, and the rules of each concept beside its types.
+
+pub mod event_id;
+pub mod notification;
+pub mod topic;
+pub mod user_id;
+
+pub use event_id::EventId;
+pub use topic::Topic;
+pub use user_id::UserId;

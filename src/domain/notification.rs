@@ -1,0 +1,298 @@
+//! Notifications: the rules for what a backend may publish, and the object
+//! clients receive.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::UserId;
+use crate::error::ApiError;
+
+/// The most recipients one request may name.
+pub const MAX_RECIPIENTS: usize = 1000;
+/// The largest `data` object, encoded, in bytes.
+pub const MAX_DATA_BYTES: usize = 16 * 1024;
+/// The longest `body`, in characters.
+pub const MAX_BODY_CHARS: usize = 10_000;
+/// The longest `title`, in characters.
+pub const MAX_TITLE_CHARS: usize = 255;
+/// The longest `action_url` or `group_key`, in characters.
+const MAX_URL_CHARS: usize = 2048;
+const MAX_GROUP_KEY_CHARS: usize = 255;
+
+/// A notification type such as `comment.created`: 1 to 50 characters of
+/// `a-z 0-9 _ . -`, so it is safe in metrics labels, URLs and preferences.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NotificationType(String);
+
+impl NotificationType {
+    /// Applies the contract's rule for types.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let valid = (1..=50).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+        if valid {
+            Ok(NotificationType(raw.to_owned()))
+        } else {
+            Err("must be 1-50 characters of a-z, 0-9, '_', '.', '-'")
+        }
+    }
+
+    /// The type as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The body of `POST /v1/notifications`, as sent. Unknown fields are refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    pub user_id: Option<String>,
+    pub user_ids: Option<Vec<String>>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    #[serde(default)]
+    pub body: String,
+    pub data: Option<serde_json::Value>,
+    pub action_url: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub group_key: Option<String>,
+}
+
+/// A validated publish request: what the core stores, once per recipient.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    /// Distinct recipients, in the order given.
+    pub recipients: Vec<UserId>,
+    pub kind: NotificationType,
+    pub title: String,
+    pub body: String,
+    /// Compact JSON of the `data` object.
+    pub data: Option<String>,
+    pub action_url: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub group_key: Option<String>,
+}
+
+impl PublishRequest {
+    /// Checks every rule of the contract; the first broken one names its field.
+    pub fn validate(self, now: DateTime<Utc>) -> Result<NewNotification, ApiError> {
+        let raw_recipients = match (self.user_id, self.user_ids) {
+            (Some(one), None) => vec![one],
+            (None, Some(many)) => {
+                if many.is_empty() || many.len() > MAX_RECIPIENTS {
+                    return Err(ApiError::invalid_field("user_ids", "must list 1 to 1000 user ids"));
+                }
+                many
+            }
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid_field("user_ids", "give either user_id or user_ids, not both"));
+            }
+            (None, None) => return Err(ApiError::invalid_field("user_id", "user_id or user_ids is required")),
+        };
+        let mut recipients: Vec<UserId> = Vec::with_capacity(raw_recipients.len());
+        for raw in raw_recipients {
+            let user = UserId::parse(raw).map_err(|why| ApiError::invalid_field("user_id", format!("user id {why}")))?;
+            if !recipients.contains(&user) {
+                recipients.push(user);
+            }
+        }
+        let kind = NotificationType::parse(&self.kind).map_err(|why| ApiError::invalid_field("type", format!("type {why}")))?;
+        let title_chars = self.title.chars().count();
+        if title_chars == 0 || title_chars > MAX_TITLE_CHARS || self.title.trim().is_empty() {
+            return Err(ApiError::invalid_field("title", "title must be 1-255 characters"));
+        }
+        if self.body.chars().count() > MAX_BODY_CHARS {
+            return Err(ApiError::invalid_field("body", "body must be at most 10000 characters"));
+        }
+        let data = match self.data {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value @ serde_json::Value::Object(_)) => {
+                let encoded = value.to_string();
+                if encoded.len() > MAX_DATA_BYTES {
+                    return Err(ApiError::invalid_field("data", "data must be at most 16 KiB when encoded"));
+                }
+                Some(encoded)
+            }
+            Some(_) => return Err(ApiError::invalid_field("data", "data must be a JSON object or null")),
+        };
+        if let Some(url) = &self.action_url {
+            validate_action_url(url)?;
+        }
+        if let Some(expires_at) = self.expires_at
+            && expires_at <= now
+        {
+            return Err(ApiError::invalid_field("expires_at", "expires_at must be in the future"));
+        }
+        if let Some(key) = &self.group_key {
+            let chars = key.chars().count();
+            if chars == 0 || chars > MAX_GROUP_KEY_CHARS {
+                return Err(ApiError::invalid_field("group_key", "group_key must be 1-255 characters"));
+            }
+        }
+        Ok(NewNotification {
+            recipients,
+            kind,
+            title: self.title,
+            body: self.body,
+            data,
+            action_url: self.action_url,
+            expires_at: self.expires_at.map(truncate_to_millis),
+            group_key: self.group_key,
+        })
+    }
+}
+
+/// An action URL is an absolute http(s) URL or a path on the page's origin:
+/// anything else (`javascript:`, `data:`) would be a script injection vector
+/// in every client that renders it as a link.
+fn validate_action_url(raw: &str) -> Result<(), ApiError> {
+    let invalid = || ApiError::invalid_field("action_url", "action_url must be an http(s) URL or a path starting with '/'");
+    if raw.is_empty() || raw.chars().count() > MAX_URL_CHARS || raw.chars().any(char::is_control) {
+        return Err(invalid());
+    }
+    if raw.starts_with('/') && !raw.starts_with("//") {
+        return Ok(());
+    }
+    match url::Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
+        _ => Err(invalid()),
+    }
+}
+
+/// Times are kept to the millisecond: both databases store that exactly, so
+/// what a client reads back equals what the stream sent.
+pub fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
+}
+
+/// The notification object of the contract, as clients receive it over REST
+/// and in `notification` events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Notification {
+    pub id: i64,
+    pub user_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub data: Option<serde_json::Value>,
+    pub action_url: Option<String>,
+    pub group_key: Option<String>,
+    pub count: i32,
+    #[serde(with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(with = "rfc3339::option")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(with = "rfc3339::option")]
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl From<entity::notification::Model> for Notification {
+    fn from(row: entity::notification::Model) -> Self {
+        Notification {
+            id: row.id,
+            user_id: row.user_id,
+            kind: row.kind,
+            title: row.title,
+            body: row.body,
+            data: row.data.and_then(|json| serde_json::from_str(&json).ok()),
+            action_url: row.action_url,
+            group_key: row.group_key,
+            count: row.count,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            expires_at: row.expires_at,
+            read_at: row.read_at,
+        }
+    }
+}
+
+/// RFC 3339 UTC with milliseconds and a `Z`, the one time format of the API.
+pub mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `2026-11-22T05:08:07.123Z`.
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    /// Reads any RFC 3339 time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        DateTime::<Utc>::deserialize(d)
+    }
+
+    /// The same for optional times, written as `null` when absent.
+    pub mod option {
+        use super::*;
+
+        /// Writes the time, or `null`.
+        pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Reads a time or `null`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<DateTime<Utc>>::deserialize(d)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> PublishRequest {
+        serde_json::from_value(serde_json::json!({
+            "user_id": "alice", "type": "comment.created", "title": "Hi", "body": "there"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn types_follow_the_contract_alphabet() {
+        assert!(NotificationType::parse("comment.created_v2-x").is_ok());
+        assert!(NotificationType::parse("").is_err());
+        assert!(NotificationType::parse("Upper").is_err());
+        assert!(NotificationType::parse("with space").is_err());
+        assert!(NotificationType::parse(&"a".repeat(51)).is_err());
+    }
+
+    #[test]
+    fn a_minimal_request_is_valid() {
+        let new = request().validate(Utc::now()).unwrap();
+        assert_eq!(new.recipients.len(), 1);
+        assert_eq!(new.kind.as_str(), "comment.created");
+    }
+
+    #[test]
+    fn duplicate_recipients_are_folded() {
+        let mut req = request();
+        req.user_id = None;
+        req.user_ids = Some(vec!["a".into(), "b".into(), "a".into()]);
+        assert_eq!(req.validate(Utc::now()).unwrap().recipients.len(), 2);
+    }
+
+    #[test]
+    fn scripts_are_not_action_urls() {
+        assert!(validate_action_url("javascript:alert(1)").is_err());
+        assert!(validate_action_url("//evil.example").is_err());
+        assert!(validate_action_url("/posts/1").is_ok());
+        assert!(validate_action_url("https://example.com/x").is_ok());
+    }
+
+    #[test]
+    fn data_must_be_an_object() {
+        let mut req = request();
+        req.data = Some(serde_json::json!([1, 2]));
+        assert!(req.validate(Utc::now()).is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! Events as they travel: routed by topic, written as pre-encoded SSE frames.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::domain::{EventId, Topic};
+
+/// An event on its way to streams. The frame is encoded once when the event
+/// is created; each recipient gets a reference-counted view of the same bytes.
+#[derive(Debug)]
+pub struct Event {
+    /// The log id for persisted events; `None` for ephemeral ones (typing,
+    /// presence, counts), which are never replayed.
+    pub id: Option<EventId>,
+    /// For state events such as `unread_count`: the log position whose state
+    /// the event reports. A stream that already sent state at least that
+    /// recent skips it, so a count computed before a replay can never
+    /// overwrite a fresher one sent after it.
+    pub as_of: Option<EventId>,
+    /// The audience.
+    pub topic: Topic,
+    /// The complete SSE frame, ending with the blank line.
+    pub frame: Bytes,
+}
+
+impl Event {
+    /// An event read from or just written to the log.
+    pub fn persisted(id: EventId, topic: Topic, name: &str, data: &str) -> Self {
+        Event {
+            id: Some(id),
+            as_of: None,
+            topic,
+            frame: encode_frame(Some(id), name, data),
+        }
+    }
+
+    /// A state report (no id) that reflects the log up to `as_of`.
+    pub fn state(topic: Topic, name: &str, data: &str, as_of: Option<EventId>) -> Self {
+        Event {
+            id: None,
+            as_of,
+            topic,
+            frame: encode_frame(None, name, data),
+        }
+    }
+}
+
+/// Writes one SSE frame. `name` is one of our own event names (no CR/LF);
+/// `data` is JSON, split on line breaks as the SSE format requires, so even a
+/// payload with a raw newline cannot break the framing.
+pub fn encode_frame(id: Option<EventId>, name: &str, data: &str) -> Bytes {
+    debug_assert!(!name.contains(['\r', '\n']));
+    let mut frame = BytesMut::with_capacity(data.len() + name.len() + 32);
+    if let Some(id) = id {
+        frame.put_slice(b"id: ");
+        frame.put_slice(id.to_string().as_bytes());
+        frame.put_u8(b'\n');
+    }
+    frame.put_slice(b"event: ");
+    frame.put_slice(name.as_bytes());
+    frame.put_u8(b'\n');
+    for line in data.split('\n') {
+        frame.put_slice(b"data: ");
+        frame.put_slice(line.trim_end_matches('\r').as_bytes());
+        frame.put_u8(b'\n');
+    }
+    frame.put_u8(b'\n');
+    frame.freeze()
+}
+
+/// A frame with only an `id:` line: it moves the client's last event id
+/// forward (EventSource updates `lastEventId` and dispatches nothing), so a
+/// reconnect resumes from the log head the initial state reflected.
+pub fn encode_position(id: EventId) -> Bytes {
+    Bytes::from(format!("id: {id}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_has_id_event_data_and_a_blank_line() {
+        let frame = encode_frame(Some(EventId::new(7)), "notification", "{\"a\":1}");
+        assert_eq!(&frame[..], b"id: 7\nevent: notification\ndata: {\"a\":1}\n\n");
+    }
+
+    #[test]
+    fn newlines_in_data_become_separate_data_lines() {
+        let frame = encode_frame(None, "x", "a\r\nb");
+        assert_eq!(&frame[..], b"event: x\ndata: a\ndata: b\n\n");
+    }
+}

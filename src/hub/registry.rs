@@ -1,0 +1,74 @@
+//! Which connections on this node listen to which topic.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, Mutex},
+};
+
+use super::{Event, Mailbox};
+use crate::domain::Topic;
+
+const SHARDS: usize = 32;
+
+/// Topic → mailboxes of this node. Delivering an event is one hash lookup
+/// and one push per listening connection; nobody else is woken. Sharded so
+/// that publishers and connecting streams rarely contend on one lock.
+pub struct Registry {
+    hasher: RandomState,
+    /// std mutexes: every critical section is a few map operations, no await.
+    shards: Box<[Mutex<HashMap<Topic, Vec<Arc<Mailbox>>>>]>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, topic: &Topic) -> std::sync::MutexGuard<'_, HashMap<Topic, Vec<Arc<Mailbox>>>> {
+        let index = (self.hasher.hash_one(topic) as usize) % SHARDS;
+        self.shards[index].lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Adds a mailbox to a topic's audience.
+    pub fn register(&self, topic: &Topic, mailbox: &Arc<Mailbox>) {
+        self.shard(topic).entry(topic.clone()).or_default().push(mailbox.clone());
+    }
+
+    /// Removes a mailbox; the topic's entry goes when its last listener does.
+    pub fn unregister(&self, topic: &Topic, mailbox: &Arc<Mailbox>) {
+        let mut shard = self.shard(topic);
+        if let Some(listeners) = shard.get_mut(topic) {
+            listeners.retain(|m| !Arc::ptr_eq(m, mailbox));
+            if listeners.is_empty() {
+                shard.remove(topic);
+            }
+        }
+    }
+
+    /// Hands each event to the mailboxes of its topic, in the given order.
+    pub fn deliver(&self, events: &[Arc<Event>]) {
+        for event in events {
+            if let Some(listeners) = self.shard(&event.topic).get(&event.topic) {
+                for mailbox in listeners {
+                    mailbox.push(event);
+                }
+            }
+        }
+    }
+
+    /// How many connections on this node listen to `topic`.
+    pub fn listeners(&self, topic: &Topic) -> usize {
+        self.shard(topic).get(topic).map_or(0, Vec::len)
+    }
+}

@@ -1,0 +1,33 @@
+//! Tidings: a real-time notification hub. Each user holds one Server-Sent
+//! Events stream; everything a client or a backend does is an HTTP request
+//! that writes through the database and publishes. A client that reconnects
+//! with the last event id it saw gets exactly what it missed, in order, once.
+//!
+//! The modules, from the edge inwards:
+//!
+//! - [`config`]: settings from environment and flags, secrets redacted;
+//! - [`app`]: `Application::build` / `run_until_stopped`, the seam tests use;
+//! - [`http`]: one module per resource, thin handlers over the core;
+//! - [`auth`]: JWT verification and the extractors that yield a `Principal`;
+//! - [`error`]: the one error type, mapped once to the contract's body;
+//! - [`stream`]: one user's SSE stream, from resume point through replay to live;
+//! - [`notifications`]: the notification use cases;
+//! - [`domain`]: newtypes parsed at the edge and the rules that go with them;
+//! - [`store`]: SeaORM queries and the event log that orders everything;
+//! - [`hub`]: fan-out from committed events to the connections of their audience;
+//! - [`telemetry`]: logging.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod notifications;
+pub mod store;
+pub mod stream;
+pub mod telemetry;
+
+pub use app::{AppState, Application};
+pub use config::Settings;

@@ -1,0 +1,79 @@
+//! The `tidings` binary: parses the command line and wires the library.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use migration::{Migrator, MigratorTrait};
+use tidings::{
+    Application,
+    auth::JwtKeys,
+    config::{Cli, Command, resolve_keys},
+    store, telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    let outcome = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Migrate(args)) => migrate(&args.database_url).await,
+        Some(Command::Token(args)) => token(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: tidings::config::ServeArgs) -> anyhow::Result<()> {
+    let app = Application::build(args.into_settings()?).await?;
+    tracing::info!(address = %app.local_addr(), "listening");
+    if let Some(demo) = app.demo() {
+        println!("{demo}");
+    }
+    app.run_until_stopped(stop_signal()).await
+}
+
+async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let db = store::connect(database_url).await.context("connecting to the database")?;
+    Migrator::up(&db, None).await.context("applying migrations")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+fn token(args: tidings::config::TokenArgs) -> anyhow::Result<()> {
+    let keys = resolve_keys(&args.keys, &args.database.database_url)?;
+    let keys = JwtKeys::new(&keys.source, args.keys.jwt_audience.as_deref())?;
+    let token = keys.mint(&args.sub, args.scope.as_deref(), Duration::from_secs(args.ttl))?;
+    println!("{token}");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("stopping");
+}

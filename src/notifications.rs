@@ -1,0 +1,218 @@
+//! Notification use cases: each write is one event-log transaction that
+//! changes rows, appends the events reporting the change, and announces the
+//! user's new unread count; each read is a plain query.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{
+    domain::{
+        Topic, UserId,
+        notification::{NewNotification, Notification, truncate_to_millis},
+    },
+    error::ApiError,
+    store::{EventLog, LogWrite, event_log, idempotency, notifications as rows},
+};
+
+/// Most ids one `notification.read` event carries; a larger read-all is split.
+pub const READ_EVENT_MAX_IDS: usize = 500;
+
+/// The answer to a publish, kept verbatim for idempotent retries.
+pub struct PublishOutcome {
+    pub status: u16,
+    /// The JSON body.
+    pub body: String,
+    /// True when this is the remembered answer to an earlier request.
+    pub replayed: bool,
+}
+
+/// An `Idempotency-Key` with the fingerprint of the body it came with.
+pub struct IdempotencyKey<'a> {
+    pub key: &'a str,
+    pub request_hash: String,
+}
+
+/// The `201` body of a publish.
+#[derive(Serialize)]
+struct Published {
+    created: Vec<Notification>,
+    suppressed: Vec<String>,
+}
+
+/// A page of notifications.
+#[derive(Serialize)]
+pub struct Page {
+    pub items: Vec<Notification>,
+    pub next_cursor: Option<String>,
+}
+
+/// What a list asks for, already validated.
+pub struct ListQuery {
+    pub unread_only: bool,
+    pub kind: Option<String>,
+    pub cursor: Option<i64>,
+    pub limit: u64,
+}
+
+/// Notifications: publish, read, list.
+pub struct Notifications {
+    log: Arc<EventLog>,
+}
+
+impl Notifications {
+    /// Use cases over `log`.
+    pub fn new(log: Arc<EventLog>) -> Self {
+        Notifications { log }
+    }
+
+    /// Stores one notification per recipient and sends each to its owner.
+    /// With an idempotency key, a retry with the same body gets the first
+    /// answer and creates nothing; the check runs inside the write
+    /// transaction, so two racing retries cannot both create.
+    pub async fn publish(&self, caller: &UserId, key: Option<IdempotencyKey<'_>>, new: NewNotification) -> Result<PublishOutcome, ApiError> {
+        let mut write = self.log.write().await?;
+        if let Some(key) = &key
+            && let Some(earlier) = idempotency::find(write.conn(), caller.as_str(), key.key).await?
+        {
+            if earlier.request_hash != key.request_hash {
+                return Err(ApiError::invalid_field(
+                    "Idempotency-Key",
+                    "this Idempotency-Key was already used with a different request body",
+                ));
+            }
+            return Ok(PublishOutcome { status: earlier.status, body: earlier.body, replayed: true });
+        }
+
+        let now = truncate_to_millis(Utc::now());
+        let mut created = Vec::with_capacity(new.recipients.len());
+        for user in &new.recipients {
+            let mut row = rows::insert(write.conn(), user, &new, now).await?;
+            let topic = Topic::user(user);
+            let notification = Notification::from(row.clone());
+            let event_id = write.append(&topic, "notification", &notification).await?;
+            rows::set_event_id(write.conn(), row.id, event_id.get()).await?;
+            row.event_id = event_id.get();
+            announce_unread_count(&mut write, user).await?;
+            created.push(notification);
+        }
+        let body = serde_json::to_string(&Published { created, suppressed: Vec::new() })
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        if let Some(key) = &key {
+            let answer = idempotency::StoredAnswer { request_hash: key.request_hash.clone(), status: 201, body: body.clone() };
+            idempotency::remember(write.conn(), caller.as_str(), key.key, &answer).await?;
+        }
+        write.commit().await?;
+        Ok(PublishOutcome { status: 201, body, replayed: false })
+    }
+
+    /// A page of the user's notifications, newest first.
+    pub async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, ApiError> {
+        let filter = rows::ListFilter {
+            unread_only: query.unread_only,
+            kind: query.kind.as_deref(),
+            before_id: query.cursor,
+            limit: query.limit + 1,
+        };
+        let mut found = rows::list(self.log.db(), user, filter, Utc::now()).await?;
+        let next_cursor = if found.len() as u64 > query.limit {
+            found.truncate(query.limit as usize);
+            found.last().map(|row| row.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items: found.into_iter().map(Notification::from).collect(), next_cursor })
+    }
+
+    /// The user's unread count.
+    pub async fn unread_count(&self, user: &UserId) -> Result<u64, ApiError> {
+        Ok(rows::unread_count(self.log.db(), user, Utc::now()).await?)
+    }
+
+    /// Marks one notification read and tells every stream of the user.
+    pub async fn read(&self, user: &UserId, id: i64) -> Result<Notification, ApiError> {
+        let mut write = self.log.write().await?;
+        let now = truncate_to_millis(Utc::now());
+        let mut row = rows::find(write.conn(), user, id, now).await?.ok_or(ApiError::NotFound)?;
+        if row.read_at.is_none() {
+            mark_read_and_report(&mut write, user, &[id], now).await?;
+            announce_unread_count(&mut write, user).await?;
+            row.read_at = Some(now);
+        }
+        write.commit().await?;
+        Ok(row.into())
+    }
+
+    /// Marks every unread notification (optionally of one type) read.
+    pub async fn read_all(&self, user: &UserId, kind: Option<&str>) -> Result<u64, ApiError> {
+        let mut write = self.log.write().await?;
+        let now = truncate_to_millis(Utc::now());
+        let ids = rows::unread_ids(write.conn(), user, kind, now).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut updated = 0;
+        for chunk in ids.chunks(READ_EVENT_MAX_IDS) {
+            updated += mark_read_and_report(&mut write, user, chunk, now).await?;
+        }
+        announce_unread_count(&mut write, user).await?;
+        write.commit().await?;
+        Ok(updated)
+    }
+
+    /// Records a click, which also marks the notification read.
+    pub async fn click(&self, user: &UserId, id: i64) -> Result<Notification, ApiError> {
+        let mut write = self.log.write().await?;
+        let now = truncate_to_millis(Utc::now());
+        let mut row = rows::find(write.conn(), user, id, now).await?.ok_or(ApiError::NotFound)?;
+        rows::mark_clicked(write.conn(), id, now).await?;
+        if row.read_at.is_none() {
+            mark_read_and_report(&mut write, user, &[id], now).await?;
+            announce_unread_count(&mut write, user).await?;
+            row.read_at = Some(now);
+        }
+        write.commit().await?;
+        Ok(row.into())
+    }
+
+    /// Deletes a notification for its owner.
+    pub async fn delete(&self, user: &UserId, id: i64) -> Result<(), ApiError> {
+        let mut write = self.log.write().await?;
+        let now = truncate_to_millis(Utc::now());
+        let row = rows::find(write.conn(), user, id, now).await?.ok_or(ApiError::NotFound)?;
+        rows::mark_deleted(write.conn(), id, now).await?;
+        write.append(&Topic::user(user), "notification.deleted", &json!({ "id": id })).await?;
+        if row.read_at.is_none() {
+            announce_unread_count(&mut write, user).await?;
+        }
+        write.commit().await?;
+        Ok(())
+    }
+}
+
+/// Marks `ids` read and appends one `notification.read` event for them.
+async fn mark_read_and_report(write: &mut LogWrite, user: &UserId, ids: &[i64], now: chrono::DateTime<Utc>) -> Result<u64, ApiError> {
+    let changed = rows::mark_read(write.conn(), ids, now).await?;
+    write.append(&Topic::user(user), "notification.read", &json!({ "ids": ids })).await?;
+    Ok(changed)
+}
+
+/// Counts the user's unread notifications inside the write and queues the
+/// `unread_count` state event that follows the write's events.
+async fn announce_unread_count(write: &mut LogWrite, user: &UserId) -> Result<(), ApiError> {
+    let count = rows::unread_count(write.conn(), user, Utc::now()).await?;
+    write.announce(&Topic::user(user), "unread_count", &json!({ "count": count }));
+    Ok(())
+}
+
+/// The log position and unread count a stream reports when it starts or
+/// catches up. The position is read first: the count then reflects at least
+/// every event up to it, so a stream that skips queued counts at or below
+/// that position never skips one fresher than what it sent.
+pub async fn unread_state(conn: &impl sea_orm::ConnectionTrait, user: &UserId, topics: &[Topic]) -> Result<(crate::domain::EventId, u64), sea_orm::DbErr> {
+    let position = event_log::head(conn, topics).await?;
+    let count = rows::unread_count(conn, user, Utc::now()).await?;
+    Ok((position, count))
+}

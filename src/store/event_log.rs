@@ -1,0 +1,197 @@
+//! The event log: what resume stands on.
+//!
+//! Every event that streams give an id is appended here, in the same
+//! transaction as the change it reports, and published to the hub only after
+//! that transaction commits. Resume is "every event of my topics with an id
+//! greater than the last one I saw", which is exact only if **ids increase
+//! in commit order**: a stream that has read up to id N must never later find
+//! a smaller id committed behind its back.
+//!
+//! How that holds:
+//!
+//! - **SQLite**: the database has one writer at a time. All appends of this
+//!   process also go through [`EventLog::write`], which takes a process-wide
+//!   async lock and opens the transaction with `BEGIN IMMEDIATE`, so ids are
+//!   allocated and committed strictly one transaction after the other.
+//! - **PostgreSQL** (several nodes, one database): a sequence alone hands out
+//!   ids in call order, not commit order. Each write transaction therefore
+//!   first takes `pg_advisory_xact_lock(LOG_LOCK)`, which every node's writer
+//!   takes too and which PostgreSQL releases only at commit or rollback. Ids
+//!   are drawn while the lock is held, so across all nodes a transaction with
+//!   a larger id commits after every one with a smaller id.
+//!
+//! The same lock order makes publication ordered on one node: the hub
+//! receives a transaction's events before the next writer may start, so live
+//! events reach each mailbox in id order, and a stream's rule "skip what is
+//! at or below my last id" never skips something it has not sent.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+use serde::Serialize;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::domain::{EventId, Topic};
+use crate::hub::{Event, Hub};
+use entity::{event, history_floor};
+
+/// The advisory lock key that serializes appends on PostgreSQL ("tidings" in
+/// ASCII, truncated): any constant works as long as every node uses it.
+const LOG_LOCK: i64 = 0x7469_6469_6e67;
+
+/// The event log and its single writer.
+pub struct EventLog {
+    db: DatabaseConnection,
+    /// Held from `BEGIN` until the committed events are handed to the hub;
+    /// see the module documentation for why this is the ordering guarantee.
+    writer: Arc<Mutex<()>>,
+    hub: Arc<Hub>,
+}
+
+impl EventLog {
+    /// A log over `db` that publishes committed events to `hub`.
+    pub fn new(db: DatabaseConnection, hub: Arc<Hub>) -> Self {
+        EventLog {
+            db,
+            writer: Arc::new(Mutex::new(())),
+            hub,
+        }
+    }
+
+    /// Starts a write: a transaction in which the caller changes rows and
+    /// appends the events that report the change.
+    pub async fn write(&self) -> Result<LogWrite, DbErr> {
+        let turn = self.writer.clone().lock_owned().await;
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        let txn = self.db.begin_with_options(options).await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({LOG_LOCK})"))
+                .await?;
+        }
+        Ok(LogWrite {
+            txn,
+            outbox: Vec::new(),
+            last_appended: None,
+            hub: self.hub.clone(),
+            _turn: turn,
+        })
+    }
+
+    /// The connection pool, for reads outside a write.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+/// One write transaction on the log. Dropping it without [`commit`](Self::commit)
+/// rolls everything back and publishes nothing.
+pub struct LogWrite {
+    txn: DatabaseTransaction,
+    /// Events to publish once the commit succeeded, in append order.
+    outbox: Vec<Arc<Event>>,
+    last_appended: Option<EventId>,
+    hub: Arc<Hub>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl LogWrite {
+    /// The transaction, for the caller's own changes.
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    /// Appends an event for `topic`; it is published after the commit.
+    pub async fn append(&mut self, topic: &Topic, name: &str, data: &impl Serialize) -> Result<EventId, DbErr> {
+        let data = serde_json::to_string(data).map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
+        let row = event::ActiveModel {
+            topic: Set(topic.as_str().to_owned()),
+            event: Set(name.to_owned()),
+            data: Set(data.clone()),
+            created_at: Set(Utc::now()),
+            ..Default::default()
+        };
+        let id = EventId::new(event::Entity::insert(row).exec(&self.txn).await?.last_insert_id);
+        self.last_appended = Some(id);
+        self.outbox.push(Arc::new(Event::persisted(id, topic.clone(), name, &data)));
+        Ok(id)
+    }
+
+    /// Queues a state report (such as `unread_count`) that is published after
+    /// the events appended so far, tagged with the log position it reflects.
+    pub fn announce(&mut self, topic: &Topic, name: &str, data: &impl Serialize) {
+        let data = serde_json::to_string(data).expect("state payloads are plain JSON values");
+        self.outbox.push(Arc::new(Event::state(topic.clone(), name, &data, self.last_appended)));
+    }
+
+    /// Commits, then publishes, then lets the next writer in.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        let LogWrite { txn, outbox, hub, _turn, .. } = self;
+        txn.commit().await?;
+        hub.publish(outbox);
+        Ok(())
+    }
+}
+
+/// Up to `limit` events of `topics` after `after`, oldest first.
+pub async fn read_after(
+    conn: &impl ConnectionTrait,
+    topics: &[Topic],
+    after: EventId,
+    limit: u64,
+) -> Result<Vec<Event>, DbErr> {
+    let rows = event::Entity::find()
+        .filter(event::Column::Topic.is_in(topics.iter().map(Topic::as_str)))
+        .filter(event::Column::Id.gt(after.get()))
+        .order_by_asc(event::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Event::persisted(EventId::new(row.id), Topic::from_stored(&row.topic), &row.event, &row.data))
+        .collect())
+}
+
+/// The newest event id of `topics`, or zero.
+pub async fn head(conn: &impl ConnectionTrait, topics: &[Topic]) -> Result<EventId, DbErr> {
+    let newest: Option<Option<i64>> = event::Entity::find()
+        .select_only()
+        .column_as(event::Column::Id.max(), "head")
+        .filter(event::Column::Topic.is_in(topics.iter().map(Topic::as_str)))
+        .into_tuple()
+        .one(conn)
+        .await?;
+    Ok(EventId::new(newest.flatten().unwrap_or(0)))
+}
+
+/// The newest event id of the whole log, or zero: no client can have seen
+/// an id above it, so a resume point beyond it comes from another database.
+pub async fn newest(conn: &impl ConnectionTrait) -> Result<EventId, DbErr> {
+    let newest: Option<Option<i64>> = event::Entity::find()
+        .select_only()
+        .column_as(event::Column::Id.max(), "head")
+        .into_tuple()
+        .one(conn)
+        .await?;
+    Ok(EventId::new(newest.flatten().unwrap_or(0)))
+}
+
+/// The highest id at or below which events of `topics` may have been pruned.
+pub async fn floor(conn: &impl ConnectionTrait, topics: &[Topic]) -> Result<EventId, DbErr> {
+    let floor: Option<Option<i64>> = history_floor::Entity::find()
+        .select_only()
+        .column_as(history_floor::Column::Floor.max(), "floor")
+        .filter(history_floor::Column::Topic.is_in(topics.iter().map(Topic::as_str)))
+        .into_tuple()
+        .one(conn)
+        .await?;
+    Ok(EventId::new(floor.flatten().unwrap_or(0)))
+}

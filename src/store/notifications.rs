@@ -1,0 +1,154 @@
+//! Notification rows.
+//!
+//! "Visible" means: the user's own, not deleted, not expired. Every read
+//! goes through [`visible`], so another user's notification and an expired
+//! one are equally absent.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select, Set, sea_query::Expr,
+};
+
+use crate::domain::{UserId, notification::NewNotification};
+use entity::notification::{self, Column, Entity as Notifications, Model};
+
+/// The notifications `user` can see at `now`.
+pub fn visible(user: &UserId, now: DateTime<Utc>) -> Select<Notifications> {
+    Notifications::find()
+        .filter(Column::UserId.eq(user.as_str()))
+        .filter(Column::DeletedAt.is_null())
+        .filter(Condition::any().add(Column::ExpiresAt.is_null()).add(Column::ExpiresAt.gt(now)))
+}
+
+/// Stores one recipient's copy; `event_id` is set by [`set_event_id`] once
+/// the event that carries it is appended.
+pub async fn insert(conn: &impl ConnectionTrait, user: &UserId, new: &NewNotification, now: DateTime<Utc>) -> Result<Model, DbErr> {
+    notification::ActiveModel {
+        user_id: Set(user.as_str().to_owned()),
+        kind: Set(new.kind.as_str().to_owned()),
+        title: Set(new.title.clone()),
+        body: Set(new.body.clone()),
+        data: Set(new.data.clone()),
+        action_url: Set(new.action_url.clone()),
+        group_key: Set(new.group_key.clone()),
+        count: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+        expires_at: Set(new.expires_at),
+        read_at: Set(None),
+        clicked_at: Set(None),
+        deleted_at: Set(None),
+        event_id: Set(0),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await
+}
+
+/// Records which event last carried the notification.
+pub async fn set_event_id(conn: &impl ConnectionTrait, id: i64, event_id: i64) -> Result<(), DbErr> {
+    Notifications::update_many()
+        .col_expr(Column::EventId, Expr::value(event_id))
+        .filter(Column::Id.eq(id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// One visible notification of `user`.
+pub async fn find(conn: &impl ConnectionTrait, user: &UserId, id: i64, now: DateTime<Utc>) -> Result<Option<Model>, DbErr> {
+    visible(user, now).filter(Column::Id.eq(id)).one(conn).await
+}
+
+/// How many visible notifications of `user` are unread.
+pub async fn unread_count(conn: &impl ConnectionTrait, user: &UserId, now: DateTime<Utc>) -> Result<u64, DbErr> {
+    visible(user, now).filter(Column::ReadAt.is_null()).count(conn).await
+}
+
+/// The newest `limit` unread ones, returned oldest first: what a stream
+/// without a resume point starts with.
+pub async fn newest_unread(conn: &impl ConnectionTrait, user: &UserId, now: DateTime<Utc>, limit: u64) -> Result<Vec<Model>, DbErr> {
+    let mut rows = visible(user, now)
+        .filter(Column::ReadAt.is_null())
+        .order_by_desc(Column::EventId)
+        .limit(limit)
+        .all(conn)
+        .await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// Ids of unread visible notifications, optionally of one type, oldest first.
+pub async fn unread_ids(conn: &impl ConnectionTrait, user: &UserId, kind: Option<&str>, now: DateTime<Utc>) -> Result<Vec<i64>, DbErr> {
+    let mut query = visible(user, now).filter(Column::ReadAt.is_null());
+    if let Some(kind) = kind {
+        query = query.filter(Column::Kind.eq(kind));
+    }
+    query
+        .select_only()
+        .column(Column::Id)
+        .order_by_asc(Column::Id)
+        .into_tuple()
+        .all(conn)
+        .await
+}
+
+/// Marks notifications read; returns how many changed.
+pub async fn mark_read(conn: &impl ConnectionTrait, ids: &[i64], now: DateTime<Utc>) -> Result<u64, DbErr> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let result = Notifications::update_many()
+        .col_expr(Column::ReadAt, Expr::value(now))
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .filter(Column::ReadAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Records the first click.
+pub async fn mark_clicked(conn: &impl ConnectionTrait, id: i64, now: DateTime<Utc>) -> Result<(), DbErr> {
+    Notifications::update_many()
+        .col_expr(Column::ClickedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .filter(Column::ClickedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes softly: the row stays for statistics, invisible to everyone.
+pub async fn mark_deleted(conn: &impl ConnectionTrait, id: i64, now: DateTime<Utc>) -> Result<(), DbErr> {
+    Notifications::update_many()
+        .col_expr(Column::DeletedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Which notifications a list shows.
+pub struct ListFilter<'a> {
+    pub unread_only: bool,
+    pub kind: Option<&'a str>,
+    /// Only ids below this one: the cursor of the previous page.
+    pub before_id: Option<i64>,
+    pub limit: u64,
+}
+
+/// A page of visible notifications, newest first.
+pub async fn list(conn: &impl ConnectionTrait, user: &UserId, filter: ListFilter<'_>, now: DateTime<Utc>) -> Result<Vec<Model>, DbErr> {
+    let mut query = visible(user, now);
+    if filter.unread_only {
+        query = query.filter(Column::ReadAt.is_null());
+    }
+    if let Some(kind) = filter.kind {
+        query = query.filter(Column::Kind.eq(kind));
+    }
+    if let Some(before) = filter.before_id {
+        query = query.filter(Column::Id.lt(before));
+    }
+    query.order_by_desc(Column::Id).limit(filter.limit).all(conn).await
+}
