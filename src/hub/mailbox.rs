@@ -47,22 +47,26 @@ impl Mailbox {
         }
     }
 
-    /// Queues an event without ever blocking the publisher.
-    pub fn push(&self, event: &Arc<Event>) {
-        {
+    /// Queues an event without ever blocking the publisher. Returns true
+    /// when this push is the one that overflowed the queue.
+    pub fn push(&self, event: &Arc<Event>) -> bool {
+        let overflowed = {
             let mut state = self.state.lock().unwrap_or_else(|poison| poison.into_inner());
             if state.lagged {
                 // The stream will read the log; queueing more only costs memory.
-                return;
+                return false;
             }
             if state.queue.len() >= self.capacity {
                 state.lagged = true;
                 state.queue = VecDeque::new();
+                true
             } else {
                 state.queue.push_back(event.clone());
+                false
             }
-        }
+        };
         self.wake.notify_one();
+        overflowed
     }
 
     /// Waits until there is something to do. Taking the lag flag and

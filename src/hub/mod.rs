@@ -94,6 +94,11 @@ impl Hub {
     pub fn stats(&self) -> &HubStats {
         &self.stats
     }
+
+    /// How many times a connection on this node fell behind its mailbox.
+    pub fn overflows(&self) -> u64 {
+        self.registry.overflows()
+    }
 }
 
 /// One connection's place in the registry; leaving it (drop) unregisters.

@@ -3,7 +3,10 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use super::{Event, Mailbox};
@@ -18,6 +21,8 @@ pub struct Registry {
     hasher: RandomState,
     /// std mutexes: every critical section is a few map operations, no await.
     shards: Box<[Mutex<HashMap<Topic, Vec<Arc<Mailbox>>>>]>,
+    /// Mailboxes that overflowed (each then catches up from the log).
+    overflows: AtomicU64,
 }
 
 impl Default for Registry {
@@ -32,6 +37,7 @@ impl Registry {
         Registry {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            overflows: AtomicU64::new(0),
         }
     }
 
@@ -61,10 +67,17 @@ impl Registry {
         for event in events {
             if let Some(listeners) = self.shard(&event.topic).get(&event.topic) {
                 for mailbox in listeners {
-                    mailbox.push(event);
+                    if mailbox.push(event) {
+                        self.overflows.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
+    }
+
+    /// How many times a connection's mailbox overflowed since start.
+    pub fn overflows(&self) -> u64 {
+        self.overflows.load(Ordering::Relaxed)
     }
 
     /// How many connections on this node listen to `topic`.

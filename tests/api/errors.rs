@@ -1,0 +1,131 @@
+//! Every error code the core answers, in the contract's body, changing nothing.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{into_json, spawn_app};
+
+fn assert_error(status: StatusCode, body: &Value, expected_status: StatusCode, code: &str) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "a human message: {body}");
+}
+
+#[tokio::test]
+async fn invalid_publish_bodies_are_refused_with_the_field_at_fault_and_store_nothing() {
+    let app = spawn_app().await;
+    let valid = json!({"user_id": "alice", "type": "t", "title": "x"});
+    let with = |patch: Value| {
+        let mut body = valid.clone();
+        for (key, value) in patch.as_object().unwrap() {
+            if value.is_null() {
+                body.as_object_mut().unwrap().remove(key);
+            } else {
+                body[key] = value.clone();
+            }
+        }
+        body
+    };
+    let cases = [
+        (with(json!({"user_id": null})), StatusCode::UNPROCESSABLE_ENTITY, Some("user_id")),
+        (with(json!({"user_ids": ["a"]})), StatusCode::UNPROCESSABLE_ENTITY, Some("user_ids")),
+        (with(json!({"user_id": null, "user_ids": []})), StatusCode::UNPROCESSABLE_ENTITY, Some("user_ids")),
+        (
+            with(json!({"user_id": null, "user_ids": (0..1001).map(|i| format!("u{i}")).collect::<Vec<_>>()})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("user_ids"),
+        ),
+        (with(json!({"type": "Not Valid"})), StatusCode::UNPROCESSABLE_ENTITY, Some("type")),
+        (with(json!({"type": "a".repeat(51)})), StatusCode::UNPROCESSABLE_ENTITY, Some("type")),
+        (with(json!({"title": ""})), StatusCode::UNPROCESSABLE_ENTITY, Some("title")),
+        (with(json!({"title": "t".repeat(256)})), StatusCode::UNPROCESSABLE_ENTITY, Some("title")),
+        (with(json!({"body": "b".repeat(10_001)})), StatusCode::UNPROCESSABLE_ENTITY, Some("body")),
+        (with(json!({"data": [1, 2]})), StatusCode::UNPROCESSABLE_ENTITY, Some("data")),
+        (with(json!({"data": {"big": "x".repeat(17 * 1024)}})), StatusCode::UNPROCESSABLE_ENTITY, Some("data")),
+        (with(json!({"action_url": "javascript:alert(1)"})), StatusCode::UNPROCESSABLE_ENTITY, Some("action_url")),
+        (with(json!({"expires_at": "2001-01-01T00:00:00Z"})), StatusCode::UNPROCESSABLE_ENTITY, Some("expires_at")),
+        (with(json!({"expires_at": "tomorrow"})), StatusCode::BAD_REQUEST, Some("expires_at")),
+        (with(json!({"title": null})), StatusCode::BAD_REQUEST, None),
+        (with(json!({"surprise": true})), StatusCode::BAD_REQUEST, None),
+        (with(json!({"title": 5})), StatusCode::BAD_REQUEST, Some("title")),
+    ];
+    for (body, status, field) in cases {
+        let (actual_status, answer) = into_json(app.publish_raw(&body).await).await;
+        assert_error(actual_status, &answer, status, "invalid_request");
+        if let Some(field) = field {
+            assert_eq!(answer["error"]["field"], field, "for {body}");
+        }
+    }
+    let response = app
+        .http
+        .post(format!("{}/v1/notifications", app.base))
+        .bearer_auth(app.publisher_token())
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = into_json(response).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+
+    let (_, count) = app.get_json("/v1/notifications/unread_count", &app.token("alice")).await;
+    assert_eq!(count["count"], 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(format!("{}/v1/notifications", app.base))
+        .bearer_auth(app.publisher_token())
+        .header("content-type", "application/json")
+        .body(format!("{{\"user_id\":\"a\",\"type\":\"t\",\"title\":\"{}\"}}", "x".repeat(600 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = into_json(response).await;
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_refused() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    for query in ["limit=0", "limit=101", "limit=ten", "status=maybe", "type=BAD", "cursor=abc"] {
+        let (status, body) = app.get_json(&format!("/v1/notifications?{query}"), &token).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let (status, body) = app.post_json("/v1/notifications/read_all", &token, Some(json!({"kind": "x"}))).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn unknown_paths_and_ids_are_not_found_in_the_contract_body() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    let (status, body) = app.get_json("/v1/nothing-here", &token).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    for id in ["12345", "abc", "-1"] {
+        let (status, body) = app.post_json(&format!("/v1/notifications/{id}/read"), &token, None).await;
+        assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    }
+    let response = app.request(Method::PUT, "/v1/notifications", &token).send().await.unwrap();
+    let (status, body) = into_json(response).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["error"]["code"], "invalid_request");
+}
+
+#[tokio::test]
+async fn health_says_alive_and_readiness_says_the_database_answers() {
+    let app = spawn_app().await;
+    let response = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    app.state.db.close_by_ref().await.unwrap();
+    let (status, body) = into_json(app.http.get(format!("{}/readyz", app.base)).send().await.unwrap()).await;
+    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let response = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the process still lives");
+}

@@ -1,0 +1,267 @@
+//! `spawn_app()` and `TestApp`: the real server on port 0 with a fresh SQLite
+//! file, and a client that speaks the domain's words.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use eventsource_stream::{Event as SseEvent, Eventsource};
+use futures_util::{Stream, StreamExt};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tidings::{
+    AppState, Application, Settings,
+    auth::{JwtKeys, keys::KeySource},
+    stream::StreamSettings,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// The HS256 secret every test server uses.
+pub const SECRET: &[u8] = b"integration-test-secret-0123456789";
+
+/// How long a test waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    keys: Arc<JwtKeys>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub dir: Arc<TempDir>,
+}
+
+/// A server with default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server whose settings the test adjusts first.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    spawn_app_in(dir, configure).await
+}
+
+/// A server on the database in `dir` (to restart one on the same data).
+pub async fn spawn_app_in(dir: Arc<TempDir>, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tidings::telemetry::init();
+    }
+    let mut settings = Settings {
+        bind: "127.0.0.1:0".into(),
+        database_url: format!("sqlite://{}/tidings.db?mode=rwc", dir.path().display()),
+        keys: KeySource::Secret(SECRET.to_vec()),
+        jwt_audience: None,
+        redis_url: None,
+        stream: StreamSettings::default(),
+        mailbox_capacity: 256,
+        print_demo: false,
+    };
+    configure(&mut settings);
+    let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref()).expect("test keys"));
+    let app = Application::build(settings).await.expect("the application builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        state,
+        keys,
+        stop: Some(stop),
+        server: Some(server),
+        dir,
+    }
+}
+
+impl TestApp {
+    /// A token for `user` with no scope, valid for an hour.
+    pub fn token(&self, user: &str) -> String {
+        self.keys.mint(user, None, Duration::from_secs(3600)).unwrap()
+    }
+
+    /// A token for `user` that expires after `ttl`.
+    pub fn token_expiring(&self, user: &str, ttl: Duration) -> String {
+        self.keys.mint(user, None, ttl).unwrap()
+    }
+
+    /// A backend's token, with the `publish` scope.
+    pub fn publisher_token(&self) -> String {
+        self.keys.mint("backend", Some("publish"), Duration::from_secs(3600)).unwrap()
+    }
+
+    /// `POST /v1/notifications` with `body`, as a backend.
+    pub async fn publish_raw(&self, body: &Value) -> Response {
+        self.http
+            .post(format!("{}/v1/notifications", self.base))
+            .bearer_auth(self.publisher_token())
+            .json(body)
+            .send()
+            .await
+            .expect("publish request")
+    }
+
+    /// Publishes one notification to `user` and returns it.
+    pub async fn notify(&self, user: &str, title: &str) -> Value {
+        let response = self
+            .publish_raw(&json!({"user_id": user, "type": "test", "title": title, "body": "body"}))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "publishing must succeed");
+        let body: Value = response.json().await.unwrap();
+        body["created"][0].clone()
+    }
+
+    /// A request as `user` to `path` (under the base URL).
+    pub fn request(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(token)
+    }
+
+    /// `GET path` as the holder of `token`, answering (status, JSON body).
+    pub async fn get_json(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        into_json(self.request(reqwest::Method::GET, path, token).send().await.unwrap()).await
+    }
+
+    /// `POST path` with an optional JSON body, answering (status, JSON body).
+    pub async fn post_json(&self, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.request(reqwest::Method::POST, path, token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        into_json(request.send().await.unwrap()).await
+    }
+
+    /// Opens `user`'s stream, resuming after `last_event_id` if given.
+    pub async fn open_stream(&self, token: &str, last_event_id: Option<&str>) -> EventStream {
+        let mut request = self.http.get(format!("{}/v1/stream", self.base)).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.expect("stream request");
+        assert_eq!(response.status(), StatusCode::OK, "the stream must open");
+        EventStream::new(response)
+    }
+
+    /// Stops the server the way a signal would, and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(PATIENCE, server)
+                .await
+                .expect("the server stops promptly")
+                .expect("the server task")
+                .expect("the server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Status and JSON body of a response (`Null` when it has none).
+pub async fn into_json(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    (status, body)
+}
+
+type SseStream = Pin<Box<dyn Stream<Item = Result<SseEvent, String>> + Send>>;
+
+/// A stream read with a real SSE parser (`eventsource-stream`), tracking the
+/// last event id the way a browser's EventSource does.
+pub struct EventStream {
+    events: SseStream,
+    /// The last event id seen, as EventSource would send it on reconnect.
+    pub last_id: Option<String>,
+}
+
+impl EventStream {
+    /// Wraps the body of a stream response.
+    pub fn new(response: Response) -> Self {
+        Self::from_bytes(response.bytes_stream().map(|chunk| chunk.map_err(|e| e.to_string())))
+    }
+
+    /// Wraps any byte stream of SSE.
+    pub fn from_bytes<S, B>(bytes: S) -> Self
+    where
+        S: Stream<Item = Result<B, String>> + Send + 'static,
+        B: AsRef<[u8]>,
+    {
+        let events = bytes.eventsource().map(|event| event.map_err(|e| e.to_string()));
+        EventStream { events: Box::pin(events), last_id: None }
+    }
+
+    /// The next event, or `None` when the server ended the stream. Panics if
+    /// nothing arrives within [`PATIENCE`].
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        let event = tokio::time::timeout(PATIENCE, self.events.next())
+            .await
+            .expect("an event should arrive in time")?
+            .expect("the stream parses");
+        if !event.id.is_empty() {
+            self.last_id = Some(event.id.clone());
+        }
+        Some(event)
+    }
+
+    /// The next event named `name`, skipping others.
+    pub async fn next_named(&mut self, name: &str) -> SseEvent {
+        loop {
+            let event = self.next().await.expect("the stream ended early");
+            if event.event == name {
+                return event;
+            }
+        }
+    }
+
+    /// Events up to and including the next `unread_count`: the end of the
+    /// initial state of a fresh or resumed stream.
+    pub async fn until_unread_count(&mut self) -> (Vec<SseEvent>, u64) {
+        let mut before = Vec::new();
+        loop {
+            let event = self.next().await.expect("the stream ended early");
+            if event.event == "unread_count" {
+                let count = data(&event)["count"].as_u64().unwrap();
+                return (before, count);
+            }
+            before.push(event);
+        }
+    }
+
+    /// Whether the server has ended the stream (waits up to [`PATIENCE`]).
+    pub async fn ended(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.events.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
+/// The JSON data of an event.
+pub fn data(event: &SseEvent) -> Value {
+    serde_json::from_str(&event.data).expect("event data is JSON")
+}
+
+/// Waits until `condition` holds, checking every few milliseconds, failing
+/// after [`PATIENCE`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real server on an ephemeral port, a real SQLite
+//! file, streams read with a real SSE parser. One binary, one module per
+//! resource.
+
+mod helpers;
+
+mod auth;
+mod browser;
+mod cli;
+mod errors;
+mod notifications;
+mod resume;
+mod stream;

@@ -1,0 +1,154 @@
+//! The stream's framing, initial state, live delivery, heartbeats, expiry, isolation.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+
+use crate::helpers::{PATIENCE, data, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn the_stream_answers_with_sse_headers_a_retry_hint_first_and_an_unread_count_without_id() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    app.notify("alice", "first").await;
+
+    let response = app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers();
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["x-accel-buffering"], "no");
+
+    let mut raw = String::new();
+    let mut body = response.bytes_stream();
+    while !raw.contains("event: unread_count") {
+        let chunk = tokio::time::timeout(PATIENCE, body.next()).await.unwrap().unwrap().unwrap();
+        raw.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(raw.starts_with("retry: "), "the first frame is the retry hint: {raw:?}");
+    let count_frame = raw.split("\n\n").find(|frame| frame.contains("event: unread_count")).unwrap();
+    assert!(!count_frame.contains("id:"), "unread_count carries no id: {count_frame:?}");
+    let notification_frame = raw.split("\n\n").find(|frame| frame.contains("event: notification")).unwrap();
+    assert!(notification_frame.starts_with("id: "), "notifications carry ids: {notification_frame:?}");
+}
+
+#[tokio::test]
+async fn a_fresh_stream_starts_with_the_unread_notifications_oldest_first_then_the_count() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    let first = app.notify("alice", "one").await;
+    app.notify("alice", "two").await;
+    app.notify("alice", "three").await;
+    let (status, _) = app.post_json(&format!("/v1/notifications/{}/read", first["id"]), &token, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut stream = app.open_stream(&token, None).await;
+    let (initial, count) = stream.until_unread_count().await;
+    let titles: Vec<_> = initial
+        .iter()
+        .filter(|e| e.event == "notification")
+        .map(|e| data(e)["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(titles, ["two", "three"]);
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
+async fn a_fresh_stream_sends_at_most_the_newest_hundred_unread() {
+    let app = spawn_app().await;
+    for i in 0..105 {
+        app.notify("alice", &format!("n{i}")).await;
+    }
+    let mut stream = app.open_stream(&app.token("alice"), None).await;
+    let (initial, count) = stream.until_unread_count().await;
+    let titles: Vec<_> = initial.iter().map(|e| data(e)["title"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<_> = (5..105).map(|i| format!("n{i}")).collect();
+    assert_eq!(titles, expected);
+    assert_eq!(count, 105, "the count covers all unread, not only those sent");
+}
+
+#[tokio::test]
+async fn a_notification_published_while_connected_arrives_live_followed_by_the_new_count() {
+    let app = spawn_app().await;
+    let mut stream = app.open_stream(&app.token("alice"), None).await;
+    let (_, count) = stream.until_unread_count().await;
+    assert_eq!(count, 0);
+
+    let published = app.notify("alice", "live").await;
+    let event = stream.next_named("notification").await;
+    assert_eq!(data(&event), published);
+    let next = stream.next().await.unwrap();
+    assert_eq!(next.event, "unread_count");
+    assert_eq!(data(&next)["count"], 1);
+}
+
+#[tokio::test]
+async fn a_read_on_one_tab_reaches_every_other_open_stream_of_the_user() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    let published = app.notify("alice", "hello").await;
+    let mut tab_one = app.open_stream(&token, None).await;
+    let mut tab_two = app.open_stream(&token, None).await;
+    tab_one.until_unread_count().await;
+    tab_two.until_unread_count().await;
+
+    let (status, _) = app.post_json(&format!("/v1/notifications/{}/read", published["id"]), &token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for tab in [&mut tab_one, &mut tab_two] {
+        let read = tab.next().await.unwrap();
+        assert_eq!(read.event, "notification.read");
+        assert_eq!(data(&read)["ids"], serde_json::json!([published["id"]]));
+        let count = tab.next().await.unwrap();
+        assert_eq!(count.event, "unread_count");
+        assert_eq!(data(&count)["count"], 0);
+    }
+}
+
+#[tokio::test]
+async fn one_user_never_receives_another_users_events() {
+    let app = spawn_app().await;
+    let mut bob = app.open_stream(&app.token("bob"), None).await;
+    bob.until_unread_count().await;
+
+    app.notify("alice", "for alice").await;
+    app.notify("bob", "for bob").await;
+    let event = bob.next_named("notification").await;
+    assert_eq!(data(&event)["title"], "for bob");
+
+    // And a resume from 0 replays only bob's own history.
+    let mut replay = app.open_stream(&app.token("bob"), Some("0")).await;
+    let (events, _) = replay.until_unread_count().await;
+    let titles: Vec<_> = events.iter().map(|e| data(e)["title"].clone()).collect();
+    assert_eq!(titles, [serde_json::json!("for bob")]);
+}
+
+#[tokio::test]
+async fn idle_streams_get_heartbeat_comments() {
+    let app = spawn_app_with(|settings| settings.stream.heartbeat = Duration::from_millis(200)).await;
+    let response = app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(app.token("alice")).send().await.unwrap();
+    let mut body = response.bytes_stream();
+    let mut raw = String::new();
+    while raw.matches(": ping").count() < 2 {
+        let chunk = tokio::time::timeout(PATIENCE, body.next()).await.unwrap().unwrap().unwrap();
+        raw.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn the_stream_ends_when_its_token_expires() {
+    let app = spawn_app().await;
+    let mut stream = app.open_stream(&app.token_expiring("alice", Duration::from_secs(2)), None).await;
+    stream.until_unread_count().await;
+    assert!(stream.ended().await, "the server closes the stream at the token's expiry");
+}
+
+#[tokio::test]
+async fn stopping_the_server_ends_open_streams_promptly() {
+    let app = spawn_app().await;
+    let mut stream = app.open_stream(&app.token("alice"), None).await;
+    stream.until_unread_count().await;
+    let stopping = tokio::spawn(app.stop());
+    assert!(stream.ended().await);
+    tokio::time::timeout(PATIENCE, stopping).await.expect("stop returns").unwrap();
+}
