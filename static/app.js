@@ -1,1 +1,663 @@
+/*
+ * Tidings notification center: plain ES2020, no framework, no build step.
+ *
+ * How it is put together, top to bottom:
+ *
+ *   state       everything the page knows: the token and its claims, the
+ *               notifications by id, the unread count, the stream.
+ *   token       reading the token from `#token=` or localStorage, decoding
+ *               the JWT payload (no verification: the server does that).
+ *   api         fetch with the bearer token; error bodies become toasts.
+ *   store       merging notifications that come from the stream and REST,
+ *               always by id; deleted ids are remembered so that a slow REST
+ *               page cannot bring them back.
+ *   stream      one EventSource on /v1/stream. The browser reconnects on
+ *               its own (sending Last-Event-ID); when it gives up (CLOSED)
+ *               we open a new one with `last_event_id`, with backoff.
+ *   render      the header, the badge and the panel. Renders are batched
+ *               per animation frame; list items are kept by id and updated
+ *               in place. User data only ever goes in via textContent.
+ *   actions     what the buttons do (optimistic, undone on error).
+ *   boot        wiring it all up.
+ */
+'use strict';
 
+const TOKEN_KEY = 'tidings_token';
+const PAGE_SIZE = 50;
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30000;
+const CLOCK_TICK_MS = 30000;
+
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------- state
+
+const state = {
+  token: null,
+  claims: null,
+  notifications: new Map(), // String(id) -> notification object
+  deleted: new Set(), // String(id)s deleted during this session
+  unread: 0,
+  nextCursor: undefined, // undefined: first page not loaded yet; null: no more
+  filter: 'all',
+  source: null, // the current EventSource
+  lastEventId: '',
+  retries: 0,
+  retryTimer: null,
+};
+
+// ---------------------------------------------------------------- token
+
+function tokenFromHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get('token');
+  if (token !== null) {
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  return token ? token.trim() : null;
+}
+
+/** The JWT payload, or null when `token` does not look like a JWT. */
+function decodeClaims(token) {
+  const parts = token.split('.');
+  if (parts.length !== 3) return null;
+  try {
+    const base64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    const padded = base64 + '='.repeat((4 - (base64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims.sub === 'string' ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+function tokenExpired(claims) {
+  return typeof claims.exp === 'number' && claims.exp * 1000 <= Date.now();
+}
+
+// ---------------------------------------------------------------- api
+
+class ApiError extends Error {
+  constructor(message, status, code) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${state.token}` };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError('The server cannot be reached.', 0, 'network');
+  }
+  if (response.status === 204) return null;
+  const payload = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = payload && payload.error;
+    const message = (error && error.message) || `${response.status} ${response.statusText}`;
+    throw new ApiError(message, response.status, error && error.code);
+  }
+  return payload;
+}
+
+/** Shows what went wrong; a rejected token sends the user back to setup. */
+function reportError(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    signOut(`The server did not accept this token: ${error.message}`);
+    return;
+  }
+  showToast(error.message || String(error));
+}
+
+// ---------------------------------------------------------------- store
+
+const key = (id) => String(id);
+
+/** A notification from the stream: it is the latest state, take it as is. */
+function putFromStream(notification) {
+  const id = key(notification.id);
+  state.deleted.delete(id);
+  state.notifications.set(id, notification);
+}
+
+/**
+ * A notification from a REST page, which may be older than what the stream
+ * already told us: never resurrect a deleted one, never mark a read one
+ * unread again unless it has changed since (a grouped notification).
+ */
+function putFromPage(notification) {
+  const id = key(notification.id);
+  if (state.deleted.has(id)) return;
+  const known = state.notifications.get(id);
+  if (known && known.read_at && !notification.read_at && known.updated_at >= notification.updated_at) {
+    notification = { ...notification, read_at: known.read_at };
+  }
+  state.notifications.set(id, notification);
+}
+
+function markReadLocally(ids, at) {
+  for (const id of ids) {
+    const known = state.notifications.get(key(id));
+    if (known && !known.read_at) {
+      state.notifications.set(key(id), { ...known, read_at: at });
+    }
+  }
+}
+
+function removeLocally(id) {
+  state.deleted.add(key(id));
+  state.notifications.delete(key(id));
+}
+
+function isExpired(notification, now) {
+  return Boolean(notification.expires_at) && Date.parse(notification.expires_at) <= now;
+}
+
+/** When it last had news: a grouped notification rises when it is updated. */
+function activityTime(notification) {
+  const at = notification.group_key ? notification.updated_at : notification.created_at;
+  return Date.parse(at) || 0;
+}
+
+function newestFirst(a, b) {
+  return activityTime(b) - activityTime(a) || Number(b.id) - Number(a.id) || key(b.id).localeCompare(key(a.id));
+}
+
+function visibleNotifications() {
+  const now = Date.now();
+  return [...state.notifications.values()]
+    .filter((n) => !isExpired(n, now))
+    .filter((n) => state.filter === 'all' || !n.read_at)
+    .sort(newestFirst);
+}
+
+async function loadPage(cursor) {
+  let url = `/v1/notifications?status=all&limit=${PAGE_SIZE}`;
+  if (cursor) url += `&cursor=${encodeURIComponent(cursor)}`;
+  const page = await api('GET', url);
+  page.items.forEach(putFromPage);
+  state.nextCursor = page.next_cursor || null;
+  scheduleRender();
+}
+
+// ---------------------------------------------------------------- stream
+
+const STREAM_EVENTS = {
+  notification(data) {
+    putFromStream(data);
+  },
+  'notification.read'(data) {
+    markReadLocally(data.ids, new Date().toISOString());
+  },
+  'notification.deleted'(data) {
+    removeLocally(data.id);
+  },
+  unread_count(data) {
+    state.unread = data.count;
+  },
+  reset() {
+    state.notifications.clear();
+    state.deleted.clear();
+    state.nextCursor = undefined;
+    loadPage(null).catch(reportError);
+  },
+};
+
+function connect() {
+  clearTimeout(state.retryTimer);
+  if (state.source) state.source.close();
+  let url = `/v1/stream?access_token=${encodeURIComponent(state.token)}`;
+  if (state.lastEventId) url += `&last_event_id=${encodeURIComponent(state.lastEventId)}`;
+  const source = new EventSource(url);
+  state.source = source;
+  source.onopen = () => {
+    state.retries = 0;
+    setConnection('live');
+  };
+  source.onerror = () => onStreamError(source);
+  for (const [name, handle] of Object.entries(STREAM_EVENTS)) {
+    source.addEventListener(name, (event) => onStreamEvent(event, handle));
+  }
+}
+
+function onStreamEvent(event, handle) {
+  if (event.lastEventId) state.lastEventId = event.lastEventId;
+  let data;
+  try {
+    data = JSON.parse(event.data);
+  } catch {
+    console.warn(`tidings: ignored a ${event.type} event whose data is not JSON`);
+    return;
+  }
+  handle(data);
+  scheduleRender();
+}
+
+function onStreamError(source) {
+  if (source !== state.source) return;
+  setConnection(navigator.onLine ? 'reconnecting' : 'offline');
+  // CONNECTING: the browser is already retrying by itself.
+  if (source.readyState === EventSource.CLOSED) {
+    scheduleReconnect();
+  }
+}
+
+/** The browser gave up: find out why, then try again with backoff. */
+function scheduleReconnect() {
+  if (tokenExpired(state.claims)) {
+    signOut('Your token has expired. Open a fresh demo address or paste a new token.');
+    return;
+  }
+  const ceiling = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** state.retries);
+  const delay = Math.min(RETRY_MAX_MS, ceiling * (0.8 + Math.random() * 0.4));
+  state.retries += 1;
+  clearTimeout(state.retryTimer);
+  state.retryTimer = setTimeout(probeThenConnect, delay);
+}
+
+/** A refused stream says nothing about why; a REST call does. */
+async function probeThenConnect() {
+  if (!navigator.onLine) return; // the `online` event reconnects
+  try {
+    await api('GET', '/v1/notifications/unread_count');
+  } catch (error) {
+    if (error.status === 401) {
+      reportError(error);
+      return;
+    }
+  }
+  connect();
+}
+
+function disconnect() {
+  clearTimeout(state.retryTimer);
+  if (state.source) state.source.close();
+  state.source = null;
+}
+
+// ---------------------------------------------------------------- render
+
+let renderQueued = false;
+
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function render() {
+  renderBadge();
+  renderList();
+}
+
+const CONNECTION_LABELS = { live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
+
+function setConnection(connection) {
+  const element = $('connection-state');
+  element.dataset.state = connection;
+  element.querySelector('.connection-label').textContent = CONNECTION_LABELS[connection];
+}
+
+function renderBadge() {
+  const badge = $('unread-badge');
+  badge.textContent = String(state.unread);
+  badge.hidden = state.unread <= 0;
+  $('bell').setAttribute('aria-label', state.unread > 0 ? `Notifications, ${state.unread} unread` : 'Notifications');
+  document.title = state.unread > 0 ? `(${state.unread}) Tidings` : 'Tidings';
+}
+
+function renderList() {
+  const list = $('notification-list');
+  const items = visibleNotifications();
+  const wanted = new Set(items.map((n) => key(n.id)));
+  for (const element of [...list.children]) {
+    if (!wanted.has(element.dataset.id)) element.remove();
+  }
+  items.forEach((notification, index) => {
+    const element = list.querySelector(`:scope > [data-id="${CSS.escape(key(notification.id))}"]`) || createItem(notification);
+    fillItem(element, notification);
+    if (list.children[index] !== element) list.insertBefore(element, list.children[index] || null);
+  });
+
+  const loaded = state.nextCursor !== undefined;
+  $('empty-state').hidden = items.length > 0 || !loaded;
+  $('empty-hint').textContent = state.filter === 'unread' && state.notifications.size > 0
+    ? 'Nothing unread. Switch to All to see earlier ones.'
+    : 'New notifications appear here the moment they are published.';
+  $('load-more').hidden = !state.nextCursor;
+  $('mark-all-read').disabled = state.unread <= 0 && !items.some((n) => !n.read_at);
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** The skeleton of one item; `fillItem` puts the notification in it. */
+function createItem(notification) {
+  const item = element('li', 'notification');
+  item.dataset.id = key(notification.id);
+
+  const open = element('button', 'notification-main');
+  open.type = 'button';
+  const meta = element('span', 'notification-meta');
+  meta.append(element('span', 'notification-type'), element('span', 'notification-count'), element('time', 'notification-time'));
+  open.append(meta, element('span', 'notification-title'), element('span', 'notification-body'));
+  open.addEventListener('click', () => openNotification(item.dataset.id));
+
+  const actions = element('span', 'notification-actions');
+  const read = element('button', 'icon-button mark-read', '✓');
+  read.type = 'button';
+  read.title = 'Mark read';
+  read.setAttribute('aria-label', 'Mark read');
+  read.addEventListener('click', () => markRead(item.dataset.id));
+  const remove = element('button', 'icon-button delete', '×');
+  remove.type = 'button';
+  remove.title = 'Delete';
+  remove.setAttribute('aria-label', 'Delete');
+  remove.addEventListener('click', () => deleteNotification(item.dataset.id));
+  actions.append(read, remove);
+
+  item.append(element('span', 'unread-dot'), open, actions);
+  return item;
+}
+
+function fillItem(item, notification) {
+  item.classList.toggle('unread', !notification.read_at);
+  item.classList.toggle('actionable', Boolean(safeUrl(notification.action_url)));
+  item.querySelector('.notification-type').textContent = notification.type;
+  const count = item.querySelector('.notification-count');
+  count.textContent = notification.count > 1 ? `×${notification.count}` : '';
+  count.hidden = !(notification.count > 1);
+  const time = item.querySelector('.notification-time');
+  const at = notification.group_key ? notification.updated_at : notification.created_at;
+  time.dateTime = at;
+  time.textContent = relativeTime(at);
+  time.title = new Date(at).toLocaleString();
+  item.querySelector('.notification-title').textContent = notification.title;
+  const body = item.querySelector('.notification-body');
+  body.textContent = notification.body || '';
+  body.hidden = !notification.body;
+  item.querySelector('.mark-read').hidden = Boolean(notification.read_at);
+}
+
+function relativeTime(iso) {
+  const then = new Date(iso);
+  const seconds = Math.max(0, (Date.now() - then.getTime()) / 1000);
+  if (Number.isNaN(seconds)) return '';
+  if (seconds < 45) return 'just now';
+  if (seconds < 3600) return `${Math.max(1, Math.round(seconds / 60))} min ago`;
+  if (seconds < 86400 && sameDay(then, new Date())) return `${Math.floor(seconds / 3600)} h ago`;
+  if (seconds < 86400 || sameDay(then, new Date(Date.now() - 86400000))) return 'yesterday';
+  if (seconds < 7 * 86400) return `${Math.round(seconds / 86400)} days ago`;
+  return then.toLocaleDateString(undefined, { day: 'numeric', month: 'short', year: 'numeric' });
+}
+
+function sameDay(a, b) {
+  return a.toDateString() === b.toDateString();
+}
+
+function expiryText(claims) {
+  if (typeof claims.exp !== 'number') return 'token does not expire';
+  const seconds = claims.exp - Date.now() / 1000;
+  if (seconds <= 0) return 'token expired';
+  if (seconds < 3600) return `token expires in ${Math.ceil(seconds / 60)} min`;
+  if (seconds < 2 * 86400) return `token expires in ${Math.round(seconds / 3600)} h`;
+  return `token expires in ${Math.round(seconds / 86400)} days`;
+}
+
+function renderSession() {
+  $('user-id').textContent = state.claims.sub;
+  const expiry = $('token-expiry');
+  expiry.textContent = expiryText(state.claims);
+  expiry.title = typeof state.claims.exp === 'number' ? new Date(state.claims.exp * 1000).toLocaleString() : '';
+  $('try-user').textContent = state.claims.sub;
+  $('try-command').textContent = curlCommand(state.claims.sub);
+}
+
+/** The publish command for this user, quoted for a POSIX shell. */
+function curlCommand(user) {
+  const body = JSON.stringify({ user_id: user, type: 'demo', title: 'Hello', body: 'It works' });
+  const quoted = `'${body.replace(/'/g, `'\\''`)}'`;
+  return [
+    `curl -X POST ${location.origin}/v1/notifications \\`,
+    `  -H "Authorization: Bearer $PUBLISH_TOKEN" \\`,
+    `  -H 'Content-Type: application/json' \\`,
+    `  -d ${quoted}`,
+  ].join('\n');
+}
+
+let toastTimer = null;
+
+function showToast(message) {
+  const toast = $('toast');
+  toast.textContent = message;
+  toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { toast.hidden = true; }, 5000);
+}
+
+// ---------------------------------------------------------------- actions
+
+/** Applies `change` at once, sends `request`, and undoes on failure. */
+async function optimistic(change, request) {
+  const before = { notifications: new Map(state.notifications), deleted: new Set(state.deleted), unread: state.unread };
+  change();
+  scheduleRender();
+  try {
+    await request();
+  } catch (error) {
+    Object.assign(state, before);
+    scheduleRender();
+    reportError(error);
+  }
+}
+
+function markRead(id) {
+  const known = state.notifications.get(id);
+  if (!known || known.read_at) return;
+  optimistic(() => {
+    markReadLocally([id], new Date().toISOString());
+    state.unread = Math.max(0, state.unread - 1);
+  }, () => api('POST', `/v1/notifications/${encodeURIComponent(id)}/read`));
+}
+
+function markAllRead() {
+  const now = new Date().toISOString();
+  optimistic(() => {
+    markReadLocally([...state.notifications.keys()], now);
+    state.unread = 0;
+  }, () => api('POST', '/v1/notifications/read_all', {}));
+}
+
+function deleteNotification(id) {
+  const known = state.notifications.get(id);
+  if (!known) return;
+  optimistic(() => {
+    removeLocally(id);
+    if (!known.read_at) state.unread = Math.max(0, state.unread - 1);
+  }, () => api('DELETE', `/v1/notifications/${encodeURIComponent(id)}`));
+}
+
+/** Records the click (which also marks it read), then follows its link. */
+async function openNotification(id) {
+  const known = state.notifications.get(id);
+  if (!known) return;
+  const target = safeUrl(known.action_url);
+  if (!known.read_at) {
+    markReadLocally([id], new Date().toISOString());
+    state.unread = Math.max(0, state.unread - 1);
+    scheduleRender();
+  }
+  try {
+    await api('POST', `/v1/notifications/${encodeURIComponent(id)}/click`);
+  } catch (error) {
+    reportError(error);
+  }
+  if (target) location.assign(target);
+}
+
+/** `raw` as an absolute URL if it is http(s), else null (no javascript:). */
+function safeUrl(raw) {
+  if (!raw) return null;
+  try {
+    const url = new URL(raw, location.href);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function togglePanel(open) {
+  const panel = $('notification-panel');
+  const show = open === undefined ? panel.hidden : open;
+  panel.hidden = !show;
+  $('bell').setAttribute('aria-expanded', String(show));
+  if (show) scheduleRender();
+}
+
+function setFilter(filter) {
+  state.filter = filter;
+  for (const option of document.querySelectorAll('.filter-option')) {
+    option.setAttribute('aria-pressed', String(option.dataset.filter === filter));
+  }
+  scheduleRender();
+}
+
+async function loadMore() {
+  const button = $('load-more');
+  button.disabled = true;
+  try {
+    await loadPage(state.nextCursor);
+  } catch (error) {
+    reportError(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function copyCommand() {
+  const button = $('copy-command');
+  try {
+    await navigator.clipboard.writeText($('try-command').textContent);
+    button.textContent = 'Copied';
+  } catch {
+    getSelection().selectAllChildren($('try-command'));
+    button.textContent = 'Press Ctrl+C';
+  }
+  setTimeout(() => { button.textContent = 'Copy'; }, 2000);
+}
+
+// ---------------------------------------------------------------- boot
+
+/** Starts a session with `token`, or shows setup if it is unusable. */
+function signIn(token) {
+  const claims = decodeClaims(token);
+  if (!claims) {
+    signOut('That does not look like a Tidings token (a JWT with a "sub" claim).');
+    return;
+  }
+  if (tokenExpired(claims)) {
+    signOut('Your token has expired. Open a fresh demo address or paste a new token.');
+    return;
+  }
+  disconnect();
+  localStorage.setItem(TOKEN_KEY, token);
+  Object.assign(state, {
+    token,
+    claims,
+    notifications: new Map(),
+    deleted: new Set(),
+    unread: 0,
+    nextCursor: undefined,
+    lastEventId: '',
+    retries: 0,
+  });
+  $('setup').hidden = true;
+  $('session').hidden = false;
+  $('try-it').hidden = false;
+  renderSession();
+  setConnection(navigator.onLine ? 'reconnecting' : 'offline');
+  connect();
+  loadPage(null).catch(reportError);
+  render();
+}
+
+function signOut(reason) {
+  disconnect();
+  localStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  state.claims = null;
+  togglePanel(false);
+  $('session').hidden = true;
+  $('try-it').hidden = true;
+  $('setup').hidden = false;
+  $('setup-reason').textContent = reason || '';
+  $('setup-reason').hidden = !reason;
+  document.title = 'Tidings';
+}
+
+function wireEvents() {
+  $('bell').addEventListener('click', () => togglePanel());
+  $('mark-all-read').addEventListener('click', markAllRead);
+  $('load-more').addEventListener('click', loadMore);
+  $('copy-command').addEventListener('click', copyCommand);
+  $('sign-out').addEventListener('click', () => signOut());
+  for (const option of document.querySelectorAll('.filter-option')) {
+    option.addEventListener('click', () => setFilter(option.dataset.filter));
+  }
+  $('token-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    signIn($('token-input').value.trim());
+  });
+  document.addEventListener('click', (event) => {
+    if (!event.target.closest('.bell-wrap')) togglePanel(false);
+  });
+  document.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && !$('notification-panel').hidden) {
+      togglePanel(false);
+      $('bell').focus();
+    }
+  });
+  window.addEventListener('offline', () => {
+    if (state.token) setConnection('offline');
+  });
+  window.addEventListener('online', () => {
+    if (state.token && (!state.source || state.source.readyState === EventSource.CLOSED)) connect();
+    else if (state.token) setConnection(state.source.readyState === EventSource.OPEN ? 'live' : 'reconnecting');
+  });
+  // Another tab signed in with a new token or signed out.
+  window.addEventListener('storage', (event) => {
+    if (event.key !== TOKEN_KEY || event.newValue === state.token) return;
+    if (event.newValue) signIn(event.newValue);
+    else signOut();
+  });
+  setInterval(() => {
+    if (!state.token) return;
+    renderSession();
+    scheduleRender();
+  }, CLOCK_TICK_MS);
+}
+
+function boot() {
+  wireEvents();
+  const token = tokenFromHash() || localStorage.getItem(TOKEN_KEY);
+  if (token) signIn(token);
+  else signOut();
+}
+
+boot();

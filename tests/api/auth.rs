@@ -93,3 +93,25 @@ async fn an_audience_when_configured_is_required() {
     let (status, _) = app.get_json("/v1/notifications", &other_aud).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn tokens_signed_by_an_identity_provider_verify_with_its_rs256_or_es256_public_key() {
+    use jsonwebtoken::Algorithm;
+    use tidings::auth::keys::KeySource;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (algorithm, name) in [(Algorithm::ES256, "es256"), (Algorithm::RS256, "rs256")] {
+        let public = std::fs::read(fixtures.join(format!("{name}-public.pem"))).unwrap();
+        let private = std::fs::read(fixtures.join(format!("{name}-private.pem"))).unwrap();
+        let app = spawn_app_with(|settings| settings.keys = KeySource::PublicKey { algorithm, pem: public }).await;
+        let key = match algorithm {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&private).unwrap(),
+            _ => EncodingKey::from_rsa_pem(&private).unwrap(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(algorithm), &json!({"sub": "alice", "exp": in_an_hour()}), &key).unwrap();
+        let (status, _) = app.get_json("/v1/notifications", &token).await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        let hs256 = signed(json!({"sub": "alice", "exp": in_an_hour()}), SECRET);
+        let (status, _) = app.get_json("/v1/notifications", &hs256).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: an HS256 token is not accepted in public-key mode");
+    }
+}
