@@ -50,7 +50,11 @@ impl AppState {
 /// A built, bound, not yet running server.
 pub struct Application {
     listener: TcpListener,
+    /// `/metrics` on its own address, when configured.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
+    http: http::HttpSettings,
+    shutdown_grace: Duration,
     print_demo: bool,
 }
 
@@ -69,11 +73,17 @@ impl Application {
             .with_context(|| format!("connecting to {}", crate::config::redact_url(&settings.database_url)))?;
         Migrator::up(&db, None).await.context("applying migrations")?;
         let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref())?);
-        let hub = Arc::new(Hub::in_process(settings.mailbox_capacity));
+        http::metrics::exporter();
+        let hub = Arc::new(Hub::in_process(settings.mailbox_capacity, settings.limits.streams));
         let log = Arc::new(EventLog::new(db.clone(), hub.clone()));
         let listener = TcpListener::bind(&settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
+        let metrics_listener = match &settings.metrics_bind {
+            Some(bind) => Some(TcpListener::bind(bind).await.with_context(|| format!("binding {bind} for metrics"))?),
+            None => None,
+        };
+        let http = http::HttpSettings::from_settings(&settings);
         let state = AppState {
             db,
             keys,
@@ -82,12 +92,24 @@ impl Application {
             stream: Arc::new(settings.stream),
             shutdown: CancellationToken::new(),
         };
-        Ok(Application { listener, state, print_demo: settings.print_demo })
+        Ok(Application {
+            listener,
+            metrics_listener,
+            state,
+            http,
+            shutdown_grace: settings.shutdown_grace,
+            print_demo: settings.print_demo,
+        })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The address of the separate metrics listener, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound port.
@@ -125,19 +147,37 @@ impl Application {
         ))
     }
 
-    /// Serves until `shutdown` completes, then ends open streams, waits for
-    /// connections to finish and closes the database.
+    /// Serves until `shutdown` completes, then stops accepting, ends every
+    /// open stream, gives in-flight requests `shutdown_grace` to finish and
+    /// closes the database.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let streams = self.state.shutdown.clone();
+        let stopping = self.state.shutdown.clone();
         let db = self.state.db.clone();
-        let router = http::router(self.state);
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                streams.cancel();
-            })
-            .await
-            .context("serving")?;
+        if let Some(listener) = self.metrics_listener {
+            let (metrics, _) = http::metrics::router().with_state(self.state.clone()).split_for_parts();
+            let stopped = stopping.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, metrics).with_graceful_shutdown(async move { stopped.cancelled().await });
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+        }
+        let router = http::router(self.state, &self.http);
+        let cancel = stopping.clone();
+        let serve = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        });
+        let grace = self.shutdown_grace;
+        let deadline = async move {
+            stopping.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = serve => served.context("serving")?,
+            () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; stopping anyway"),
+        }
         db.close_by_ref().await.context("closing the database")?;
         Ok(())
     }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use jsonwebtoken::Algorithm;
 
-use crate::{auth::keys::KeySource, stream::StreamSettings};
+use crate::{auth::keys::KeySource, hub::StreamLimits, stream::StreamSettings};
 
 /// The database used when none is configured: a file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tidings.db?mode=rwc";
@@ -31,6 +31,14 @@ pub struct Settings {
     pub stream: StreamSettings,
     /// Events a connection may fall behind before it catches up from the log.
     pub mailbox_capacity: usize,
+    pub limits: Limits,
+    /// Origins allowed to call the API from a browser (CORS); empty means
+    /// same-origin only, `*` any origin without credentials.
+    pub cors_origins: Vec<String>,
+    /// Serve `/metrics` on this separate address instead of the main one.
+    pub metrics_bind: Option<String>,
+    /// How long in-flight requests may take to finish once stopping.
+    pub shutdown_grace: Duration,
     /// Print a ready-to-use demo (page URL, curl command) at start: only on a
     /// zero-configuration first run, never with operator-supplied keys.
     pub print_demo: bool,
@@ -46,7 +54,31 @@ impl fmt::Debug for Settings {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("stream", &self.stream)
             .field("mailbox_capacity", &self.mailbox_capacity)
+            .field("limits", &self.limits)
+            .field("cors_origins", &self.cors_origins)
+            .field("metrics_bind", &self.metrics_bind)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
+    }
+}
+
+/// Protections against oversized or slow requests and stream exhaustion.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body; larger ones answer 413.
+    pub max_body_bytes: usize,
+    /// Deadline of every request but the stream; past it, 503.
+    pub request_timeout: Duration,
+    pub streams: StreamLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 512 * 1024,
+            request_timeout: Duration::from_secs(30),
+            streams: StreamLimits::default(),
+        }
     }
 }
 
@@ -132,6 +164,30 @@ pub struct ServeArgs {
     /// Events a stream may fall behind before it catches up from the log.
     #[arg(long, env = "TIDINGS_MAILBOX_CAPACITY", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub mailbox_capacity: u64,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, env = "TIDINGS_MAX_BODY_BYTES", default_value_t = 512 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds a request (other than the stream) may take (503 beyond).
+    #[arg(long, env = "TIDINGS_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: u64,
+    /// Open streams one user may hold on this node (429 beyond).
+    #[arg(long, env = "TIDINGS_MAX_STREAMS_PER_USER", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_streams_per_user: u64,
+    /// Open streams on this node (503 beyond). Default: the open-file limit minus 1,024.
+    #[arg(long, env = "TIDINGS_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
+    /// Comma-separated origins allowed by CORS, or `*`.
+    #[arg(long, env = "TIDINGS_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Serve `/metrics` on this address instead of the main one.
+    #[arg(long, env = "TIDINGS_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
+    /// Seconds in-flight requests get to finish at shutdown.
+    #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 /// `tidings token`.
@@ -168,6 +224,17 @@ impl ServeArgs {
                 ..StreamSettings::default()
             },
             mailbox_capacity: self.mailbox_capacity as usize,
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                request_timeout: Duration::from_secs(self.request_timeout_secs),
+                streams: StreamLimits {
+                    per_user: self.max_streams_per_user as usize,
+                    total: self.max_streams.unwrap_or_else(|| crate::limits::open_files().saturating_sub(1024).max(1)),
+                },
+            },
+            cors_origins: self.cors_origins.into_iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect(),
+            metrics_bind: self.metrics_bind,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             print_demo: resolved.from_secret_file,
         })
     }

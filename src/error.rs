@@ -109,18 +109,23 @@ impl From<sea_orm::DbErr> for ApiError {
 }
 
 /// The contract's error body.
-#[derive(Serialize)]
-pub struct ErrorBody<'a> {
-    pub error: ErrorDetail<'a>,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
 /// The inside of [`ErrorBody`].
-#[derive(Serialize)]
-pub struct ErrorDetail<'a> {
-    pub code: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case: `unauthorized`, `forbidden`, `not_found`,
+    /// `invalid_request`, `payload_too_large`, `rate_limited`, `unavailable`, `internal`.
+    #[schema(example = "invalid_request")]
+    pub code: String,
+    /// For humans; may change.
     pub message: String,
+    /// The input field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -134,12 +139,12 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let field = match &self {
-            ApiError::Invalid { field, .. } => field.as_deref(),
+            ApiError::Invalid { field, .. } => field.clone(),
             _ => None,
         };
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code(),
+                code: self.code().to_owned(),
                 message,
                 field,
             },

@@ -15,6 +15,7 @@
 //! - [`domain`]: newtypes parsed at the edge and the rules that go with them;
 //! - [`store`]: SeaORM queries and the event log that orders everything;
 //! - [`hub`]: fan-out from committed events to the connections of their audience;
+//! - [`limits`]: the open-file limit that bounds a node's streams;
 //! - [`telemetry`]: logging.
 
 pub mod app;
@@ -24,6 +25,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod notifications;
 pub mod store;
 pub mod stream;

@@ -15,7 +15,12 @@ use tidings::{
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    let json_logs = match &cli.command {
+        None => cli.serve.log_format == "json",
+        Some(Command::Serve(args)) => args.log_format == "json",
+        _ => false,
+    };
+    telemetry::init(if json_logs { telemetry::LogFormat::Json } else { telemetry::LogFormat::Text });
     let outcome = match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
@@ -32,6 +37,8 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: tidings::config::ServeArgs) -> anyhow::Result<()> {
+    let open_files = tidings::limits::raise_open_files();
+    tracing::debug!(open_files, "open-file limit");
     let app = Application::build(args.into_settings()?).await?;
     tracing::info!(address = %app.local_addr(), "listening");
     if let Some(demo) = app.demo() {

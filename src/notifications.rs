@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::{
     domain::{
         Topic, UserId,
+        events::{self, NotificationDeleted, NotificationRead, UnreadCount},
         notification::{NewNotification, Notification, truncate_to_millis},
     },
     error::ApiError,
@@ -36,17 +36,27 @@ pub struct IdempotencyKey<'a> {
 }
 
 /// The `201` body of a publish.
-#[derive(Serialize)]
-struct Published {
-    created: Vec<Notification>,
-    suppressed: Vec<String>,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Published {
+    /// One notification per recipient who receives it.
+    pub created: Vec<Notification>,
+    /// Recipients whose preferences turn this type off.
+    pub suppressed: Vec<String>,
 }
 
-/// A page of notifications.
-#[derive(Serialize)]
+/// A page of notifications, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub items: Vec<Notification>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
+}
+
+/// The answer of `read_all`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReadAllResult {
+    /// How many notifications became read.
+    pub updated: u64,
 }
 
 /// What a list asks for, already validated.
@@ -92,7 +102,7 @@ impl Notifications {
             let mut row = rows::insert(write.conn(), user, &new, now).await?;
             let topic = Topic::user(user);
             let notification = Notification::from(row.clone());
-            let event_id = write.append(&topic, "notification", &notification).await?;
+            let event_id = write.append(&topic, events::NOTIFICATION, &notification).await?;
             rows::set_event_id(write.conn(), row.id, event_id.get()).await?;
             row.event_id = event_id.get();
             announce_unread_count(&mut write, user).await?;
@@ -183,7 +193,7 @@ impl Notifications {
         let now = truncate_to_millis(Utc::now());
         let row = rows::find(write.conn(), user, id, now).await?.ok_or(ApiError::NotFound)?;
         rows::mark_deleted(write.conn(), id, now).await?;
-        write.append(&Topic::user(user), "notification.deleted", &json!({ "id": id })).await?;
+        write.append(&Topic::user(user), events::NOTIFICATION_DELETED, &NotificationDeleted { id }).await?;
         if row.read_at.is_none() {
             announce_unread_count(&mut write, user).await?;
         }
@@ -195,7 +205,7 @@ impl Notifications {
 /// Marks `ids` read and appends one `notification.read` event for them.
 async fn mark_read_and_report(write: &mut LogWrite, user: &UserId, ids: &[i64], now: chrono::DateTime<Utc>) -> Result<u64, ApiError> {
     let changed = rows::mark_read(write.conn(), ids, now).await?;
-    write.append(&Topic::user(user), "notification.read", &json!({ "ids": ids })).await?;
+    write.append(&Topic::user(user), events::NOTIFICATION_READ, &NotificationRead { ids }).await?;
     Ok(changed)
 }
 
@@ -203,7 +213,7 @@ async fn mark_read_and_report(write: &mut LogWrite, user: &UserId, ids: &[i64], 
 /// `unread_count` state event that follows the write's events.
 async fn announce_unread_count(write: &mut LogWrite, user: &UserId) -> Result<(), ApiError> {
     let count = rows::unread_count(write.conn(), user, Utc::now()).await?;
-    write.announce(&Topic::user(user), "unread_count", &json!({ "count": count }));
+    write.announce(&Topic::user(user), events::UNREAD_COUNT, &UnreadCount { count });
     Ok(())
 }
 

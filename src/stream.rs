@@ -24,14 +24,13 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures_util::Stream;
 use sea_orm::{AccessMode, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, TransactionTrait};
-use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Principal,
-    domain::{EventId, Topic, UserId, notification::Notification},
-    hub::{Delivery, Event, Hub, event::{encode_frame, encode_position}},
+    domain::{EventId, Topic, UserId, events::{self, UnreadCount}, notification::Notification},
+    hub::{Delivery, Event, Hub, Refusal, Subscription, event::{encode_frame, encode_position}},
     notifications::unread_state,
     store::{event_log, notifications as rows},
 };
@@ -88,11 +87,17 @@ enum Start {
 }
 
 /// Opens the stream of `principal`. `resume_from` is the client's
-/// `Last-Event-ID` (or `last_event_id` parameter), if any.
-pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+/// `Last-Event-ID` (or `last_event_id` parameter), if any. Refused, before
+/// anything is sent, when a stream limit is reached.
+pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
     let user = principal.user.clone();
-    let subscription = ctx.hub.subscribe(vec![Topic::user(&user)]);
+    let subscription = ctx.hub.subscribe(Topic::user(&user), Vec::new())?;
     let expires = Instant::now() + principal.remaining();
+    Ok(frames(ctx, user, subscription, resume_from, expires))
+}
+
+/// The frames of an accepted stream, in the order the module documentation gives.
+fn frames(ctx: StreamContext, user: UserId, subscription: Subscription, resume_from: Option<String>, expires: Instant) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
 
     async_stream::stream! {
         let settings = ctx.settings.clone();
@@ -105,7 +110,7 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
             Some(raw) => match resume_point(&ctx.db, &topics, raw).await {
                 Ok(Some(after)) => Start::After(after),
                 Ok(None) => {
-                    yield Ok(encode_frame(None, "reset", "{}"));
+                    yield Ok(encode_frame(None, events::RESET, "{}"));
                     Start::Fresh
                 }
                 Err(e) => {
@@ -121,6 +126,8 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
                     match event {
                         Ok(event) => {
                             cursor.last = event.id.unwrap_or(cursor.last);
+                            subscription.count_replayed(1);
+                            subscription.count_delivered(1);
                             yield Ok(event.frame);
                         }
                         Err(e) => {
@@ -134,6 +141,7 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
                 Ok((frames, head)) => {
                     for (id, frame) in frames {
                         cursor.last = id;
+                        subscription.count_delivered(1);
                         yield Ok(frame);
                     }
                     if head > cursor.last {
@@ -178,11 +186,14 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
                 }
                 Step::Ping => yield Ok(Bytes::from_static(b": ping\n\n")),
                 Step::Deliver(Delivery::Events) => {
+                    let mut delivered = 0;
                     for event in batch.drain(..) {
                         if let Some(frame) = admit(&mut cursor, &event) {
+                            delivered += u64::from(event.id.is_some());
                             yield Ok(frame);
                         }
                     }
+                    subscription.count_delivered(delivered);
                 }
                 Step::Deliver(Delivery::Lagged) => {
                     subscription.count_catch_up();
@@ -190,6 +201,8 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
                         match event {
                             Ok(event) => {
                                 cursor.last = event.id.unwrap_or(cursor.last);
+                                subscription.count_replayed(1);
+                                subscription.count_delivered(1);
                                 yield Ok(event.frame);
                             }
                             Err(e) => {
@@ -287,7 +300,7 @@ async fn fresh_state(db: &DatabaseConnection, user: &UserId, topics: &[Topic], l
         .map(|row| {
             let id = EventId::new(row.event_id);
             let data = serde_json::to_string(&Notification::from(row)).expect("notifications encode");
-            (id, encode_frame(Some(id), "notification", &data))
+            (id, encode_frame(Some(id), events::NOTIFICATION, &data))
         })
         .collect();
     Ok((frames, head))
@@ -304,5 +317,6 @@ async fn snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr>
 
 async fn unread_frame(db: &DatabaseConnection, user: &UserId, topics: &[Topic]) -> Result<(EventId, Bytes), DbErr> {
     let (position, count) = unread_state(db, user, topics).await?;
-    Ok((position, encode_frame(None, "unread_count", &json!({ "count": count }).to_string())))
+    let data = serde_json::to_string(&UnreadCount { count }).expect("counts encode");
+    Ok((position, encode_frame(None, events::UNREAD_COUNT, &data)))
 }

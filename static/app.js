@@ -321,14 +321,16 @@ function renderBadge() {
 function renderList() {
   const list = $('notification-list');
   const items = visibleNotifications();
+  const existing = new Map([...list.children].map((item) => [item.dataset.id, item]));
   const wanted = new Set(items.map((n) => key(n.id)));
-  for (const element of [...list.children]) {
-    if (!wanted.has(element.dataset.id)) element.remove();
+  for (const [id, item] of existing) {
+    if (!wanted.has(id)) item.remove();
   }
   items.forEach((notification, index) => {
-    const element = list.querySelector(`:scope > [data-id="${CSS.escape(key(notification.id))}"]`) || createItem(notification);
-    fillItem(element, notification);
-    if (list.children[index] !== element) list.insertBefore(element, list.children[index] || null);
+    const item = existing.get(key(notification.id)) || createItem(notification);
+    fillItem(item, notification);
+    // Moving only what is out of place keeps focus and hover where they are.
+    if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
   });
 
   const loaded = state.nextCursor !== undefined;
@@ -340,7 +342,7 @@ function renderList() {
   $('mark-all-read').disabled = state.unread <= 0 && !items.some((n) => !n.read_at);
 }
 
-function element(tag, className, text) {
+function make(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
@@ -349,30 +351,30 @@ function element(tag, className, text) {
 
 /** The skeleton of one item; `fillItem` puts the notification in it. */
 function createItem(notification) {
-  const item = element('li', 'notification');
+  const item = make('li', 'notification');
   item.dataset.id = key(notification.id);
 
-  const open = element('button', 'notification-main');
+  const open = make('button', 'notification-main');
   open.type = 'button';
-  const meta = element('span', 'notification-meta');
-  meta.append(element('span', 'notification-type'), element('span', 'notification-count'), element('time', 'notification-time'));
-  open.append(meta, element('span', 'notification-title'), element('span', 'notification-body'));
+  const meta = make('span', 'notification-meta');
+  meta.append(make('span', 'notification-type'), make('span', 'notification-count'), make('time', 'notification-time'));
+  open.append(meta, make('span', 'notification-title'), make('span', 'notification-body'));
   open.addEventListener('click', () => openNotification(item.dataset.id));
 
-  const actions = element('span', 'notification-actions');
-  const read = element('button', 'icon-button mark-read', '✓');
+  const actions = make('span', 'notification-actions');
+  const read = make('button', 'icon-button mark-read', '✓');
   read.type = 'button';
   read.title = 'Mark read';
   read.setAttribute('aria-label', 'Mark read');
   read.addEventListener('click', () => markRead(item.dataset.id));
-  const remove = element('button', 'icon-button delete', '×');
+  const remove = make('button', 'icon-button delete', '×');
   remove.type = 'button';
   remove.title = 'Delete';
   remove.setAttribute('aria-label', 'Delete');
   remove.addEventListener('click', () => deleteNotification(item.dataset.id));
   actions.append(read, remove);
 
-  item.append(element('span', 'unread-dot'), open, actions);
+  item.append(make('span', 'unread-dot'), open, actions);
   return item;
 }
 
@@ -453,34 +455,52 @@ function showToast(message) {
 
 // ---------------------------------------------------------------- actions
 
-/** Applies `change` at once, sends `request`, and undoes on failure. */
-async function optimistic(change, request) {
-  const before = { notifications: new Map(state.notifications), deleted: new Set(state.deleted), unread: state.unread };
-  change();
+/**
+ * Optimistic update: `apply` changes the state at once and returns how to
+ * undo that change, which runs if `request` fails. The stream's events,
+ * which may arrive meanwhile, are left alone.
+ */
+async function optimistic(apply, request) {
+  const undo = apply();
   scheduleRender();
   try {
     await request();
   } catch (error) {
-    Object.assign(state, before);
+    undo();
     scheduleRender();
     reportError(error);
   }
 }
 
+/** Marks `ids` read here; returns how to mark them unread again. */
+function markReadOptimistically(ids) {
+  const at = new Date().toISOString();
+  const changed = ids.filter((id) => {
+    const known = state.notifications.get(key(id));
+    return known && !known.read_at;
+  });
+  markReadLocally(changed, at);
+  const unreadBefore = state.unread;
+  state.unread = Math.max(0, state.unread - changed.length);
+  return () => {
+    for (const id of changed) {
+      const known = state.notifications.get(key(id));
+      if (known && known.read_at === at) state.notifications.set(key(id), { ...known, read_at: null });
+    }
+    state.unread = unreadBefore;
+  };
+}
+
 function markRead(id) {
-  const known = state.notifications.get(id);
-  if (!known || known.read_at) return;
-  optimistic(() => {
-    markReadLocally([id], new Date().toISOString());
-    state.unread = Math.max(0, state.unread - 1);
-  }, () => api('POST', `/v1/notifications/${encodeURIComponent(id)}/read`));
+  optimistic(() => markReadOptimistically([id]),
+    () => api('POST', `/v1/notifications/${encodeURIComponent(id)}/read`));
 }
 
 function markAllRead() {
-  const now = new Date().toISOString();
   optimistic(() => {
-    markReadLocally([...state.notifications.keys()], now);
+    const undo = markReadOptimistically([...state.notifications.keys()]);
     state.unread = 0;
+    return undo;
   }, () => api('POST', '/v1/notifications/read_all', {}));
 }
 
@@ -490,6 +510,11 @@ function deleteNotification(id) {
   optimistic(() => {
     removeLocally(id);
     if (!known.read_at) state.unread = Math.max(0, state.unread - 1);
+    return () => {
+      state.deleted.delete(id);
+      if (!state.notifications.has(id)) state.notifications.set(id, known);
+      if (!known.read_at) state.unread += 1;
+    };
   }, () => api('DELETE', `/v1/notifications/${encodeURIComponent(id)}`));
 }
 
@@ -498,11 +523,8 @@ async function openNotification(id) {
   const known = state.notifications.get(id);
   if (!known) return;
   const target = safeUrl(known.action_url);
-  if (!known.read_at) {
-    markReadLocally([id], new Date().toISOString());
-    state.unread = Math.max(0, state.unread - 1);
-    scheduleRender();
-  }
+  markReadOptimistically([id]);
+  scheduleRender();
   try {
     await api('POST', `/v1/notifications/${encodeURIComponent(id)}/click`);
   } catch (error) {
@@ -639,6 +661,11 @@ function wireEvents() {
   window.addEventListener('online', () => {
     if (state.token && (!state.source || state.source.readyState === EventSource.CLOSED)) connect();
     else if (state.token) setConnection(state.source.readyState === EventSource.OPEN ? 'live' : 'reconnecting');
+  });
+  // A new demo address pasted into this tab only changes the fragment.
+  window.addEventListener('hashchange', () => {
+    const token = tokenFromHash();
+    if (token && token !== state.token) signIn(token);
   });
   // Another tab signed in with a new token or signed out.
   window.addEventListener('storage', (event) => {

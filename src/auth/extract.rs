@@ -65,7 +65,9 @@ impl FromRequestParts<AppState> for StreamUser {
 }
 
 fn verify(state: &AppState, token: &str) -> Result<Principal, ApiError> {
-    state.keys.verify(token).map_err(|why| reject(&why))
+    let principal = state.keys.verify(token).map_err(|why| reject(&why))?;
+    tracing::Span::current().record("user", principal.user.as_str());
+    Ok(principal)
 }
 
 fn reject(why: &str) -> ApiError {

@@ -2,6 +2,7 @@
 //! re-validates, and the rules of each concept beside its types.
 
 pub mod event_id;
+pub mod events;
 pub mod notification;
 pub mod topic;
 pub mod user_id;

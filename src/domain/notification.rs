@@ -13,6 +13,9 @@ pub const MAX_RECIPIENTS: usize = 1000;
 pub const MAX_DATA_BYTES: usize = 16 * 1024;
 /// The longest `body`, in characters.
 pub const MAX_BODY_CHARS: usize = 10_000;
+/// How deeply `data` may nest: deeper objects are refused before they reach
+/// clients whose JSON parsers may have lower limits than ours.
+pub const MAX_DATA_DEPTH: usize = 16;
 /// The longest `title`, in characters.
 pub const MAX_TITLE_CHARS: usize = 255;
 /// The longest `action_url` or `group_key`, in characters.
@@ -45,19 +48,30 @@ impl NotificationType {
 }
 
 /// The body of `POST /v1/notifications`, as sent. Unknown fields are refused.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
+    /// The one recipient; give this or `user_ids`.
     pub user_id: Option<String>,
+    /// 1 to 1000 recipients; duplicates are folded.
     pub user_ids: Option<Vec<String>>,
+    /// 1-50 characters of `a-z 0-9 _ . -`.
     #[serde(rename = "type")]
+    #[schema(example = "comment.created")]
     pub kind: String,
+    /// 1-255 characters.
     pub title: String,
+    /// At most 10,000 characters.
     #[serde(default)]
     pub body: String,
+    /// A JSON object of at most 16 KiB, nested at most 16 levels deep.
+    #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
+    /// An http(s) URL or a path starting with `/`.
     pub action_url: Option<String>,
+    /// When the notification disappears; must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
+    /// 1-255 characters; stored for grouping.
     pub group_key: Option<String>,
 }
 
@@ -110,6 +124,9 @@ impl PublishRequest {
         let data = match self.data {
             None | Some(serde_json::Value::Null) => None,
             Some(value @ serde_json::Value::Object(_)) => {
+                if depth(&value) > MAX_DATA_DEPTH {
+                    return Err(ApiError::invalid_field("data", "data must be nested at most 16 levels deep"));
+                }
                 let encoded = value.to_string();
                 if encoded.len() > MAX_DATA_BYTES {
                     return Err(ApiError::invalid_field("data", "data must be at most 16 KiB when encoded"));
@@ -145,6 +162,15 @@ impl PublishRequest {
     }
 }
 
+/// How many levels of objects and arrays a value nests.
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// An action URL is an absolute http(s) URL or a path on the page's origin:
 /// anything else (`javascript:`, `data:`) would be a script injection vector
 /// in every client that renders it as a link.
@@ -170,7 +196,7 @@ pub fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The notification object of the contract, as clients receive it over REST
 /// and in `notification` events.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Notification {
     pub id: i64,
     pub user_id: String,
@@ -178,6 +204,7 @@ pub struct Notification {
     pub kind: String,
     pub title: String,
     pub body: String,
+    #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
     pub action_url: Option<String>,
     pub group_key: Option<String>,
@@ -287,6 +314,17 @@ mod tests {
         assert!(validate_action_url("//evil.example").is_err());
         assert!(validate_action_url("/posts/1").is_ok());
         assert!(validate_action_url("https://example.com/x").is_ok());
+    }
+
+    #[test]
+    fn deeply_nested_data_is_refused() {
+        let mut req = request();
+        let mut value = serde_json::json!(1);
+        for _ in 0..20 {
+            value = serde_json::json!({ "x": value });
+        }
+        req.data = Some(value);
+        assert!(req.validate(Utc::now()).is_err());
     }
 
     #[test]

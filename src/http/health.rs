@@ -1,21 +1,37 @@
 //! `/healthz` (the process lives) and `/readyz` (it can serve: the database
 //! answers and the bus reaches the other nodes).
 
-use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
-use serde_json::json;
+use axum::{Json, extract::State};
+use serde::Serialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{app::AppState, error::ApiError};
+use crate::{
+    app::AppState,
+    error::{ApiError, ErrorBody},
+};
 
 /// Routes of this resource.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+/// The answer of both probes.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: &'static str,
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Liveness: 200 while the process runs, whatever its dependencies do.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 when the database answers and the bus is up, else 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     if let Err(e) = state.db.ping().await {
         tracing::warn!(error = %e, "not ready: the database does not answer");
         return Err(ApiError::Unavailable("the database does not answer".into()));
@@ -23,5 +39,5 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     if !state.hub.is_healthy() {
         return Err(ApiError::Unavailable("the event bus is down".into()));
     }
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Health { status: "ready" }))
 }

@@ -48,7 +48,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection: BytesRejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!("the request body exceeds {} bytes", super::MAX_BODY_BYTES))
+            ApiError::PayloadTooLarge("the request body is larger than this server accepts".into())
         } else {
             ApiError::bad_request(rejection.body_text())
         }

@@ -1,48 +1,141 @@
 //! The HTTP surface: one module per resource, each with its `router()`,
 //! merged here. Handlers are thin: extract, call the core, map the answer.
+//! Routers are `utoipa-axum` routers, so the OpenAPI document is built from
+//! the very routes that are served.
 
 pub mod health;
 pub mod input;
+pub mod metrics;
 pub mod notifications;
+pub mod openapi;
 pub mod page;
 pub mod stream;
 
+use std::time::Duration;
+
 use axum::{
-    Router,
+    BoxError, Router,
+    error_handling::HandleErrorLayer,
     extract::{DefaultBodyLimit, MatchedPath},
-    http::{Request, StatusCode},
+    http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header},
+    middleware,
     response::IntoResponse,
 };
-use tower_http::trace::TraceLayer;
+use tower::ServiceBuilder;
+use tower_http::{
+    cors::{AllowOrigin, Any, CorsLayer},
+    trace::TraceLayer,
+};
+use tracing::{Span, field::Empty};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{app::AppState, error::ApiError};
+use crate::{app::AppState, config::Settings, error::ApiError};
 
-/// The largest request body accepted: room for 1,000 recipients and a full
-/// `data` object, far below anything that could hurt the server.
-pub const MAX_BODY_BYTES: usize = 512 * 1024;
+/// What the HTTP layer takes from the settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub cors_origins: Vec<String>,
+    /// Whether `/metrics` is on the main router (no separate listener).
+    pub metrics_on_main: bool,
+}
 
-/// Every route of the service.
-pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(stream::router()).merge(notifications::router());
-    Router::new()
-        .merge(health::router())
-        .merge(page::router())
-        .nest("/v1", api)
+impl HttpSettings {
+    /// The HTTP part of the settings.
+    pub fn from_settings(settings: &Settings) -> Self {
+        HttpSettings {
+            max_body_bytes: settings.limits.max_body_bytes,
+            request_timeout: settings.limits.request_timeout,
+            cors_origins: settings.cors_origins.clone(),
+            metrics_on_main: settings.metrics_bind.is_none(),
+        }
+    }
+}
+
+/// Every route of the service, with the OpenAPI document they produce.
+pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+    let (routes, api) = documented_routes(settings).split_for_parts();
+    let mut router = routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(middleware::from_fn(metrics::record_request))
         .layer(
             // The span names the matched route, never the raw URI: a stream's
-            // query string may carry its token.
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-                tracing::info_span!("request", method = %request.method(), route)
-            }),
-        )
-        .with_state(state)
+            // query string may carry its token. `user` is filled in by the
+            // auth extractors, `status` when the response leaves.
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+                    tracing::info_span!("request", method = %request.method(), route, user = Empty, status = Empty)
+                })
+                .on_request(())
+                .on_response(|response: &Response<_>, latency: Duration, span: &Span| {
+                    span.record("status", response.status().as_u16());
+                    tracing::info!(latency_ms = latency.as_secs_f64() * 1000.0, "request");
+                })
+                .on_failure(()),
+        );
+    if let Some(cors) = cors_layer(&settings.cors_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
+}
+
+/// The routes that the OpenAPI document describes.
+pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
+    let deadline = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async {
+            ApiError::Unavailable("the request took too long; it may or may not have taken effect".into())
+        }))
+        .timeout(settings.request_timeout);
+    // Every request but the stream has a deadline; the stream is meant to last.
+    let api = OpenApiRouter::new()
+        .merge(stream::router())
+        .merge(notifications::router().layer(deadline));
+    let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(health::router())
+        .merge(page::router())
+        .nest("/v1", api);
+    if settings.metrics_on_main {
+        router = router.merge(metrics::router());
+    }
+    router
+}
+
+/// CORS for browsers on other origins. None configured: same-origin only.
+/// `*`: any origin, without credentials. A list: those origins, with
+/// credentials, so the `tidings_token` cookie works across them.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let methods = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+    let exposed = [header::RETRY_AFTER, HeaderName::from_static("idempotent-replayed")];
+    if origins.iter().any(|o| o == "*") {
+        return Some(CorsLayer::new().allow_origin(Any).allow_methods(methods).allow_headers(Any).expose_headers(exposed));
+    }
+    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_methods(methods)
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers(exposed)
+            .allow_credentials(true),
+    )
 }
 
 async fn not_found() -> ApiError {

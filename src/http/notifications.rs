@@ -1,39 +1,50 @@
 //! `/v1/notifications`: publish (backends), list, count, read, click, delete.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
 };
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::input::{JsonBody, OptionalJsonBody, parse_json, path_id, query_param};
 use crate::{
     app::AppState,
     auth::{AuthUser, Publisher},
-    domain::notification::{NotificationType, PublishRequest},
-    error::ApiError,
-    notifications::{IdempotencyKey, ListQuery},
+    domain::{
+        events::UnreadCount,
+        notification::{Notification, NotificationType, PublishRequest},
+    },
+    error::{ApiError, ErrorBody},
+    notifications::{IdempotencyKey, ListQuery, Page, Published, ReadAllResult},
 };
 
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Routes of this resource.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/notifications", post(publish).get(list))
-        .route("/notifications/unread_count", get(unread_count))
-        .route("/notifications/read_all", post(read_all))
-        .route("/notifications/{id}", delete(remove))
-        .route("/notifications/{id}/read", post(read))
-        .route("/notifications/{id}/click", post(click))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish, list))
+        .routes(routes!(unread_count))
+        .routes(routes!(read_all))
+        .routes(routes!(remove))
+        .routes(routes!(read))
+        .routes(routes!(click))
 }
 
+/// Publishes a notification to one user or up to 1000 (scope `publish`).
+/// Each recipient's copy is stored, then sent on their open streams.
+#[utoipa::path(post, path = "/notifications", tag = "notifications", security(("bearer" = [])),
+    request_body = PublishRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body creates nothing and gets the first answer")),
+    responses(
+        (status = 201, body = Published, description = "Created (or, with a reused Idempotency-Key, the first answer again, with `Idempotent-Replayed: true`)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn publish(State(state): State<AppState>, Publisher(caller): Publisher, headers: HeaderMap, body: JsonBody<PublishRequest>) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key") {
         None => None,
@@ -64,7 +75,15 @@ fn fingerprint(raw: &[u8]) -> Result<String, ApiError> {
     Ok(hex::encode(Sha256::digest(canonical)))
 }
 
-async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) -> Result<impl IntoResponse, ApiError> {
+/// The caller's notifications, newest first, a page at a time.
+#[utoipa::path(get, path = "/notifications", tag = "notifications", security(("bearer" = [])),
+    params(
+        ("status" = Option<String>, Query, description = "`unread` or `all` (default)"),
+        ("type" = Option<String>, Query, description = "Only this type"),
+        ("limit" = Option<u32>, Query, description = "1-100, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) -> Result<Json<Page>, ApiError> {
     let query = uri.query();
     let unread_only = match query_param(query, "status").as_deref() {
         None | Some("all") => false,
@@ -101,37 +120,57 @@ async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri)
     Ok(Json(page))
 }
 
-async fn unread_count(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result<impl IntoResponse, ApiError> {
+/// How many of the caller's notifications are unread.
+#[utoipa::path(get, path = "/notifications/unread_count", tag = "notifications", security(("bearer" = [])),
+    responses((status = 200, body = UnreadCount), (status = 401, body = ErrorBody)))]
+async fn unread_count(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result<Json<UnreadCount>, ApiError> {
     let count = state.notifications.unread_count(&user.user).await?;
-    Ok(Json(json!({ "count": count })))
+    Ok(Json(UnreadCount { count }))
 }
 
-async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+/// Marks one notification read; every stream of the user hears of it.
+#[utoipa::path(post, path = "/notifications/{id}/read", tag = "notifications", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
     Ok(Json(state.notifications.read(&user.user, path_id(&id)?).await?))
 }
 
-async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+/// Records a click on a notification, which also marks it read.
+#[utoipa::path(post, path = "/notifications/{id}/click", tag = "notifications", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
     Ok(Json(state.notifications.click(&user.user, path_id(&id)?).await?))
 }
 
+/// Deletes one of the caller's notifications.
+#[utoipa::path(delete, path = "/notifications/{id}", tag = "notifications", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn remove(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.notifications.delete(&user.user, path_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The optional body of `read_all`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReadAllRequest {
+pub struct ReadAllRequest {
+    /// Only notifications of this type.
     #[serde(rename = "type")]
     kind: Option<String>,
 }
 
-async fn read_all(State(state): State<AppState>, AuthUser(user): AuthUser, OptionalJsonBody(body): OptionalJsonBody<ReadAllRequest>) -> Result<impl IntoResponse, ApiError> {
+/// Marks every unread notification of the caller read (optionally of one type).
+#[utoipa::path(post, path = "/notifications/read_all", tag = "notifications", security(("bearer" = [])),
+    request_body(content = Option<ReadAllRequest>, description = "Optional"),
+    responses((status = 200, body = ReadAllResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn read_all(State(state): State<AppState>, AuthUser(user): AuthUser, OptionalJsonBody(body): OptionalJsonBody<ReadAllRequest>) -> Result<Json<ReadAllResult>, ApiError> {
     let kind = match body.kind {
         None => None,
         Some(raw) => Some(NotificationType::parse(&raw).map_err(|why| ApiError::invalid_field("type", format!("type {why}")))?),
     };
     let updated = state.notifications.read_all(&user.user, kind.as_ref().map(NotificationType::as_str)).await?;
-    Ok(Json(json!({ "updated": updated })))
+    Ok(Json(ReadAllResult { updated }))
 }

@@ -2,23 +2,44 @@
 //! handler picks the resume point and sets the headers proxies need.
 
 use axum::{
-    Router,
     body::Body,
     extract::State,
     http::{HeaderMap, HeaderValue, Uri, header},
     response::Response,
-    routing::get,
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::input::query_param;
-use crate::{app::AppState, auth::StreamUser, stream};
+use crate::{
+    app::AppState,
+    auth::StreamUser,
+    error::{ApiError, ErrorBody},
+    hub::Refusal,
+    stream,
+};
 
 /// Routes of this resource.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/stream", get(open))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(open))
 }
 
-async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, headers: HeaderMap, uri: Uri) -> Response {
+/// The caller's Server-Sent Events stream.
+///
+/// Without a resume point: the unread notifications (newest 100, oldest
+/// first), then `unread_count`, then live events. With `Last-Event-ID` (or
+/// `last_event_id`): every stored event after it, then `unread_count`, then
+/// live events; `reset` first if that history is gone. Events and their
+/// payloads are listed in `x-sse-events`. A `: ping` comment comes every 15 s.
+#[utoipa::path(get, path = "/stream", tag = "stream", security(("bearer" = [])),
+    params(
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
+        ("last_event_id" = Option<String>, Query, description = "Resume point, for clients that cannot set headers"),
+        ("access_token" = Option<String>, Query, description = "The JWT, for EventSource (or the `tidings_token` cookie)")),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String, description = "The stream"),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody, description = "Too many streams for this user"),
+        (status = 503, body = ErrorBody, description = "This node holds as many streams as it can")))]
+async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     // The header wins: EventSource sets it on its own reconnections, while the
     // query parameter is what a page put in the URL when it first connected.
     let resume_from = headers
@@ -27,13 +48,16 @@ async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, 
         .map(str::to_owned)
         .or_else(|| query_param(uri.query(), "last_event_id"))
         .filter(|raw| !raw.trim().is_empty());
-    let body = Body::from_stream(stream::open(state.stream_context(), principal, resume_from));
-    let mut response = Response::new(body);
+    let frames = stream::open(state.stream_context(), principal, resume_from).map_err(|refusal| match refusal {
+        Refusal::TooManyForUser => ApiError::RateLimited { retry_after_secs: 10 },
+        Refusal::NodeFull => ApiError::Unavailable("this node holds as many streams as it can; retry on another".into()),
+    })?;
+    let mut response = Response::new(Body::from_stream(frames));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx buffers proxied responses unless told not to, which would hold
     // events back until its buffer fills.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    Ok(response)
 }

@@ -33,56 +33,106 @@ pub struct Hub {
     /// enough that a stalled client costs little before it is switched to
     /// catching up from the log.
     mailbox_capacity: usize,
+    limits: StreamLimits,
     stats: HubStats,
 }
 
-/// Counters the hub keeps about itself, read by tests and metrics.
+/// How many streams this node accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Streams of one user on this node: enough for every tab and device,
+    /// few enough that a reconnect loop cannot exhaust the node.
+    pub per_user: usize,
+    /// Streams on this node: kept below the process's open-file limit, so
+    /// that the node refuses cleanly instead of failing to accept.
+    pub total: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits { per_user: 16, total: 100_000 }
+    }
+}
+
+/// Why a stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user already holds `per_user` streams here.
+    TooManyForUser,
+    /// The node holds `total` streams.
+    NodeFull,
+}
+
+/// Counters the hub keeps about itself. Plain atomics on the hot path;
+/// `/metrics` reads them at scrape time.
 #[derive(Default)]
 pub struct HubStats {
-    /// Streams that fell behind and caught up from the event log.
-    pub catch_ups: AtomicU64,
     /// Streams open now.
     pub open_streams: AtomicU64,
+    /// Persisted events handed to the bus.
+    pub events_published: AtomicU64,
+    /// Frames of persisted events written to streams, live or replayed.
+    pub frames_delivered: AtomicU64,
+    /// Events streams read back from the log (resume and catch-up).
+    pub replayed_events: AtomicU64,
+    /// Streams that fell behind and caught up from the event log.
+    pub catch_ups: AtomicU64,
+    /// Streams refused by a limit.
+    pub refused_streams: AtomicU64,
 }
 
 impl Hub {
     /// A hub whose events travel over `bus` and land in `registry`.
-    pub fn new(registry: Arc<Registry>, bus: Arc<dyn Bus>, mailbox_capacity: usize) -> Self {
+    pub fn new(registry: Arc<Registry>, bus: Arc<dyn Bus>, mailbox_capacity: usize, limits: StreamLimits) -> Self {
         Hub {
             registry,
             bus,
             mailbox_capacity: mailbox_capacity.max(1),
+            limits,
             stats: HubStats::default(),
         }
     }
 
     /// A single-node hub: the bus is the registry itself.
-    pub fn in_process(mailbox_capacity: usize) -> Self {
+    pub fn in_process(mailbox_capacity: usize, limits: StreamLimits) -> Self {
         let registry = Arc::new(Registry::new());
         let bus = Arc::new(LocalBus::new(registry.clone()));
-        Hub::new(registry, bus, mailbox_capacity)
+        Hub::new(registry, bus, mailbox_capacity, limits)
     }
 
     /// Hands committed events, in log order, to every node.
     pub fn publish(&self, events: Vec<Arc<Event>>) {
         if !events.is_empty() {
+            let persisted = events.iter().filter(|e| e.id.is_some()).count() as u64;
+            self.stats.events_published.fetch_add(persisted, Ordering::Relaxed);
             self.bus.publish(events);
         }
     }
 
-    /// Registers a new connection on `topics`. Done before the stream reads
-    /// its replay, so nothing committed meanwhile can fall between the two.
-    pub fn subscribe(self: &Arc<Self>, topics: Vec<Topic>) -> Subscription {
+    /// Registers a new connection of the user whose private topic is
+    /// `owner`, listening to `owner` and `others`. Done before the stream
+    /// reads its replay, so nothing committed meanwhile can fall between the
+    /// two. Refused when a limit is reached.
+    pub fn subscribe(self: &Arc<Self>, owner: Topic, others: Vec<Topic>) -> Result<Subscription, Refusal> {
+        let open = self.stats.open_streams.fetch_add(1, Ordering::Relaxed);
+        if open as usize >= self.limits.total {
+            self.stats.open_streams.fetch_sub(1, Ordering::Relaxed);
+            self.stats.refused_streams.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::NodeFull);
+        }
         let mailbox = Arc::new(Mailbox::new(self.mailbox_capacity));
-        for topic in &topics {
+        if !self.registry.register_capped(&owner, &mailbox, self.limits.per_user) {
+            self.stats.open_streams.fetch_sub(1, Ordering::Relaxed);
+            self.stats.refused_streams.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::TooManyForUser);
+        }
+        for topic in &others {
             self.registry.register(topic, &mailbox);
         }
-        self.stats.open_streams.fetch_add(1, Ordering::Relaxed);
-        Subscription {
-            hub: self.clone(),
-            topics,
-            mailbox,
-        }
+        let mut topics = Vec::with_capacity(others.len() + 1);
+        topics.push(owner);
+        topics.extend(others);
+        Ok(Subscription { hub: self.clone(), topics, mailbox })
     }
 
     /// Whether events published here reach the other nodes.
@@ -109,7 +159,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The topics this connection listens to.
+    /// The topics this connection listens to, its owner's first.
     pub fn topics(&self) -> &[Topic] {
         &self.topics
     }
@@ -122,6 +172,16 @@ impl Subscription {
     /// Records that this connection caught up from the log after lagging.
     pub fn count_catch_up(&self) {
         self.hub.stats.catch_ups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records frames of persisted events written to this connection.
+    pub fn count_delivered(&self, frames: u64) {
+        self.hub.stats.frames_delivered.fetch_add(frames, Ordering::Relaxed);
+    }
+
+    /// Records events this connection read back from the log.
+    pub fn count_replayed(&self, events: u64) {
+        self.hub.stats.replayed_events.fetch_add(events, Ordering::Relaxed);
     }
 }
 

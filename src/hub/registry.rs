@@ -51,6 +51,18 @@ impl Registry {
         self.shard(topic).entry(topic.clone()).or_default().push(mailbox.clone());
     }
 
+    /// Adds a mailbox to a topic's audience unless it already has `cap`
+    /// listeners; check and insert happen under one lock.
+    pub fn register_capped(&self, topic: &Topic, mailbox: &Arc<Mailbox>, cap: usize) -> bool {
+        let mut shard = self.shard(topic);
+        let listeners = shard.entry(topic.clone()).or_default();
+        if listeners.len() >= cap {
+            return false;
+        }
+        listeners.push(mailbox.clone());
+        true
+    }
+
     /// Removes a mailbox; the topic's entry goes when its last listener does.
     pub fn unregister(&self, topic: &Topic, mailbox: &Arc<Mailbox>) {
         let mut shard = self.shard(topic);

@@ -46,7 +46,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// A server on the database in `dir` (to restart one on the same data).
 pub async fn spawn_app_in(dir: Arc<TempDir>, configure: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("RUST_LOG").is_some() {
-        tidings::telemetry::init();
+        tidings::telemetry::init(tidings::telemetry::LogFormat::Text);
     }
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
@@ -56,6 +56,10 @@ pub async fn spawn_app_in(dir: Arc<TempDir>, configure: impl FnOnce(&mut Setting
         redis_url: None,
         stream: StreamSettings::default(),
         mailbox_capacity: 256,
+        limits: tidings::config::Limits::default(),
+        cors_origins: Vec::new(),
+        metrics_bind: None,
+        shutdown_grace: Duration::from_secs(5),
         print_demo: false,
     };
     configure(&mut settings);

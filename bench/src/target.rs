@@ -1,0 +1,238 @@
+//! The hub under test, described well enough to subscribe to it and publish
+//! to it: Tidings itself (tokens minted with its secret, its JSON publish
+//! API), or any hub given as a publish URL template, a subscribe URL
+//! template and how its event ids look (Nchan, the better-sse hub, ...).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cli::{IdStyle, TargetArgs},
+    stamp::Stamp,
+};
+
+/// Most recipients one Tidings publish may name (`user_ids`).
+pub const TIDINGS_MAX_RECIPIENTS: usize = 1000;
+
+/// Lifetime of minted tokens: longer than any bounded run.
+const TOKEN_TTL_SECS: u64 = 6 * 3600;
+
+/// A hub and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Label in reports.
+    pub name: String,
+    pub kind: Kind,
+    /// The server's process, for /proc sampling.
+    pub server_pid: Option<u32>,
+    /// Sentences about the target that go into its report.
+    pub notes: Vec<String>,
+}
+
+/// The two ways a hub can be described.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// Tidings: per-user streams at `/v1/stream`, publishes at
+    /// `/v1/notifications`, both authenticated with HS256 JWTs.
+    Tidings { base: String, secret: String, publish_token: String },
+    /// A channel hub: POST the message to `publish`, subscribe to
+    /// `subscribe`; both contain `{channel}`.
+    Template { publish: String, subscribe: String, ids: IdStyle },
+}
+
+/// One SSE connection a worker opens, and what it should receive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnSpec {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// The `to` of every stamp this connection may receive; anything else
+    /// is counted as misrouted.
+    pub expect: String,
+}
+
+/// One publish request. A message to a large audience can take several
+/// (Tidings: at most 1000 `user_ids` per request).
+#[derive(Debug, Clone)]
+pub struct PostSpec {
+    pub url: String,
+    pub bearer: Option<String>,
+    pub recipients: Recipients,
+    /// Connections that should receive the message if this request succeeds.
+    pub listeners: u32,
+    /// What the stamp's `to` says: the user, or the audience's name.
+    pub to: String,
+}
+
+/// Whom a publish request names in its body.
+#[derive(Debug, Clone)]
+pub enum Recipients {
+    /// Tidings `user_id`.
+    One(String),
+    /// Tidings `user_ids`.
+    Many(Vec<String>),
+    /// A channel hub: the URL names the channel, the body names nobody.
+    Channel,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+/// The JSON body of a publish: the Tidings notification shape, which the
+/// channel hubs receive too so that every hub carries the same bytes.
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_ids: Option<&'a [String]>,
+    r#type: &'static str,
+    title: &'static str,
+    body: &'a str,
+    data: Data<'a>,
+}
+
+#[derive(Serialize)]
+struct Data<'a> {
+    bench: &'a Stamp,
+}
+
+impl Target {
+    /// Builds the target from the command line.
+    pub fn from_args(args: &TargetArgs) -> anyhow::Result<Self> {
+        let kind = match (&args.tidings, &args.publish_url, &args.subscribe_url) {
+            (Some(base), None, None) => {
+                let secret = args.secret.clone().context("--tidings needs --secret (or TIDINGS_JWT_SECRET)")?;
+                let base = base.trim_end_matches('/').to_owned();
+                let publish_token = mint(&secret, "tidings-bench-publisher", Some("publish"))?;
+                Kind::Tidings { base, secret, publish_token }
+            }
+            (None, Some(publish), Some(subscribe)) => {
+                if !publish.contains("{channel}") || !subscribe.contains("{channel}") {
+                    bail!("--publish-url and --subscribe-url must both contain {{channel}}");
+                }
+                Kind::Template { publish: publish.clone(), subscribe: subscribe.clone(), ids: args.ids }
+            }
+            _ => bail!("give either --tidings URL, or --publish-url and --subscribe-url"),
+        };
+        let name = args.name.clone().unwrap_or_else(|| match kind {
+            Kind::Tidings { .. } => "tidings".into(),
+            Kind::Template { .. } => "hub".into(),
+        });
+        Ok(Target { name, kind, server_pid: args.server_pid, notes: args.note.clone() })
+    }
+
+    /// Whether this is Tidings (which fans out by `user_ids`).
+    pub fn is_tidings(&self) -> bool {
+        matches!(self.kind, Kind::Tidings { .. })
+    }
+
+    /// Whether a subscriber can resume from an event id (for `catchup`).
+    pub fn resumes(&self) -> bool {
+        match &self.kind {
+            Kind::Tidings { .. } => true,
+            Kind::Template { ids, .. } => *ids == IdStyle::Opaque,
+        }
+    }
+
+    /// The stream of `user` (Tidings) or of `channel` (channel hubs),
+    /// expecting stamps addressed to `expect`.
+    pub fn conn(&self, user: &str, channel: &str, expect: &str) -> anyhow::Result<ConnSpec> {
+        Ok(match &self.kind {
+            Kind::Tidings { base, secret, .. } => ConnSpec {
+                url: format!("{base}/v1/stream"),
+                headers: vec![("authorization".into(), format!("Bearer {}", mint(secret, user, None)?))],
+                expect: expect.into(),
+            },
+            Kind::Template { subscribe, .. } => ConnSpec {
+                url: subscribe.replace("{channel}", channel),
+                headers: Vec::new(),
+                expect: expect.into(),
+            },
+        })
+    }
+
+    /// The requests that deliver one message to one user with `listeners`
+    /// connections.
+    pub fn posts_to_user(&self, user: &str, listeners: u32) -> Vec<PostSpec> {
+        vec![match &self.kind {
+            Kind::Tidings { base, publish_token, .. } => PostSpec {
+                url: format!("{base}/v1/notifications"),
+                bearer: Some(publish_token.clone()),
+                recipients: Recipients::One(user.into()),
+                listeners,
+                to: user.into(),
+            },
+            Kind::Template { publish, .. } => PostSpec {
+                url: publish.replace("{channel}", user),
+                bearer: None,
+                recipients: Recipients::Channel,
+                listeners,
+                to: user.into(),
+            },
+        }]
+    }
+
+    /// The requests that deliver one message to a whole audience, each
+    /// member with one connection. A channel hub publishes once to the
+    /// audience's channel; Tidings, which has no conversations yet, names
+    /// the members with `user_ids`, 1000 per request.
+    pub fn posts_to_audience(&self, room: &str, members: &[String]) -> Vec<PostSpec> {
+        match &self.kind {
+            Kind::Tidings { base, publish_token, .. } => members
+                .chunks(TIDINGS_MAX_RECIPIENTS)
+                .map(|chunk| PostSpec {
+                    url: format!("{base}/v1/notifications"),
+                    bearer: Some(publish_token.clone()),
+                    recipients: Recipients::Many(chunk.to_vec()),
+                    listeners: chunk.len() as u32,
+                    to: room.into(),
+                })
+                .collect(),
+            Kind::Template { publish, .. } => vec![PostSpec {
+                url: publish.replace("{channel}", room),
+                bearer: None,
+                recipients: Recipients::Channel,
+                listeners: members.len() as u32,
+                to: room.into(),
+            }],
+        }
+    }
+
+    /// One-line description for reports.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::Tidings { base, .. } => format!("Tidings at {base} (per-user streams, HS256 tokens)"),
+            Kind::Template { publish, subscribe, ids } => {
+                format!("channel hub: publish {publish}, subscribe {subscribe}, ids {ids:?}").to_lowercase()
+            }
+        }
+    }
+}
+
+impl PostSpec {
+    /// The JSON body for this request carrying `stamp`.
+    pub fn body(&self, stamp: &Stamp, filler: &str) -> String {
+        let (user_id, user_ids) = match &self.recipients {
+            Recipients::One(user) => (Some(user.as_str()), None),
+            Recipients::Many(users) => (None, Some(users.as_slice())),
+            Recipients::Channel => (None, None),
+        };
+        let body = Body { user_id, user_ids, r#type: "bench", title: "bench", body: filler, data: Data { bench: stamp } };
+        serde_json::to_string(&body).expect("plain JSON")
+    }
+}
+
+/// Signs an HS256 token for `sub` the way Tidings expects.
+fn mint(secret: &str, sub: &str, scope: Option<&str>) -> anyhow::Result<String> {
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + TOKEN_TTL_SECS;
+    let claims = Claims { sub, exp, scope };
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?)
+}

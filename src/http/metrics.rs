@@ -1,0 +1,92 @@
+//! `GET /metrics`: Prometheus text format, through the `metrics` facade and
+//! its Prometheus exporter.
+//!
+//! Request counts and latencies are recorded per matched route by
+//! [`record_request`]; the hub's counters are plain atomics on the hot path,
+//! copied into the exporter when scraped.
+
+use std::{
+    sync::{OnceLock, atomic::Ordering},
+    time::Instant,
+};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::header,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sea_orm::DbBackend;
+
+use crate::app::AppState;
+
+/// Latency buckets, in seconds: from a cached read to a slow batch publish.
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The process-wide exporter. Installed once: the `metrics` recorder is
+/// global, and tests build many applications in one process.
+pub fn exporter() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("tidings_http_request_duration_seconds".into()), LATENCY_BUCKETS)
+            .expect("static buckets are valid")
+            .install_recorder()
+            .expect("the metrics recorder is installed once")
+    })
+}
+
+/// The `/metrics` route, on the main listener or a separate one.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(scrape))
+}
+
+/// Prometheus metrics in the text exposition format. Stats the hub keeps
+/// as atomics are copied in first.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn scrape(State(state): State<AppState>) -> Response {
+    let stats = state.hub.stats();
+    gauge!("tidings_open_streams").set(stats.open_streams.load(Ordering::Relaxed) as f64);
+    counter!("tidings_events_appended_total").absolute(stats.events_published.load(Ordering::Relaxed));
+    counter!("tidings_frames_delivered_total").absolute(stats.frames_delivered.load(Ordering::Relaxed));
+    counter!("tidings_replayed_events_total").absolute(stats.replayed_events.load(Ordering::Relaxed));
+    counter!("tidings_catch_ups_total").absolute(stats.catch_ups.load(Ordering::Relaxed));
+    counter!("tidings_mailbox_overflows_total").absolute(state.hub.overflows());
+    counter!("tidings_refused_streams_total").absolute(stats.refused_streams.load(Ordering::Relaxed));
+    let (size, idle) = match state.db.get_database_backend() {
+        DbBackend::Sqlite => {
+            let pool = state.db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        DbBackend::Postgres => {
+            let pool = state.db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => (0, 0),
+    };
+    gauge!("tidings_db_pool_connections", "state" => "idle").set(idle as f64);
+    gauge!("tidings_db_pool_connections", "state" => "in_use").set(size.saturating_sub(idle as u32) as f64);
+    let handle = exporter();
+    handle.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+}
+
+/// Middleware: counts every request by method, matched route and status,
+/// and records its latency (for the stream: the time to its headers).
+pub async fn record_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    counter!("tidings_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    histogram!("tidings_http_request_duration_seconds", "method" => method, "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}
