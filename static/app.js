@@ -42,6 +42,7 @@ const state = {
   filter: 'all',
   source: null, // the current EventSource
   lastEventId: '',
+  wasLive: false, // until the first open, "reconnecting" reads "Connecting…"
   retries: 0,
   retryTimer: null,
 };
@@ -221,6 +222,7 @@ function connect() {
   state.source = source;
   source.onopen = () => {
     state.retries = 0;
+    state.wasLive = true;
     setConnection('live');
   };
   source.onerror = () => onStreamError(source);
@@ -286,20 +288,17 @@ function disconnect() {
 
 // ---------------------------------------------------------------- render
 
-let renderQueued = false;
+let listQueued = false;
 
+/** The badge (and tab title) at once, even in a background tab; the list once per frame. */
 function scheduleRender() {
-  if (renderQueued) return;
-  renderQueued = true;
-  requestAnimationFrame(() => {
-    renderQueued = false;
-    render();
-  });
-}
-
-function render() {
   renderBadge();
-  renderList();
+  if (listQueued) return;
+  listQueued = true;
+  requestAnimationFrame(() => {
+    listQueued = false;
+    renderList();
+  });
 }
 
 const CONNECTION_LABELS = { live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
@@ -307,7 +306,8 @@ const CONNECTION_LABELS = { live: 'Live', reconnecting: 'Reconnecting…', offli
 function setConnection(connection) {
   const element = $('connection-state');
   element.dataset.state = connection;
-  element.querySelector('.connection-label').textContent = CONNECTION_LABELS[connection];
+  const first = connection === 'reconnecting' && !state.wasLive;
+  element.querySelector('.connection-label').textContent = first ? 'Connecting…' : CONNECTION_LABELS[connection];
 }
 
 function renderBadge() {
@@ -399,18 +399,22 @@ function fillItem(item, notification) {
 
 function relativeTime(iso) {
   const then = new Date(iso);
-  const seconds = Math.max(0, (Date.now() - then.getTime()) / 1000);
+  const now = new Date();
+  const seconds = Math.max(0, (now - then) / 1000);
   if (Number.isNaN(seconds)) return '';
   if (seconds < 45) return 'just now';
   if (seconds < 3600) return `${Math.max(1, Math.round(seconds / 60))} min ago`;
-  if (seconds < 86400 && sameDay(then, new Date())) return `${Math.floor(seconds / 3600)} h ago`;
-  if (seconds < 86400 || sameDay(then, new Date(Date.now() - 86400000))) return 'yesterday';
-  if (seconds < 7 * 86400) return `${Math.round(seconds / 86400)} days ago`;
+  const days = calendarDaysBetween(then, now);
+  if (days <= 0) return `${Math.floor(seconds / 3600)} h ago`;
+  if (days === 1) return 'yesterday';
+  if (days < 7) return `${days} days ago`;
   return then.toLocaleDateString(undefined, { day: 'numeric', month: 'short', year: 'numeric' });
 }
 
-function sameDay(a, b) {
-  return a.toDateString() === b.toDateString();
+/** Local midnights crossed from `a` to `b` (rounded, for daylight saving days). */
+function calendarDaysBetween(a, b) {
+  const midnight = (date) => new Date(date.getFullYear(), date.getMonth(), date.getDate());
+  return Math.round((midnight(b) - midnight(a)) / 86400000);
 }
 
 function expiryText(claims) {
@@ -457,8 +461,8 @@ function showToast(message) {
 
 /**
  * Optimistic update: `apply` changes the state at once and returns how to
- * undo that change, which runs if `request` fails. The stream's events,
- * which may arrive meanwhile, are left alone.
+ * undo that change, which runs if `request` fails. Either way the next
+ * `unread_count` event sets the badge straight.
  */
 async function optimistic(apply, request) {
   const undo = apply();
@@ -607,6 +611,7 @@ function signIn(token) {
     unread: 0,
     nextCursor: undefined,
     lastEventId: '',
+    wasLive: false,
     retries: 0,
   });
   $('setup').hidden = true;
@@ -616,7 +621,7 @@ function signIn(token) {
   setConnection(navigator.onLine ? 'reconnecting' : 'offline');
   connect();
   loadPage(null).catch(reportError);
-  render();
+  scheduleRender();
 }
 
 function signOut(reason) {

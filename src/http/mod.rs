@@ -57,7 +57,8 @@ impl HttpSettings {
 
 /// Every route of the service, with the OpenAPI document they produce.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
-    let (routes, api) = documented_routes(settings).split_for_parts();
+    let (routes, mut api) = documented_routes(settings).split_for_parts();
+    openapi::describe_stream_events(&mut api);
     let mut router = routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)

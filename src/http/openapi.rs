@@ -23,7 +23,7 @@ use crate::{
         description = "A real-time notification hub: one Server-Sent Events stream per user with lossless resume, and a REST API to publish and manage notifications.",
         license(name = "MIT OR Apache-2.0")
     ),
-    modifiers(&BearerJwt, &StreamEvents),
+    modifiers(&BearerJwt),
     components(schemas(ErrorBody, NotificationRead, NotificationDeleted, UnreadCount, Reset)),
     tags(
         (name = "stream", description = "The per-user SSE stream"),
@@ -49,21 +49,18 @@ impl Modify for BearerJwt {
 /// OpenAPI 3.1 cannot type the events of an SSE response, so the stream
 /// operation carries `x-sse-events`: each event name with its payload schema
 /// and whether it has an id, for client generators and readers alike.
-struct StreamEvents;
-
-impl Modify for StreamEvents {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let events = serde_json::json!({
-            "notification": {"id": true, "data": {"$ref": "#/components/schemas/Notification"}},
-            "notification.read": {"id": true, "data": {"$ref": "#/components/schemas/NotificationRead"}},
-            "notification.deleted": {"id": true, "data": {"$ref": "#/components/schemas/NotificationDeleted"}},
-            "unread_count": {"id": false, "data": {"$ref": "#/components/schemas/UnreadCount"}},
-            "reset": {"id": false, "data": {"$ref": "#/components/schemas/Reset"}}
-        });
-        if let Some(path) = openapi.paths.paths.get_mut("/v1/stream")
-            && let Some(get) = path.get.as_mut()
-        {
-            get.extensions = Some(ExtensionsBuilder::new().add("x-sse-events", events).build());
-        }
+/// Applied once the routers have added their paths.
+pub fn describe_stream_events(openapi: &mut utoipa::openapi::OpenApi) {
+    let events = serde_json::json!({
+        "notification": {"id": true, "data": {"$ref": "#/components/schemas/Notification"}},
+        "notification.read": {"id": true, "data": {"$ref": "#/components/schemas/NotificationRead"}},
+        "notification.deleted": {"id": true, "data": {"$ref": "#/components/schemas/NotificationDeleted"}},
+        "unread_count": {"id": false, "data": {"$ref": "#/components/schemas/UnreadCount"}},
+        "reset": {"id": false, "data": {"$ref": "#/components/schemas/Reset"}}
+    });
+    if let Some(path) = openapi.paths.paths.get_mut("/v1/stream")
+        && let Some(get) = path.get.as_mut()
+    {
+        get.extensions = Some(ExtensionsBuilder::new().add("x-sse-events", events).build());
     }
 }

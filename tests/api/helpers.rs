@@ -26,6 +26,8 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub state: AppState,
+    /// The separate metrics listener's address, when configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     keys: Arc<JwtKeys>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -67,6 +69,7 @@ pub async fn spawn_app_in(dir: Arc<TempDir>, configure: impl FnOnce(&mut Setting
     let app = Application::build(settings).await.expect("the application builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
+    let metrics_addr = app.metrics_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -75,6 +78,7 @@ pub async fn spawn_app_in(dir: Arc<TempDir>, configure: impl FnOnce(&mut Setting
         base,
         http: reqwest::Client::new(),
         state,
+        metrics_addr,
         keys,
         stop: Some(stop),
         server: Some(server),

@@ -9,5 +9,6 @@ mod browser;
 mod cli;
 mod errors;
 mod notifications;
+mod operations;
 mod resume;
 mod stream;

@@ -1,0 +1,236 @@
+//! What an SRE relies on: the OpenAPI document, metrics, logs without
+//! secrets, graceful shutdown, limits, CORS and the page's headers.
+
+use std::{process::Stdio, time::Duration};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use crate::helpers::{EventStream, PATIENCE, SECRET, into_json, spawn_app, spawn_app_with};
+
+/// Every route of the contract, as (method, path in the document).
+const CONTRACT_ROUTES: &[(&str, &str)] = &[
+    ("get", "/v1/stream"),
+    ("post", "/v1/notifications"),
+    ("get", "/v1/notifications"),
+    ("get", "/v1/notifications/unread_count"),
+    ("post", "/v1/notifications/{id}/read"),
+    ("post", "/v1/notifications/read_all"),
+    ("post", "/v1/notifications/{id}/click"),
+    ("delete", "/v1/notifications/{id}"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_and_every_documented_route_is_served() {
+    let app = spawn_app().await;
+    let (status, doc) = into_json(app.http.get(format!("{}/openapi.json", app.base)).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for (method, path) in CONTRACT_ROUTES {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is documented");
+    }
+    let token = app.token("alice");
+    let mut documented = 0;
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            documented += 1;
+            let url = format!("{}{}", app.base, path.replace("{id}", "1"));
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = app.http.request(method.clone(), &url).bearer_auth(&token).timeout(Duration::from_secs(2)).send().await;
+            // The stream answers 200 and stays open: its headers are enough.
+            let status = response.map(|r| r.status()).unwrap();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is routed");
+            if !path.contains("{id}") {
+                assert_ne!(status, StatusCode::NOT_FOUND, "{method} {path} is routed");
+            }
+        }
+    }
+    assert_eq!(documented, CONTRACT_ROUTES.len() + 2, "the contract's routes plus the page's two assets, nothing unknown");
+    let events = &doc["paths"]["/v1/stream"]["get"]["x-sse-events"];
+    for name in ["notification", "notification.read", "notification.deleted", "unread_count", "reset"] {
+        assert!(events[name]["data"]["$ref"].is_string(), "the stream documents {name}");
+    }
+    for schema in ["Notification", "PublishRequest", "ErrorBody", "NotificationRead", "UnreadCount"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
+    }
+    let docs = app.http.get(format!("{}/docs/", app.base)).send().await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK, "a readable reference is served");
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_metrics_scrape_counts_a_delivered_event_and_the_request() {
+    let app = spawn_app().await;
+    let mut stream = app.open_stream(&app.token("alice"), None).await;
+    stream.until_unread_count().await;
+    app.notify("alice", "counted").await;
+    stream.next_named("notification").await;
+
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metric(&text, "tidings_frames_delivered_total") >= 1.0, "{text}");
+    assert!(metric(&text, "tidings_events_appended_total") >= 1.0);
+    assert!(metric(&text, "tidings_open_streams") >= 1.0);
+    assert!(text.contains("tidings_http_requests_total{method=\"POST\",route=\"/v1/notifications\",status=\"201\"}"), "{text}");
+    assert!(text.contains("tidings_http_request_duration_seconds_bucket"));
+    assert!(text.contains("tidings_db_pool_connections"));
+}
+
+#[tokio::test]
+async fn metrics_can_live_on_a_separate_listener() {
+    let app = spawn_app_with(|settings| settings.metrics_bind = Some("127.0.0.1:0".into())).await;
+    let addr = app.metrics_addr.expect("a metrics listener");
+    let response = app.http.get(format!("http://{addr}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let main = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    assert_eq!(main.status(), StatusCode::NOT_FOUND, "not on the public listener");
+}
+
+#[tokio::test]
+async fn a_user_cannot_hold_more_streams_than_the_limit() {
+    let app = spawn_app_with(|settings| settings.limits.streams.per_user = 2).await;
+    let token = app.token("alice");
+    let _one = app.open_stream(&token, None).await;
+    let _two = app.open_stream(&token, None).await;
+    let response = app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(&token).send().await.unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, body) = into_json(response).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let other = app.open_stream(&app.token("bob"), None).await;
+    drop(other);
+}
+
+#[tokio::test]
+async fn a_full_node_refuses_new_streams_with_503() {
+    let app = spawn_app_with(|settings| settings.limits.streams.total = 1).await;
+    let _one = app.open_stream(&app.token("alice"), None).await;
+    let (status, body) = into_json(app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(app.token("bob")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "unavailable");
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_gets_503_but_streams_have_none() {
+    let app = spawn_app_with(|settings| settings.limits.request_timeout = Duration::from_millis(1)).await;
+    let everyone: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+    let response = app.publish_raw(&json!({"user_ids": everyone, "type": "t", "title": "slow"})).await;
+    let (status, body) = into_json(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+
+    // The stream outlives the deadline: it still delivers after it passed.
+    let mut stream = app.open_stream(&app.token("alice"), None).await;
+    stream.until_unread_count().await;
+    let writes = app.state.notifications.clone();
+    let alice = tidings::domain::UserId::parse("alice").unwrap();
+    let new = tidings::domain::notification::PublishRequest {
+        user_id: Some("alice".into()), user_ids: None, kind: "t".into(), title: "after the deadline".into(),
+        body: String::new(), data: None, action_url: None, expires_at: None, group_key: None,
+    }
+    .validate(chrono::Utc::now())
+    .unwrap();
+    writes.publish(&alice, None, new).await.unwrap();
+    let event = stream.next_named("notification").await;
+    assert_eq!(crate::helpers::data(&event)["title"], "after the deadline");
+}
+
+#[tokio::test]
+async fn cors_allows_the_configured_origins_with_credentials_and_no_others() {
+    let app = spawn_app_with(|settings| settings.cors_origins = vec!["https://app.example".into()]).await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(Method::OPTIONS, format!("{}/v1/notifications", app.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(allowed.headers()["access-control-allow-credentials"], "true");
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(!refused.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_security_headers() {
+    let app = spawn_app().await;
+    let page = app.http.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let headers = page.headers();
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+}
+
+/// The real binary: JSON logs at debug level never contain a token, and
+/// SIGTERM stops it promptly with streams open.
+#[tokio::test]
+async fn the_binary_logs_no_token_and_stops_promptly_on_sigterm_with_streams_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TIDINGS_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .current_dir(dir.path())
+        .env("TIDINGS_BIND", "127.0.0.1:0")
+        .env("TIDINGS_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+        .env("TIDINGS_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut logs = String::new();
+    let address = loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(PATIENCE, stderr.read_line(&mut line)).await.expect("the server logs").unwrap();
+        assert!(read > 0, "the server exited early: {logs}");
+        logs.push_str(&line);
+        let entry: Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if entry["message"] == "listening" {
+            break entry["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let app = spawn_app().await; // only to mint tokens with the same secret
+    let token = app.token("alice");
+    let http = reqwest::Client::new();
+    let response = http.get(format!("http://{address}/v1/stream?access_token={token}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = EventStream::new(response);
+    stream.until_unread_count().await;
+    let bad = http.get(format!("http://{address}/v1/stream?access_token=not.a.token")).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+
+    let pid = child.id().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let killed = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(killed.success());
+    assert!(stream.ended().await, "the open stream ends");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("the process exits promptly").unwrap();
+    assert!(status.success(), "a clean exit: {status}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    stderr.read_to_string(&mut logs).await.unwrap();
+    assert!(logs.contains("\"route\":\"/v1/stream\""), "requests are logged with their route: {logs}");
+    assert!(!logs.contains(&token), "the token never reaches the log");
+    assert!(!logs.contains("not.a.token"), "not even a bad one");
+    assert!(!logs.contains(std::str::from_utf8(SECRET).unwrap()), "nor the secret");
+}
