@@ -403,7 +403,7 @@ function relativeTime(iso) {
   const seconds = Math.max(0, (now - then) / 1000);
   if (Number.isNaN(seconds)) return '';
   if (seconds < 45) return 'just now';
-  if (seconds < 3600) return `${Math.max(1, Math.round(seconds / 60))} min ago`;
+  if (seconds < 3600) return `${Math.max(1, Math.floor(seconds / 60))} min ago`;
   const days = calendarDaysBetween(then, now);
   if (days <= 0) return `${Math.floor(seconds / 3600)} h ago`;
   if (days === 1) return 'yesterday';
