@@ -6,6 +6,8 @@
 //   TIDINGS_USER_TOKEN=<jwt for alice> TIDINGS_PUBLISH_TOKEN=<jwt, scope publish> \
 //   node notification_center.mjs
 //
+// TIDINGS_USER_ID must have no unread notifications yet (a fresh user), since
+// the badge is expected to read 1.
 // Optional: CHROMIUM_PATH (default /usr/bin/chromium), TIDINGS_SCREENSHOT_DIR
 // (default the system's temporary folder). Exits 0 and prints "browser test
 // passed" on success; otherwise saves notification_center-failure.png, prints
