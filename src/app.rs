@@ -18,7 +18,9 @@ use crate::{
     config::Settings,
     hub::Hub,
     http,
-    notifications::Notifications,
+    notifications::{Notifications, Policy},
+    ratelimit::{LocalRateLimiter, RateLimiter},
+    retention::Retention,
     store::{self, EventLog},
     stream::{StreamContext, StreamSettings},
 };
@@ -30,6 +32,9 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     pub hub: Arc<Hub>,
     pub notifications: Arc<Notifications>,
+    /// Per-caller limits on writes, checked by the auth extractors.
+    pub limiter: Arc<dyn RateLimiter>,
+    pub retention: Arc<Retention>,
     pub stream: Arc<StreamSettings>,
     /// Cancelled when the server stops; every open stream watches it.
     pub shutdown: CancellationToken,
@@ -76,6 +81,11 @@ impl Application {
         http::metrics::exporter();
         let hub = Arc::new(Hub::in_process(settings.mailbox_capacity, settings.limits.streams));
         let log = Arc::new(EventLog::new(db.clone(), hub.clone()));
+        let local_limiter = Arc::new(LocalRateLimiter::new(settings.rate_limits));
+        local_limiter.spawn_housekeeping();
+        let limiter: Arc<dyn RateLimiter> = local_limiter;
+        let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone() };
+        let retention = Arc::new(Retention::new(log.clone(), settings.retention.clone()));
         let listener = TcpListener::bind(&settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -88,10 +98,13 @@ impl Application {
             db,
             keys,
             hub,
-            notifications: Arc::new(Notifications::new(log)),
+            notifications: Arc::new(Notifications::new(log, policy)),
+            limiter,
+            retention,
             stream: Arc::new(settings.stream),
             shutdown: CancellationToken::new(),
         };
+        state.retention.clone().spawn(state.shutdown.clone());
         Ok(Application {
             listener,
             metrics_listener,

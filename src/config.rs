@@ -12,7 +12,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use jsonwebtoken::Algorithm;
 
-use crate::{auth::keys::KeySource, hub::StreamLimits, stream::StreamSettings};
+use crate::{
+    auth::keys::KeySource, domain::preference::Channels, hub::StreamLimits, ratelimit::RateLimitSettings,
+    retention::RetentionSettings, stream::StreamSettings,
+};
 
 /// The database used when none is configured: a file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tidings.db?mode=rwc";
@@ -39,6 +42,10 @@ pub struct Settings {
     pub metrics_bind: Option<String>,
     /// How long in-flight requests may take to finish once stopping.
     pub shutdown_grace: Duration,
+    pub rate_limits: RateLimitSettings,
+    /// Channels of a type a user never set a preference for.
+    pub default_channels: Channels,
+    pub retention: RetentionSettings,
     /// Print a ready-to-use demo (page URL, curl command) at start: only on a
     /// zero-configuration first run, never with operator-supplied keys.
     pub print_demo: bool,
@@ -58,6 +65,9 @@ impl fmt::Debug for Settings {
             .field("cors_origins", &self.cors_origins)
             .field("metrics_bind", &self.metrics_bind)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("rate_limits", &self.rate_limits)
+            .field("default_channels", &self.default_channels)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -185,6 +195,27 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Notifications one recipient may receive of one type per minute.
+    #[arg(long, env = "TIDINGS_RECIPIENT_RATE_PER_MINUTE", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
+    pub recipient_rate_per_minute: u32,
+    /// Write requests (POST, PUT, DELETE) a user token may make at once.
+    #[arg(long, env = "TIDINGS_CLIENT_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_burst: u32,
+    /// Write requests a user token may make per second after the burst.
+    #[arg(long, env = "TIDINGS_CLIENT_RATE_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_rate_per_second: u32,
+    /// Channels on by default for types a user never set: any of `web`, `email`, `push`.
+    #[arg(long, env = "TIDINGS_DEFAULT_CHANNELS", default_value = "web", value_delimiter = ',')]
+    pub default_channels: Vec<String>,
+    /// Days events are kept for resuming streams.
+    #[arg(long, env = "TIDINGS_EVENT_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_retention_days: u64,
+    /// Events kept per user at most.
+    #[arg(long, env = "TIDINGS_EVENTS_PER_USER", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events_per_user: u64,
+    /// Days read, expired and deleted notifications are kept.
+    #[arg(long, env = "TIDINGS_NOTIFICATION_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub notification_retention_days: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -235,9 +266,34 @@ impl ServeArgs {
             cors_origins: self.cors_origins.into_iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect(),
             metrics_bind: self.metrics_bind,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            rate_limits: RateLimitSettings {
+                recipient_per_minute: self.recipient_rate_per_minute,
+                caller_burst: self.client_burst,
+                caller_per_second: self.client_rate_per_second,
+            },
+            default_channels: parse_channels(&self.default_channels)?,
+            retention: RetentionSettings {
+                event_max_age: Duration::from_secs(self.event_retention_days * 24 * 3600),
+                events_per_topic: self.events_per_user,
+                notification_max_age: Duration::from_secs(self.notification_retention_days * 24 * 3600),
+                ..RetentionSettings::default()
+            },
             print_demo: resolved.from_secret_file,
         })
     }
+}
+
+fn parse_channels(names: &[String]) -> anyhow::Result<Channels> {
+    let mut channels = Channels { web: false, email: false, push: false };
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        match name {
+            "web" => channels.web = true,
+            "email" => channels.email = true,
+            "push" => channels.push = true,
+            other => anyhow::bail!("unknown channel {other:?} in TIDINGS_DEFAULT_CHANNELS (web, email, push)"),
+        }
+    }
+    Ok(channels)
 }
 
 /// Keys, and whether they came from the generated secret file.

@@ -2,19 +2,22 @@
 //! changes rows, appends the events reporting the change, and announces the
 //! user's new unread count; each read is a plain query.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
+use sea_orm::ConnectionTrait;
 use serde::Serialize;
 
 use crate::{
     domain::{
         Topic, UserId,
         events::{self, NotificationDeleted, NotificationRead, UnreadCount},
-        notification::{NewNotification, Notification, truncate_to_millis},
+        notification::{NewNotification, Notification, NotificationType, truncate_to_millis},
+        preference::{Channels, Preference, PreferenceUpdate},
     },
     error::ApiError,
-    store::{EventLog, LogWrite, event_log, idempotency, notifications as rows},
+    ratelimit::{RateLimiter, retry_after_secs},
+    store::{EventLog, LogWrite, event_log, idempotency, notifications as rows, preferences},
 };
 
 /// Most ids one `notification.read` event carries; a larger read-all is split.
@@ -38,10 +41,13 @@ pub struct IdempotencyKey<'a> {
 /// The `201` body of a publish.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Published {
-    /// One notification per recipient who receives it.
+    /// One notification per recipient who receives it: new ones, and
+    /// grouped ones updated in place (`count` + 1).
     pub created: Vec<Notification>,
     /// Recipients whose preferences turn this type off.
     pub suppressed: Vec<String>,
+    /// Recipients over their limit for this type (without a group to fold into).
+    pub rate_limited: Vec<String>,
 }
 
 /// A page of notifications, newest first.
@@ -59,6 +65,21 @@ pub struct ReadAllResult {
     pub updated: u64,
 }
 
+/// Delivery statistics of one type.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TypeStats {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Notifications delivered (each grouped update counts).
+    pub sent: u64,
+    pub read: u64,
+    pub clicked: u64,
+    /// `read / sent`, 0 when nothing was sent.
+    pub read_rate: f64,
+    /// `clicked / sent`, 0 when nothing was sent.
+    pub click_rate: f64,
+}
+
 /// What a list asks for, already validated.
 pub struct ListQuery {
     pub unread_only: bool,
@@ -67,18 +88,38 @@ pub struct ListQuery {
     pub limit: u64,
 }
 
-/// Notifications: publish, read, list.
+/// The operator's policy for publishing.
+pub struct Policy {
+    /// Channels of a type the user never changed.
+    pub default_channels: Channels,
+    pub limiter: Arc<dyn RateLimiter>,
+}
+
+/// Notifications: publish, read, list, preferences.
 pub struct Notifications {
     log: Arc<EventLog>,
+    policy: Policy,
+}
+
+/// What happens to one recipient of a publish.
+enum Fate {
+    Suppressed,
+    RateLimited(std::time::Duration),
+    Deliver,
 }
 
 impl Notifications {
-    /// Use cases over `log`.
-    pub fn new(log: Arc<EventLog>) -> Self {
-        Notifications { log }
+    /// Use cases over `log`, under `policy`.
+    pub fn new(log: Arc<EventLog>, policy: Policy) -> Self {
+        Notifications { log, policy }
     }
 
-    /// Stores one notification per recipient and sends each to its owner.
+    /// Stores one notification per recipient and sends each to its owner,
+    /// unless the recipient's preferences turn the type off (suppressed) or
+    /// the recipient is over the limit for it (rate limited; a notification
+    /// with a group key still folds into an unread group). When every
+    /// recipient is rate limited the whole request is refused with 429.
+    ///
     /// With an idempotency key, a retry with the same body gets the first
     /// answer and creates nothing; the check runs inside the write
     /// transaction, so two racing retries cannot both create.
@@ -97,25 +138,99 @@ impl Notifications {
         }
 
         let now = truncate_to_millis(Utc::now());
-        let mut created = Vec::with_capacity(new.recipients.len());
+        let mut answer = Published { created: Vec::new(), suppressed: Vec::new(), rate_limited: Vec::new() };
+        let mut longest_wait = std::time::Duration::ZERO;
+        let preferences = self.preferences_for(write.conn(), &new).await?;
         for user in &new.recipients {
-            let mut row = rows::insert(write.conn(), user, &new, now).await?;
-            let topic = Topic::user(user);
-            let notification = Notification::from(row.clone());
-            let event_id = write.append(&topic, events::NOTIFICATION, &notification).await?;
-            rows::set_event_id(write.conn(), row.id, event_id.get()).await?;
-            row.event_id = event_id.get();
-            announce_unread_count(&mut write, user).await?;
-            created.push(notification);
+            let fate = if !new.critical && !preferences.get(user.as_str()).is_none_or(Preference::delivers) {
+                Fate::Suppressed
+            } else {
+                match self.policy.limiter.check_recipient(user, new.kind.as_str()) {
+                    Ok(()) => Fate::Deliver,
+                    Err(wait) => Fate::RateLimited(wait),
+                }
+            };
+            let over_limit = match fate {
+                Fate::Suppressed => {
+                    answer.suppressed.push(user.to_string());
+                    continue;
+                }
+                Fate::RateLimited(wait) => Some(wait),
+                Fate::Deliver => None,
+            };
+            let group = match &new.group_key {
+                Some(group_key) => rows::unread_group(write.conn(), user, group_key).await?,
+                None => None,
+            };
+            let row = match (group, over_limit) {
+                (Some(group), _) => rows::fold_into(write.conn(), group, &new, now).await?,
+                (None, Some(wait)) => {
+                    longest_wait = longest_wait.max(wait);
+                    answer.rate_limited.push(user.to_string());
+                    continue;
+                }
+                (None, None) => rows::insert(write.conn(), user, &new, now).await?,
+            };
+            answer.created.push(send_notification(&mut write, user, row).await?);
         }
-        let body = serde_json::to_string(&Published { created, suppressed: Vec::new() })
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        if answer.rate_limited.len() == new.recipients.len() {
+            return Err(ApiError::RateLimited { retry_after_secs: retry_after_secs(longest_wait) });
+        }
+
+        let body = serde_json::to_string(&answer).map_err(|e| ApiError::Internal(e.into()))?;
         if let Some(key) = &key {
             let answer = idempotency::StoredAnswer { request_hash: key.request_hash.clone(), status: 201, body: body.clone() };
             idempotency::remember(write.conn(), caller.as_str(), key.key, &answer).await?;
         }
         write.commit().await?;
         Ok(PublishOutcome { status: 201, body, replayed: false })
+    }
+
+    /// The effective preference of each recipient for the type, by user id.
+    async fn preferences_for(&self, conn: &impl ConnectionTrait, new: &NewNotification) -> Result<HashMap<String, Preference>, ApiError> {
+        let mut found = HashMap::new();
+        for chunk in new.recipients.chunks(500) {
+            let users: Vec<&str> = chunk.iter().map(UserId::as_str).collect();
+            for row in preferences::for_type(conn, &users, new.kind.as_str()).await? {
+                found.insert(row.user_id.clone(), Preference::from(row));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The user's preferences: every type they changed or received, with
+    /// the operator's default where they never chose.
+    pub async fn preferences(&self, user: &UserId) -> Result<Vec<Preference>, ApiError> {
+        let db = self.log.db();
+        let mut by_type: std::collections::BTreeMap<String, Preference> = preferences::received_types(db, user)
+            .await?
+            .into_iter()
+            .map(|kind| (kind.clone(), Preference { kind, enabled: true, channels: self.policy.default_channels }))
+            .collect();
+        for row in preferences::of_user(db, user).await? {
+            by_type.insert(row.kind.clone(), Preference::from(row));
+        }
+        Ok(by_type.into_values().collect())
+    }
+
+    /// Sets the user's preference for one type.
+    pub async fn set_preference(&self, user: &UserId, kind: &NotificationType, update: PreferenceUpdate) -> Result<Preference, ApiError> {
+        let channels = update.channels.unwrap_or_default().resolve(self.policy.default_channels);
+        let row = preferences::upsert(self.log.db(), user, kind.as_str(), update.enabled, channels).await?;
+        Ok(Preference::from(row))
+    }
+
+    /// Per-type statistics, computed from the stored notifications.
+    pub async fn stats(&self, kind: Option<&NotificationType>, since: Option<chrono::DateTime<Utc>>) -> Result<Vec<TypeStats>, ApiError> {
+        let rows = rows::stats(self.log.db(), kind.map(NotificationType::as_str), since).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, sent, read, clicked)| {
+                let (sent, read, clicked) = (sent.max(0) as u64, read.max(0) as u64, clicked.max(0) as u64);
+                let rate = |n: u64| if sent == 0 { 0.0 } else { n as f64 / sent as f64 };
+                TypeStats { kind, sent, read, clicked, read_rate: rate(read), click_rate: rate(clicked) }
+            })
+            .collect())
     }
 
     /// A page of the user's notifications, newest first.
@@ -200,6 +315,17 @@ impl Notifications {
         write.commit().await?;
         Ok(())
     }
+}
+
+/// Appends the `notification` event that carries `row` to its owner and
+/// remembers the event's id on the row.
+async fn send_notification(write: &mut LogWrite, user: &UserId, mut row: entity::notification::Model) -> Result<Notification, ApiError> {
+    let notification = Notification::from(row.clone());
+    let event_id = write.append(&Topic::user(user), events::NOTIFICATION, &notification).await?;
+    rows::set_event_id(write.conn(), row.id, event_id.get()).await?;
+    row.event_id = event_id.get();
+    announce_unread_count(write, user).await?;
+    Ok(notification)
 }
 
 /// Marks `ids` read and appends one `notification.read` event for them.

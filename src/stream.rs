@@ -253,13 +253,29 @@ fn admit(cursor: &mut Cursor, event: &Event) -> Option<Bytes> {
     }
 }
 
+/// Why a replay stopped early.
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    /// Retention pruned events this replay had not read yet. The stream
+    /// ends; the client reconnects with its last id and is told to `reset`.
+    #[error("the history after the resume point was pruned during the replay")]
+    HistoryGone,
+}
+
 /// Every logged event of `topics` after `after`, oldest first, read a page
 /// at a time so that a long catch-up holds one page in memory, not all.
-fn replay(db: DatabaseConnection, topics: Vec<Topic>, after: EventId, page_size: u64) -> impl Stream<Item = Result<Event, DbErr>> {
+/// After each page the history floor is checked again: pruning that ran
+/// between the pages would otherwise be a silent gap.
+fn replay(db: DatabaseConnection, topics: Vec<Topic>, after: EventId, page_size: u64) -> impl Stream<Item = Result<Event, ReplayError>> {
     async_stream::try_stream! {
         let mut after = after;
         loop {
             let page = event_log::read_after(&db, &topics, after, page_size).await?;
+            if event_log::floor(&db, &topics).await? > after {
+                Err(ReplayError::HistoryGone)?;
+            }
             let complete = (page.len() as u64) < page_size;
             for event in page {
                 after = event.id.unwrap_or(after);

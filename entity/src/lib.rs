@@ -7,3 +7,4 @@ pub mod event;
 pub mod history_floor;
 pub mod idempotency_key;
 pub mod notification;
+pub mod preference;

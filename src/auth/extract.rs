@@ -6,11 +6,11 @@
 
 use axum::{
     extract::FromRequestParts,
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, Method, header, request::Parts},
 };
 
 use super::{PUBLISH_SCOPE, Principal};
-use crate::{app::AppState, error::ApiError};
+use crate::{app::AppState, error::ApiError, ratelimit::retry_after_secs};
 
 /// A caller with a valid bearer token.
 pub struct AuthUser(pub Principal);
@@ -29,9 +29,19 @@ pub const TOKEN_COOKIE: &str = "tidings_token";
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
+    /// Also applies the per-caller write limit: every write goes through
+    /// here, and a user token gets a burst, then a steady rate. Backends
+    /// (scope `publish`) are limited per recipient instead.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers).ok_or_else(|| reject("no bearer token"))?;
-        verify(state, token).map(AuthUser)
+        let principal = verify(state, token)?;
+        let writes = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+        if writes && !principal.has_scope(PUBLISH_SCOPE)
+            && let Err(wait) = state.limiter.check_caller(&principal.user)
+        {
+            return Err(ApiError::RateLimited { retry_after_secs: retry_after_secs(wait) });
+        }
+        Ok(AuthUser(principal))
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod event_id;
 pub mod events;
 pub mod notification;
+pub mod preference;
 pub mod topic;
 pub mod user_id;
 

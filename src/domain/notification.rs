@@ -71,8 +71,12 @@ pub struct PublishRequest {
     pub action_url: Option<String>,
     /// When the notification disappears; must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
-    /// 1-255 characters; stored for grouping.
+    /// 1-255 characters. While the recipient's notification with this key
+    /// is unread, a new one updates it (`count` + 1) instead of adding one.
     pub group_key: Option<String>,
+    /// Bypasses the recipient's preferences (security alerts and the like).
+    #[serde(default)]
+    pub critical: bool,
 }
 
 /// A validated publish request: what the core stores, once per recipient.
@@ -88,6 +92,7 @@ pub struct NewNotification {
     pub action_url: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub group_key: Option<String>,
+    pub critical: bool,
 }
 
 impl PublishRequest {
@@ -158,6 +163,7 @@ impl PublishRequest {
             action_url: self.action_url,
             expires_at: self.expires_at.map(truncate_to_millis),
             group_key: self.group_key,
+            critical: self.critical,
         })
     }
 }

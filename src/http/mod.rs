@@ -9,6 +9,8 @@ pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod page;
+pub mod preferences;
+pub mod stats;
 pub mod stream;
 
 use std::time::Duration;
@@ -100,7 +102,13 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
     // Every request but the stream has a deadline; the stream is meant to last.
     let api = OpenApiRouter::new()
         .merge(stream::router())
-        .merge(notifications::router().layer(deadline));
+        .merge(
+            OpenApiRouter::new()
+                .merge(notifications::router())
+                .merge(preferences::router())
+                .merge(stats::router())
+                .layer(deadline),
+        );
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
         .merge(page::router())

@@ -28,6 +28,7 @@ use crate::{
     tags(
         (name = "stream", description = "The per-user SSE stream"),
         (name = "notifications", description = "Publishing and managing notifications"),
+        (name = "preferences", description = "Which types a user wants, on which channels"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]

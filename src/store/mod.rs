@@ -13,6 +13,7 @@
 pub mod event_log;
 pub mod idempotency;
 pub mod notifications;
+pub mod preferences;
 
 use std::time::Duration;
 

@@ -46,6 +46,33 @@ pub async fn insert(conn: &impl ConnectionTrait, user: &UserId, new: &NewNotific
     .await
 }
 
+/// The user's unread notification with `group_key`, expired or not: at most
+/// one exists (a unique index guarantees it).
+pub async fn unread_group(conn: &impl ConnectionTrait, user: &UserId, group_key: &str) -> Result<Option<Model>, DbErr> {
+    Notifications::find()
+        .filter(Column::UserId.eq(user.as_str()))
+        .filter(Column::GroupKey.eq(group_key))
+        .filter(Column::ReadAt.is_null())
+        .filter(Column::DeletedAt.is_null())
+        .one(conn)
+        .await
+}
+
+/// Folds a new notification into its group: one more in `count`, the newest
+/// content, a fresh `updated_at` and expiry.
+pub async fn fold_into(conn: &impl ConnectionTrait, group: Model, new: &NewNotification, now: DateTime<Utc>) -> Result<Model, DbErr> {
+    let count = group.count + 1;
+    let mut row: notification::ActiveModel = group.into();
+    row.count = Set(count);
+    row.title = Set(new.title.clone());
+    row.body = Set(new.body.clone());
+    row.data = Set(new.data.clone());
+    row.action_url = Set(new.action_url.clone());
+    row.expires_at = Set(new.expires_at);
+    row.updated_at = Set(now);
+    row.update(conn).await
+}
+
 /// Records which event last carried the notification.
 pub async fn set_event_id(conn: &impl ConnectionTrait, id: i64, event_id: i64) -> Result<(), DbErr> {
     Notifications::update_many()
@@ -151,4 +178,22 @@ pub async fn list(conn: &impl ConnectionTrait, user: &UserId, filter: ListFilter
         query = query.filter(Column::Id.lt(before));
     }
     query.order_by_desc(Column::Id).limit(filter.limit).all(conn).await
+}
+
+/// Per-type totals over notifications created since `since`: each counts
+/// `count` times, so a group updated four times was sent four times.
+pub async fn stats(conn: &impl ConnectionTrait, kind: Option<&str>, since: Option<DateTime<Utc>>) -> Result<Vec<(String, i64, i64, i64)>, DbErr> {
+    let mut query = Notifications::find()
+        .select_only()
+        .column(Column::Kind)
+        .column_as(Expr::cust(r#"SUM("count")"#), "sent")
+        .column_as(Expr::cust(r#"SUM(CASE WHEN "read_at" IS NOT NULL THEN "count" ELSE 0 END)"#), "read")
+        .column_as(Expr::cust(r#"SUM(CASE WHEN "clicked_at" IS NOT NULL THEN "count" ELSE 0 END)"#), "clicked");
+    if let Some(kind) = kind {
+        query = query.filter(Column::Kind.eq(kind));
+    }
+    if let Some(since) = since {
+        query = query.filter(Column::CreatedAt.gte(since));
+    }
+    query.group_by(Column::Kind).order_by_asc(Column::Kind).into_tuple().all(conn).await
 }

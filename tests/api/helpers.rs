@@ -62,6 +62,15 @@ pub async fn spawn_app_in(dir: Arc<TempDir>, configure: impl FnOnce(&mut Setting
         cors_origins: Vec::new(),
         metrics_bind: None,
         shutdown_grace: Duration::from_secs(5),
+        // Tests publish hundreds of notifications to one user; the limits'
+        // own tests set them low.
+        rate_limits: tidings::ratelimit::RateLimitSettings {
+            recipient_per_minute: 1_000_000,
+            caller_burst: 1_000_000,
+            caller_per_second: 1_000_000,
+        },
+        default_channels: tidings::domain::preference::Channels::default(),
+        retention: tidings::retention::RetentionSettings::default(),
         print_demo: false,
     };
     configure(&mut settings);

@@ -19,6 +19,9 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/notifications/read_all"),
     ("post", "/v1/notifications/{id}/click"),
     ("delete", "/v1/notifications/{id}"),
+    ("get", "/v1/preferences"),
+    ("put", "/v1/preferences/{type}"),
+    ("get", "/v1/stats/notifications"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -39,7 +42,7 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
     for (path, operations) in doc["paths"].as_object().unwrap() {
         for method in operations.as_object().unwrap().keys() {
             documented += 1;
-            let url = format!("{}{}", app.base, path.replace("{id}", "1"));
+            let url = format!("{}{}", app.base, path.replace("{id}", "1").replace("{type}", "some.type"));
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = app.http.request(method.clone(), &url).bearer_auth(&token).timeout(Duration::from_secs(2)).send().await;
             // The stream answers 200 and stays open: its headers are enough.
@@ -137,7 +140,7 @@ async fn a_request_past_its_deadline_gets_503_but_streams_have_none() {
     let alice = tidings::domain::UserId::parse("alice").unwrap();
     let new = tidings::domain::notification::PublishRequest {
         user_id: Some("alice".into()), user_ids: None, kind: "t".into(), title: "after the deadline".into(),
-        body: String::new(), data: None, action_url: None, expires_at: None, group_key: None,
+        body: String::new(), data: None, action_url: None, expires_at: None, group_key: None, critical: false,
     }
     .validate(chrono::Utc::now())
     .unwrap();

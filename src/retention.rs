@@ -1,0 +1,178 @@
+//! Retention: the event log and notifications do not grow forever.
+//!
+//! A background task prunes, on an interval:
+//!
+//! - events older than `event_max_age`, and each topic's events beyond the
+//!   newest `events_per_topic`. Each pruned topic's history floor moves up
+//!   in the same transaction, so a client resuming from below it gets
+//!   `reset` rather than a silent gap (see `stream`);
+//! - notifications read, expired or deleted more than `notification_max_age` ago.
+//!   Statistics are computed from the notifications that remain, so they
+//!   cover that window.
+//!
+//! Pruning runs as a write on the event log: it is serialized with every
+//! append, and never interleaves with a publish.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, sea_query::{ExprTrait, OnConflict},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::EventLog;
+use entity::{event, history_floor, notification};
+
+/// How much history is kept.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Events older than this are pruned.
+    pub event_max_age: Duration,
+    /// At most this many events are kept per topic (per user).
+    pub events_per_topic: u64,
+    /// Notifications read, expired or deleted longer ago than this are removed.
+    pub notification_max_age: Duration,
+    /// How often the pruning runs.
+    pub interval: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            event_max_age: Duration::from_secs(7 * 24 * 3600),
+            events_per_topic: 10_000,
+            notification_max_age: Duration::from_secs(30 * 24 * 3600),
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one run removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub notifications: u64,
+}
+
+/// The pruning task.
+pub struct Retention {
+    log: Arc<EventLog>,
+    settings: RetentionSettings,
+}
+
+impl Retention {
+    /// Pruning of `log` under `settings`.
+    pub fn new(log: Arc<EventLog>, settings: RetentionSettings) -> Self {
+        Retention { log, settings }
+    }
+
+    /// Runs every `interval` until `shutdown`.
+    pub fn spawn(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(self.settings.interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => {}
+                }
+                match self.run_once().await {
+                    Ok(pruned) if pruned != Pruned::default() => tracing::info!(events = pruned.events, notifications = pruned.notifications, "retention pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+                }
+            }
+        });
+    }
+
+    /// One pruning pass.
+    pub async fn run_once(&self) -> Result<Pruned, DbErr> {
+        let write = self.log.write().await?;
+        let conn = write.conn();
+        let mut floors: BTreeMap<String, i64> = BTreeMap::new();
+
+        let cutoff = Utc::now() - chrono::Duration::from_std(self.settings.event_max_age).unwrap_or(chrono::Duration::MAX);
+        let aged: Vec<(String, i64)> = event::Entity::find()
+            .select_only()
+            .column(event::Column::Topic)
+            .column_as(event::Column::Id.max(), "floor")
+            .filter(event::Column::CreatedAt.lt(cutoff))
+            .group_by(event::Column::Topic)
+            .into_tuple()
+            .all(conn)
+            .await?;
+        for (topic, floor) in aged {
+            raise(&mut floors, topic, floor);
+        }
+
+        let keep = self.settings.events_per_topic;
+        let crowded: Vec<String> = event::Entity::find()
+            .select_only()
+            .column(event::Column::Topic)
+            .group_by(event::Column::Topic)
+            .having(event::Column::Id.count().gt(keep))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        for topic in crowded {
+            let newest_dropped: Option<i64> = event::Entity::find()
+                .select_only()
+                .column(event::Column::Id)
+                .filter(event::Column::Topic.eq(&topic))
+                .order_by_desc(event::Column::Id)
+                .offset(keep)
+                .limit(1)
+                .into_tuple()
+                .one(conn)
+                .await?;
+            if let Some(floor) = newest_dropped {
+                raise(&mut floors, topic, floor);
+            }
+        }
+
+        let mut pruned = Pruned::default();
+        for (topic, floor) in floors {
+            pruned.events += event::Entity::delete_many()
+                .filter(event::Column::Topic.eq(&topic))
+                .filter(event::Column::Id.lte(floor))
+                .exec(conn)
+                .await?
+                .rows_affected;
+            set_floor(conn, &topic, floor).await?;
+        }
+
+        let horizon = Utc::now() - chrono::Duration::from_std(self.settings.notification_max_age).unwrap_or(chrono::Duration::MAX);
+        pruned.notifications = notification::Entity::delete_many()
+            .filter(
+                Condition::any()
+                    .add(notification::Column::ReadAt.lt(horizon))
+                    .add(notification::Column::ExpiresAt.lt(horizon))
+                    .add(notification::Column::DeletedAt.lt(horizon)),
+            )
+            .exec(conn)
+            .await?
+            .rows_affected;
+        write.commit().await?;
+        Ok(pruned)
+    }
+}
+
+fn raise(floors: &mut BTreeMap<String, i64>, topic: String, floor: i64) {
+    let entry = floors.entry(topic).or_insert(floor);
+    *entry = Ord::max(*entry, floor);
+}
+
+/// Moves a topic's floor up (never down).
+async fn set_floor(conn: &impl ConnectionTrait, topic: &str, floor: i64) -> Result<(), DbErr> {
+    let current = history_floor::Entity::find_by_id(topic.to_owned()).one(conn).await?.map_or(0, |row| row.floor);
+    if floor <= current {
+        return Ok(());
+    }
+    history_floor::Entity::insert(history_floor::ActiveModel { topic: Set(topic.to_owned()), floor: Set(floor) })
+        .on_conflict(OnConflict::column(history_floor::Column::Topic).update_column(history_floor::Column::Floor).to_owned())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
