@@ -10,5 +10,6 @@ mod cli;
 mod errors;
 mod notifications;
 mod operations;
+mod policy;
 mod resume;
 mod stream;
