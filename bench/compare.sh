@@ -17,7 +17,12 @@
 # from bench/node-hub/package-lock.json) when absent.
 #
 # Environment: CARGO_TARGET_DIR (default: target/ in the workspace),
-# BENCH_TIDINGS_PORT / BENCH_NCHAN_PORT / BENCH_NODE_PORT (18080-18082).
+# BENCH_TIDINGS_PORT / BENCH_NCHAN_PORT / BENCH_NODE_PORT (18080-18082),
+# BENCH_TIDINGS_BIN (a tidings binary to measure instead of building one).
+#
+# Tidings runs with its defaults except two limits a benchmark would trip:
+# TIDINGS_RECIPIENT_RATE_PER_MINUTE (120 a minute per user and type) and
+# TIDINGS_EVENTS_PER_USER (10,000 events of history per user).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,9 +94,15 @@ case "$PROFILE" in
   dev|debug) BIN_DIR=$TARGET_DIR/debug; PROFILE_FLAG=() ;;
   *) echo "compare.sh: --profile is release or dev" >&2; exit 2 ;;
 esac
-log "building tidings and tidings-bench ($PROFILE)"
-(cd "$ROOT" && cargo build --quiet "${PROFILE_FLAG[@]}" -p tidings -p tidings-bench)
-TIDINGS=$BIN_DIR/tidings
+if [ -n "${BENCH_TIDINGS_BIN:-}" ]; then
+  log "building tidings-bench ($PROFILE); measuring $BENCH_TIDINGS_BIN"
+  (cd "$ROOT" && cargo build --quiet "${PROFILE_FLAG[@]}" -p tidings-bench)
+  TIDINGS=$BENCH_TIDINGS_BIN
+else
+  log "building tidings and tidings-bench ($PROFILE)"
+  (cd "$ROOT" && cargo build --quiet "${PROFILE_FLAG[@]}" -p tidings -p tidings-bench)
+  TIDINGS=$BIN_DIR/tidings
+fi
 BENCH=$BIN_DIR/tidings-bench
 
 # --- processes we start, and their cleanup -------------------------------
@@ -141,6 +152,7 @@ start_tidings() {
   (cd "$dir" && exec env TIDINGS_BIND="127.0.0.1:$PORT_TIDINGS" \
       TIDINGS_DATABASE_URL="sqlite://$dir/tidings.db?mode=rwc" \
       TIDINGS_JWT_SECRET="$SECRET" RUST_LOG=warn \
+      TIDINGS_RECIPIENT_RATE_PER_MINUTE=1000000 TIDINGS_EVENTS_PER_USER=1000000 \
       "$TIDINGS" serve >"$WORK/tidings.log" 2>&1) &
   SERVER_PID=$!
   wait_port "$PORT_TIDINGS" tidings

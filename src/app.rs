@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::JwtKeys,
+    chat::Chat,
+    presence::{LocalPresence, Presence},
+    typing::TypingTracker,
     config::Settings,
     hub::Hub,
     http,
@@ -32,6 +35,8 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     pub hub: Arc<Hub>,
     pub notifications: Arc<Notifications>,
+    pub chat: Arc<Chat>,
+    pub presence: Arc<dyn Presence>,
     /// Per-caller limits on writes, checked by the auth extractors.
     pub limiter: Arc<dyn RateLimiter>,
     pub retention: Arc<Retention>,
@@ -46,6 +51,7 @@ impl AppState {
         StreamContext {
             db: self.db.clone(),
             hub: self.hub.clone(),
+            presence: self.presence.clone(),
             settings: self.stream.clone(),
             shutdown: self.shutdown.clone(),
         }
@@ -86,6 +92,9 @@ impl Application {
         let limiter: Arc<dyn RateLimiter> = local_limiter;
         let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone() };
         let retention = Arc::new(Retention::new(log.clone(), settings.retention.clone()));
+        let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry));
+        let presence: Arc<dyn Presence> = Arc::new(LocalPresence::new(db.clone(), hub.clone(), settings.presence_grace));
+        let chat = Arc::new(Chat::new(log.clone(), typing));
         let listener = TcpListener::bind(&settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -99,6 +108,8 @@ impl Application {
             keys,
             hub,
             notifications: Arc::new(Notifications::new(log, policy)),
+            chat,
+            presence,
             limiter,
             retention,
             stream: Arc::new(settings.stream),

@@ -46,6 +46,10 @@ pub struct Settings {
     /// Channels of a type a user never set a preference for.
     pub default_channels: Channels,
     pub retention: RetentionSettings,
+    /// How long a `typing: true` lasts without renewal.
+    pub typing_expiry: Duration,
+    /// How long after their last stream closes a user turns offline.
+    pub presence_grace: Duration,
     /// Print a ready-to-use demo (page URL, curl command) at start: only on a
     /// zero-configuration first run, never with operator-supplied keys.
     pub print_demo: bool,
@@ -68,6 +72,8 @@ impl fmt::Debug for Settings {
             .field("rate_limits", &self.rate_limits)
             .field("default_channels", &self.default_channels)
             .field("retention", &self.retention)
+            .field("typing_expiry", &self.typing_expiry)
+            .field("presence_grace", &self.presence_grace)
             .finish()
     }
 }
@@ -216,6 +222,9 @@ pub struct ServeArgs {
     /// Days read, expired and deleted notifications are kept.
     #[arg(long, env = "TIDINGS_NOTIFICATION_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub notification_retention_days: u64,
+    /// Seconds a user stays online after their last stream closes.
+    #[arg(long, env = "TIDINGS_PRESENCE_GRACE_SECS", default_value_t = 10)]
+    pub presence_grace_secs: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -278,6 +287,8 @@ impl ServeArgs {
                 notification_max_age: Duration::from_secs(self.notification_retention_days * 24 * 3600),
                 ..RetentionSettings::default()
             },
+            typing_expiry: Duration::from_secs(5),
+            presence_grace: Duration::from_secs(self.presence_grace_secs),
             print_demo: resolved.from_secret_file,
         })
     }

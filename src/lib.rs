@@ -12,6 +12,8 @@
 //! - [`error`]: the one error type, mapped once to the contract's body;
 //! - [`stream`]: one user's SSE stream, from resume point through replay to live;
 //! - [`notifications`]: the notification use cases, preferences and grouping;
+//! - [`chat`]: conversations, membership, messages and read receipts;
+//! - [`typing`] and [`presence`]: ephemeral state, never stored, behind seams;
 //! - [`ratelimit`]: per-recipient and per-caller limits behind a seam;
 //! - [`retention`]: pruning of old events and notifications;
 //! - [`domain`]: newtypes parsed at the edge and the rules that go with them;
@@ -22,6 +24,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -29,11 +32,13 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod notifications;
+pub mod presence;
 pub mod ratelimit;
 pub mod retention;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod typing;
 
 pub use app::{AppState, Application};
 pub use config::Settings;

@@ -18,21 +18,36 @@
 //!
 //! A stream whose mailbox overflowed catches up from the log from its last
 //! id, exactly like step 2 with a resume point, then carries on live.
+//!
+//! Conversations: the stream also listens to the topic of every conversation
+//! its user is a member of, registered before the initial state is read. A
+//! member receives a conversation's events only inside the windows of their
+//! membership (`store::event_log::Audience`): replay reads the windows and
+//! the events in one snapshot; live, the stream keeps the windows up to date
+//! from the membership events on its own topic (which arrive in log order,
+//! before any event of the conversation that follows them) and drops what
+//! falls outside, so a member never receives an event from before joining or
+//! after leaving.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use sea_orm::{AccessMode, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, TransactionTrait};
+use sea_orm::{AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, TransactionTrait};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Principal,
     domain::{EventId, Topic, UserId, events::{self, UnreadCount}, notification::Notification},
-    hub::{Delivery, Event, Hub, Refusal, Subscription, event::{encode_frame, encode_position}},
+    hub::{Delivery, Event, Hub, Refusal, RouteChange, Subscription, event::{encode_frame, encode_position}},
     notifications::unread_state,
-    store::{event_log, notifications as rows},
+    presence::Presence,
+    store::{
+        chat,
+        event_log::{self, Audience, Window},
+        notifications as rows,
+    },
 };
 
 /// Tunables of every stream.
@@ -65,6 +80,7 @@ impl Default for StreamSettings {
 pub struct StreamContext {
     pub db: DatabaseConnection,
     pub hub: Arc<Hub>,
+    pub presence: Arc<dyn Presence>,
     pub settings: Arc<StreamSettings>,
     /// Cancelled at shutdown: open streams end so the server can stop.
     pub shutdown: CancellationToken,
@@ -76,6 +92,40 @@ struct Cursor {
     last: EventId,
     /// The log position of the last state report sent (`unread_count`).
     state_as_of: EventId,
+}
+
+/// The stream's knowledge of its user's membership windows.
+struct Windows {
+    user: Topic,
+    windows: Vec<Window>,
+}
+
+impl Windows {
+    fn audience(&self) -> Audience {
+        Audience { user: self.user.clone(), windows: self.windows.clone() }
+    }
+
+    /// Applies a membership change carried by a logged event, in log order;
+    /// applying one twice changes nothing.
+    fn apply(&mut self, id: EventId, route: &RouteChange) {
+        if route.joined {
+            if !self.windows.iter().any(|w| w.topic == route.conversation && w.from >= id) {
+                self.windows.push(Window { topic: route.conversation.clone(), from: id, until: None });
+            }
+        } else {
+            for window in self.windows.iter_mut().filter(|w| w.topic == route.conversation && w.from < id && w.until.is_none()) {
+                window.until = Some(id);
+            }
+        }
+    }
+
+    /// Whether an event of a conversation falls inside a window.
+    fn admits(&self, event: &Event) -> bool {
+        self.windows.iter().filter(|w| w.topic == event.topic).any(|w| match event.id {
+            Some(id) => id > w.from && w.until.is_none_or(|until| id <= until),
+            None => w.until.is_none(),
+        })
+    }
 }
 
 /// Where a stream starts.
@@ -92,22 +142,44 @@ enum Start {
 pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
     let user = principal.user.clone();
     let subscription = ctx.hub.subscribe(Topic::user(&user), Vec::new())?;
+    let online = ctx.presence.connected(&user);
     let expires = Instant::now() + principal.remaining();
-    Ok(frames(ctx, user, subscription, resume_from, expires))
+    Ok(frames(ctx, user, subscription, online, resume_from, expires))
 }
 
 /// The frames of an accepted stream, in the order the module documentation gives.
-fn frames(ctx: StreamContext, user: UserId, subscription: Subscription, resume_from: Option<String>, expires: Instant) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-
+fn frames(
+    ctx: StreamContext,
+    user: UserId,
+    subscription: Subscription,
+    online: Box<dyn Send>,
+    resume_from: Option<String>,
+    expires: Instant,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
+        let _online = online;
         let settings = ctx.settings.clone();
         yield Ok(Bytes::from(format!("retry: {}\n\n", settings.retry.as_millis())));
-        let topics = subscription.topics().to_vec();
+
+        let mut windows = Windows { user: subscription.owner().clone(), windows: Vec::new() };
+        match chat::memberships_of(&ctx.db, &user).await {
+            Ok(memberships) => {
+                for membership in memberships {
+                    let topic = Topic::conversation(membership.conversation_id);
+                    subscription.listen(&topic);
+                    windows.windows.push(Window { topic, from: EventId::new(membership.joined_event_id), until: None });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stream ended: could not read memberships");
+                return;
+            }
+        }
         let mut cursor = Cursor { last: EventId::ZERO, state_as_of: EventId::ZERO };
 
         let start = match resume_from.as_deref() {
             None => Start::Fresh,
-            Some(raw) => match resume_point(&ctx.db, &topics, raw).await {
+            Some(raw) => match resume_point(&ctx.db, &user, &windows, raw).await {
                 Ok(Some(after)) => Start::After(after),
                 Ok(None) => {
                     yield Ok(encode_frame(None, events::RESET, "{}"));
@@ -122,22 +194,25 @@ fn frames(ctx: StreamContext, user: UserId, subscription: Subscription, resume_f
         match start {
             Start::After(after) => {
                 cursor.last = after;
-                for await event in replay(ctx.db.clone(), topics.clone(), after, settings.replay_page) {
-                    match event {
-                        Ok(event) => {
-                            cursor.last = event.id.unwrap_or(cursor.last);
-                            subscription.count_replayed(1);
-                            subscription.count_delivered(1);
-                            yield Ok(event.frame);
+                for await page in replay(ctx.db.clone(), user.clone(), windows.user.clone(), after, settings.replay_page) {
+                    match page {
+                        Ok(page) => {
+                            windows.windows = page.windows;
+                            for event in page.events {
+                                cursor.last = event.id.unwrap_or(cursor.last);
+                                subscription.count_replayed(1);
+                                subscription.count_delivered(1);
+                                yield Ok(event.frame);
+                            }
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "stream ended: replay failed");
+                            tracing::info!(error = %e, "stream ended during replay");
                             return;
                         }
                     }
                 }
             }
-            Start::Fresh => match fresh_state(&ctx.db, &user, &topics, settings.snapshot_limit).await {
+            Start::Fresh => match fresh_state(&ctx.db, &user, &windows.audience(), settings.snapshot_limit).await {
                 Ok((frames, head)) => {
                     for (id, frame) in frames {
                         cursor.last = id;
@@ -155,7 +230,7 @@ fn frames(ctx: StreamContext, user: UserId, subscription: Subscription, resume_f
                 }
             },
         }
-        match unread_frame(&ctx.db, &user, &topics).await {
+        match unread_frame(&ctx.db, &user, &windows.audience().topics()).await {
             Ok((position, frame)) => {
                 cursor.state_as_of = position;
                 yield Ok(frame);
@@ -188,7 +263,13 @@ fn frames(ctx: StreamContext, user: UserId, subscription: Subscription, resume_f
                 Step::Deliver(Delivery::Events) => {
                     let mut delivered = 0;
                     for event in batch.drain(..) {
-                        if let Some(frame) = admit(&mut cursor, &event) {
+                        if let (Some(id), Some(route)) = (event.id, &event.route) {
+                            windows.apply(id, route);
+                            if !route.joined {
+                                subscription.forget(&route.conversation);
+                            }
+                        }
+                        if let Some(frame) = admit(&mut cursor, &windows, &user, &event) {
                             delivered += u64::from(event.id.is_some());
                             yield Ok(frame);
                         }
@@ -197,21 +278,24 @@ fn frames(ctx: StreamContext, user: UserId, subscription: Subscription, resume_f
                 }
                 Step::Deliver(Delivery::Lagged) => {
                     subscription.count_catch_up();
-                    for await event in replay(ctx.db.clone(), topics.clone(), cursor.last, settings.replay_page) {
-                        match event {
-                            Ok(event) => {
-                                cursor.last = event.id.unwrap_or(cursor.last);
-                                subscription.count_replayed(1);
-                                subscription.count_delivered(1);
-                                yield Ok(event.frame);
+                    for await page in replay(ctx.db.clone(), user.clone(), windows.user.clone(), cursor.last, settings.replay_page) {
+                        match page {
+                            Ok(page) => {
+                                windows.windows = page.windows;
+                                for event in page.events {
+                                    cursor.last = event.id.unwrap_or(cursor.last);
+                                    subscription.count_replayed(1);
+                                    subscription.count_delivered(1);
+                                    yield Ok(event.frame);
+                                }
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "stream ended: catch-up failed");
+                                tracing::info!(error = %e, "stream ended during catch-up");
                                 return;
                             }
                         }
                     }
-                    match unread_frame(&ctx.db, &user, &topics).await {
+                    match unread_frame(&ctx.db, &user, &windows.audience().topics()).await {
                         Ok((position, frame)) => {
                             cursor.state_as_of = position;
                             yield Ok(frame);
@@ -234,9 +318,16 @@ enum Step {
     Deliver(Delivery),
 }
 
-/// Decides whether a live event goes out: logged events only past the last
-/// id sent, state reports only when fresher than the last one sent.
-fn admit(cursor: &mut Cursor, event: &Event) -> Option<Bytes> {
+/// Decides whether a live event goes out: never to a user it excludes, a
+/// conversation's only inside a membership window, logged events only past
+/// the last id sent, state reports only when fresher than the last one sent.
+fn admit(cursor: &mut Cursor, windows: &Windows, user: &UserId, event: &Event) -> Option<Bytes> {
+    if event.exclude.as_ref() == Some(user) {
+        return None;
+    }
+    if event.topic != windows.user && !windows.admits(event) {
+        return None;
+    }
     match (event.id, event.as_of) {
         (Some(id), _) if id > cursor.last => {
             cursor.last = id;
@@ -264,23 +355,32 @@ enum ReplayError {
     HistoryGone,
 }
 
-/// Every logged event of `topics` after `after`, oldest first, read a page
-/// at a time so that a long catch-up holds one page in memory, not all.
-/// After each page the history floor is checked again: pruning that ran
-/// between the pages would otherwise be a silent gap.
-fn replay(db: DatabaseConnection, topics: Vec<Topic>, after: EventId, page_size: u64) -> impl Stream<Item = Result<Event, ReplayError>> {
+/// One page of a replay, with the membership windows it was read under.
+struct ReplayPage {
+    events: Vec<Event>,
+    windows: Vec<Window>,
+}
+
+/// Every logged event for `user` after `after`, oldest first, read a page at
+/// a time so that a long catch-up holds one page in memory, not all. Each
+/// page reads the membership windows and the events in one snapshot (a join
+/// committed between the two reads could otherwise be half seen), and checks
+/// the history floor: pruning that ran between pages would be a silent gap.
+fn replay(db: DatabaseConnection, user: UserId, user_topic: Topic, after: EventId, page_size: u64) -> impl Stream<Item = Result<ReplayPage, ReplayError>> {
     async_stream::try_stream! {
         let mut after = after;
         loop {
-            let page = event_log::read_after(&db, &topics, after, page_size).await?;
-            if event_log::floor(&db, &topics).await? > after {
+            let txn = snapshot(&db).await?;
+            let audience = audience_after(&txn, &user, &user_topic, after).await?;
+            let events = event_log::read_audience_after(&txn, &audience, after, page_size).await?;
+            let gone = event_log::history_gone(&txn, &audience, after).await?;
+            txn.commit().await?;
+            if gone {
                 Err(ReplayError::HistoryGone)?;
             }
-            let complete = (page.len() as u64) < page_size;
-            for event in page {
-                after = event.id.unwrap_or(after);
-                yield event;
-            }
+            let complete = (events.len() as u64) < page_size;
+            after = events.last().and_then(|e| e.id).unwrap_or(after);
+            yield ReplayPage { events, windows: audience.windows };
             if complete {
                 break;
             }
@@ -288,28 +388,43 @@ fn replay(db: DatabaseConnection, topics: Vec<Topic>, after: EventId, page_size:
     }
 }
 
+/// The audience of `user` for events after `after`, from the stored windows.
+async fn audience_after(conn: &impl ConnectionTrait, user: &UserId, user_topic: &Topic, after: EventId) -> Result<Audience, DbErr> {
+    let windows = chat::periods_after(conn, user, after)
+        .await?
+        .into_iter()
+        .map(|period| Window {
+            topic: Topic::conversation(period.conversation_id),
+            from: EventId::new(period.from_event_id),
+            until: period.until_event_id.map(EventId::new),
+        })
+        .collect();
+    Ok(Audience { user: user_topic.clone(), windows })
+}
+
 /// Checks a client's resume point. `None` means the stream must `reset`:
 /// the id is not one we issued, is beyond anything in this log (another
-/// database), or is older than the retained history of these topics.
-async fn resume_point(db: &DatabaseConnection, topics: &[Topic], raw: &str) -> Result<Option<EventId>, DbErr> {
+/// database), or is older than the retained history.
+async fn resume_point(db: &DatabaseConnection, user: &UserId, windows: &Windows, raw: &str) -> Result<Option<EventId>, DbErr> {
     let Some(after) = EventId::parse(raw) else {
         return Ok(None);
     };
     if after > event_log::newest(db).await? {
         return Ok(None);
     }
-    if after < event_log::floor(db, topics).await? {
+    let audience = audience_after(db, user, &windows.user, after).await?;
+    if event_log::history_gone(db, &audience, after).await? {
         return Ok(None);
     }
     Ok(Some(after))
 }
 
 /// The newest unread notifications as frames with their event ids, oldest
-/// first, and the log head of `topics`, from one consistent snapshot.
-async fn fresh_state(db: &DatabaseConnection, user: &UserId, topics: &[Topic], limit: u64) -> Result<(Vec<(EventId, Bytes)>, EventId), DbErr> {
+/// first, and the log head of the audience, from one consistent snapshot.
+async fn fresh_state(db: &DatabaseConnection, user: &UserId, audience: &Audience, limit: u64) -> Result<(Vec<(EventId, Bytes)>, EventId), DbErr> {
     let txn = snapshot(db).await?;
     let unread = rows::newest_unread(&txn, user, chrono::Utc::now(), limit).await?;
-    let head = event_log::head(&txn, topics).await?;
+    let head = event_log::head(&txn, &audience.topics()).await?;
     txn.commit().await?;
     let frames = unread
         .into_iter()

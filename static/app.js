@@ -18,6 +18,9 @@
  *               per animation frame; list items are kept by id and updated
  *               in place. User data only ever goes in via textContent.
  *   actions     what the buttons do (optimistic, undone on error).
+ *   preferences the gear's panel: which types reach the user, on which
+ *               channels. Saved per change with PUT, one request at a time
+ *               per type, reverted to the server's last answer on error.
  *   boot        wiring it all up.
  */
 'use strict';
@@ -45,6 +48,12 @@ const state = {
   wasLive: false, // until the first open, "reconnecting" reads "Connecting…"
   retries: 0,
   retryTimer: null,
+  // type -> {confirmed, desired, saving, queue}: `confirmed` is the server's
+  // last answer, `desired` what the checkboxes show (ahead while saving).
+  prefs: new Map(),
+  prefsLoaded: false,
+  prefsLoading: null, // the GET in flight, if any
+  prefsFailed: false,
 };
 
 // ---------------------------------------------------------------- token
@@ -80,10 +89,11 @@ function tokenExpired(claims) {
 // ---------------------------------------------------------------- api
 
 class ApiError extends Error {
-  constructor(message, status, code) {
+  constructor(message, status, code, retryAfter) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
   }
 }
 
@@ -105,18 +115,27 @@ async function api(method, path, body) {
   if (!response.ok) {
     const error = payload && payload.error;
     const message = (error && error.message) || `${response.status} ${response.statusText}`;
-    throw new ApiError(message, response.status, error && error.code);
+    const retryAfter = Number.parseInt(response.headers.get('Retry-After') || '', 10);
+    throw new ApiError(message, response.status, error && error.code, Number.isNaN(retryAfter) ? undefined : retryAfter);
   }
   return payload;
 }
 
-/** Shows what went wrong; a rejected token sends the user back to setup. */
-function reportError(error) {
+/**
+ * Shows what went wrong, after `context` ("Could not save …") if given; a
+ * rejected token sends the user back to setup.
+ */
+function reportError(error, context) {
   if (error instanceof ApiError && error.status === 401) {
     signOut(`The server did not accept this token: ${error.message}`);
     return;
   }
-  showToast(error.message || String(error));
+  let message = error.message || String(error);
+  if (error instanceof ApiError && error.status === 429) {
+    const wait = error.retryAfter > 0 ? `in ${error.retryAfter} s` : 'in a moment';
+    message = `Too many changes at once. Try again ${wait}.`;
+  }
+  showToast(context ? `${context}: ${message}` : message);
 }
 
 // ---------------------------------------------------------------- store
@@ -195,6 +214,10 @@ async function loadPage(cursor) {
 const STREAM_EVENTS = {
   notification(data) {
     putFromStream(data);
+    if (state.prefsLoaded && !state.prefs.has(data.type)) {
+      state.prefsLoaded = false; // a new type: list it the next time, or now if open
+      if (!$('preferences-panel').hidden) loadPreferences();
+    }
   },
   'notification.read'(data) {
     markReadLocally(data.ids, new Date().toISOString());
@@ -357,7 +380,7 @@ function createItem(notification) {
   const open = make('button', 'notification-main');
   open.type = 'button';
   const meta = make('span', 'notification-meta');
-  meta.append(make('span', 'notification-type'), make('span', 'notification-count'), make('time', 'notification-time'));
+  meta.append(make('span', 'notification-type'), make('span', 'notification-updates'), make('time', 'notification-time'));
   open.append(meta, make('span', 'notification-title'), make('span', 'notification-body'));
   open.addEventListener('click', () => openNotification(item.dataset.id));
 
@@ -374,22 +397,37 @@ function createItem(notification) {
   remove.addEventListener('click', () => deleteNotification(item.dataset.id));
   actions.append(read, remove);
 
-  item.append(make('span', 'unread-dot'), open, actions);
+  // A single notification has a dot while unread; a group shows a stack
+  // with its count ("4 updates" in the meta line says it in words).
+  const lead = make('span', 'notification-lead');
+  lead.setAttribute('aria-hidden', 'true');
+  lead.append(make('span', 'unread-dot'), make('span', 'notification-count'));
+  item.addEventListener('animationend', () => item.classList.remove('bumped'));
+  item.append(lead, open, actions);
   return item;
 }
 
 function fillItem(item, notification) {
+  const count = Number(notification.count) > 1 ? Number(notification.count) : 1;
+  const previous = Number(item.dataset.count || count);
+  // A group that grew while shown: flash it once so the eye finds it on top.
+  if (count > previous) item.classList.add('bumped');
+  item.dataset.count = String(count);
+  item.classList.toggle('grouped', count > 1);
   item.classList.toggle('unread', !notification.read_at);
   item.classList.toggle('actionable', Boolean(safeUrl(notification.action_url)));
   item.querySelector('.notification-type').textContent = notification.type;
-  const count = item.querySelector('.notification-count');
-  count.textContent = notification.count > 1 ? `×${notification.count}` : '';
-  count.hidden = !(notification.count > 1);
+  item.querySelector('.notification-count').textContent = count > 1 ? String(count) : '';
+  const updates = item.querySelector('.notification-updates');
+  updates.textContent = count > 1 ? `${count} updates` : '';
+  updates.hidden = count <= 1;
   const time = item.querySelector('.notification-time');
   const at = notification.group_key ? notification.updated_at : notification.created_at;
   time.dateTime = at;
   time.textContent = relativeTime(at);
-  time.title = new Date(at).toLocaleString();
+  time.title = count > 1
+    ? `Last update ${new Date(at).toLocaleString()}, first ${new Date(notification.created_at).toLocaleString()}`
+    : new Date(at).toLocaleString();
   item.querySelector('.notification-title').textContent = notification.title;
   const body = item.querySelector('.notification-body');
   body.textContent = notification.body || '';
@@ -553,7 +591,10 @@ function togglePanel(open) {
   const show = open === undefined ? panel.hidden : open;
   panel.hidden = !show;
   $('bell').setAttribute('aria-expanded', String(show));
-  if (show) scheduleRender();
+  if (show) {
+    togglePreferences(false);
+    scheduleRender();
+  }
 }
 
 function setFilter(filter) {
@@ -588,6 +629,214 @@ async function copyCommand() {
   setTimeout(() => { button.textContent = 'Copy'; }, 2000);
 }
 
+// ---------------------------------------------------------------- preferences
+
+const TYPE_PATTERN = /^[a-z0-9_.-]{1,50}$/;
+const CHANNELS = ['web', 'email', 'push'];
+const FIELD_LABELS = {
+  enabled: (type) => `Receive ${type}`,
+  web: (type) => `${type} on the web`,
+  email: (type) => `${type} by email (coming soon)`,
+  push: (type) => `${type} by push (coming soon)`,
+};
+
+/** A preference as the page keeps it: every channel present, booleans only. */
+function normalizePreference(raw) {
+  const channels = raw.channels || {};
+  return {
+    type: raw.type,
+    enabled: Boolean(raw.enabled),
+    channels: { web: Boolean(channels.web), email: Boolean(channels.email), push: Boolean(channels.push) },
+  };
+}
+
+function samePreference(a, b) {
+  return a.enabled === b.enabled && CHANNELS.every((channel) => a.channels[channel] === b.channels[channel]);
+}
+
+function putPreference(preference) {
+  const known = state.prefs.get(preference.type);
+  if (!known) {
+    state.prefs.set(preference.type, { confirmed: preference, desired: preference, saving: 0, queue: Promise.resolve() });
+    return;
+  }
+  known.confirmed = preference;
+  // A change still being saved wins over what the server said before it.
+  if (known.saving === 0) known.desired = preference;
+}
+
+async function loadPreferences() {
+  if (state.prefsLoading) return state.prefsLoading;
+  const token = state.token;
+  state.prefsLoading = (async () => {
+    try {
+      const list = await api('GET', '/v1/preferences');
+      if (token !== state.token) return;
+      list.map(normalizePreference).forEach(putPreference);
+      state.prefsLoaded = true;
+      state.prefsFailed = false;
+    } catch (error) {
+      if (token !== state.token) return;
+      state.prefsFailed = true;
+      reportError(error, 'Could not load preferences');
+    } finally {
+      if (token === state.token) state.prefsLoading = null;
+      renderPreferences();
+    }
+  })();
+  renderPreferences();
+  return state.prefsLoading;
+}
+
+/**
+ * Saves the type's checkboxes as they are now. Requests for one type go one
+ * at a time, so the last change is the one that sticks; a failure puts back
+ * what the server last confirmed and says why.
+ */
+function savePreference(type) {
+  const entry = state.prefs.get(type);
+  entry.saving += 1;
+  entry.queue = entry.queue.then(async () => {
+    const sent = entry.desired;
+    if (samePreference(sent, entry.confirmed)) return; // toggled back before its turn
+    try {
+      const answer = await api('PUT', `/v1/preferences/${encodeURIComponent(type)}`, {
+        enabled: sent.enabled,
+        channels: { ...sent.channels },
+      });
+      entry.confirmed = normalizePreference(answer);
+      if (entry.desired === sent) entry.desired = entry.confirmed;
+    } catch (error) {
+      entry.desired = entry.confirmed;
+      reportError(error, `Could not save ${type}`);
+    }
+  }).finally(() => {
+    entry.saving -= 1;
+    renderPreferences();
+  });
+  renderPreferences();
+}
+
+function onPreferenceChange(event) {
+  const input = event.target;
+  if (!(input instanceof HTMLInputElement) || !input.dataset.type) return;
+  const entry = state.prefs.get(input.dataset.type);
+  if (!entry) return;
+  const field = input.dataset.field;
+  const desired = field === 'enabled'
+    ? { ...entry.desired, enabled: input.checked }
+    : { ...entry.desired, channels: { ...entry.desired.channels, [field]: input.checked } };
+  entry.desired = desired;
+  savePreference(input.dataset.type);
+}
+
+async function addPreferenceType(event) {
+  event.preventDefault();
+  const input = $('preferences-add-type');
+  const type = input.value.trim();
+  if (!TYPE_PATTERN.test(type)) {
+    showToast('A type is 1-50 characters of a-z, 0-9, _, . and -.');
+    input.focus();
+    return;
+  }
+  if (!state.prefs.has(type)) {
+    const button = $('preferences-add-button');
+    button.disabled = true;
+    try {
+      // No channels: the server fills in the operator's defaults.
+      putPreference(normalizePreference(await api('PUT', `/v1/preferences/${encodeURIComponent(type)}`, { enabled: true })));
+    } catch (error) {
+      reportError(error, `Could not add ${type}`);
+      return;
+    } finally {
+      button.disabled = false;
+    }
+  }
+  input.value = '';
+  renderPreferences();
+  const toggle = $('preferences-list').querySelector(`input[data-field="enabled"][data-type="${CSS.escape(type)}"]`);
+  if (toggle) toggle.focus();
+}
+
+function preferenceStatus(entry) {
+  if (entry.saving > 0) return 'Saving…';
+  const { enabled, channels } = entry.desired;
+  if (!enabled) return 'Off: not delivered';
+  if (!channels.web) return 'Web off: reaches you nowhere yet';
+  return 'On, delivered here';
+}
+
+function createPreferenceRow(type) {
+  const row = make('tr', 'pref');
+  row.dataset.type = type;
+  const head = make('th', 'pref-type');
+  head.scope = 'row';
+  head.append(make('span', 'pref-name', type), make('span', 'pref-status'));
+  row.append(head);
+  for (const field of ['enabled', ...CHANNELS]) {
+    const cell = make('td', `pref-cell pref-${field}`);
+    const input = document.createElement('input');
+    input.type = 'checkbox';
+    input.dataset.type = type;
+    input.dataset.field = field;
+    input.setAttribute('aria-label', FIELD_LABELS[field](type));
+    if (field === 'enabled') {
+      input.className = 'switch';
+      input.setAttribute('role', 'switch');
+    } else {
+      input.className = 'channel';
+    }
+    input.setAttribute('aria-describedby', `pref-status-${type}`);
+    cell.append(input);
+    row.append(cell);
+  }
+  head.querySelector('.pref-status').id = `pref-status-${type}`;
+  return row;
+}
+
+function renderPreferences() {
+  const list = $('preferences-list');
+  const types = [...state.prefs.keys()].sort();
+  const existing = new Map([...list.children].map((row) => [row.dataset.type, row]));
+  types.forEach((type, index) => {
+    const entry = state.prefs.get(type);
+    const row = existing.get(type) || createPreferenceRow(type);
+    const { enabled, channels } = entry.desired;
+    row.classList.toggle('off', !enabled);
+    row.classList.toggle('nowhere', enabled && !channels.web);
+    row.classList.toggle('saving', entry.saving > 0);
+    row.setAttribute('aria-busy', String(entry.saving > 0));
+    row.querySelector('.pref-status').textContent = preferenceStatus(entry);
+    for (const input of row.querySelectorAll('input')) {
+      const field = input.dataset.field;
+      input.checked = field === 'enabled' ? enabled : channels[field];
+    }
+    if (list.children[index] !== row) list.insertBefore(row, list.children[index] || null);
+  });
+
+  const loading = Boolean(state.prefsLoading) && !state.prefsLoaded;
+  $('preferences-table').hidden = types.length === 0;
+  $('preferences-empty').hidden = types.length > 0;
+  $('preferences-empty-title').textContent = loading ? 'Loading…'
+    : state.prefsFailed ? 'Could not load your preferences' : 'No types yet';
+  $('preferences-empty-hint').textContent = state.prefsFailed
+    ? 'Close and open this panel to try again.'
+    : 'A type shows up here once you receive it, or add one below.';
+  $('preferences-empty-hint').hidden = loading;
+}
+
+function togglePreferences(open) {
+  const panel = $('preferences-panel');
+  const show = open === undefined ? panel.hidden : open;
+  panel.hidden = !show;
+  $('open-preferences').setAttribute('aria-expanded', String(show));
+  if (show) {
+    togglePanel(false);
+    renderPreferences();
+    loadPreferences();
+  }
+}
+
 // ---------------------------------------------------------------- boot
 
 /** Starts a session with `token`, or shows setup if it is unusable. */
@@ -613,7 +862,12 @@ function signIn(token) {
     lastEventId: '',
     wasLive: false,
     retries: 0,
+    prefs: new Map(),
+    prefsLoaded: false,
+    prefsLoading: null,
+    prefsFailed: false,
   });
+  $('preferences-list').replaceChildren();
   $('setup').hidden = true;
   $('session').hidden = false;
   $('try-it').hidden = false;
@@ -630,6 +884,7 @@ function signOut(reason) {
   state.token = null;
   state.claims = null;
   togglePanel(false);
+  togglePreferences(false);
   $('session').hidden = true;
   $('try-it').hidden = true;
   $('setup').hidden = false;
@@ -640,6 +895,9 @@ function signOut(reason) {
 
 function wireEvents() {
   $('bell').addEventListener('click', () => togglePanel());
+  $('open-preferences').addEventListener('click', () => togglePreferences());
+  $('preferences-list').addEventListener('change', onPreferenceChange);
+  $('preferences-add').addEventListener('submit', addPreferenceType);
   $('mark-all-read').addEventListener('click', markAllRead);
   $('load-more').addEventListener('click', loadMore);
   $('copy-command').addEventListener('click', copyCommand);
@@ -653,11 +911,16 @@ function wireEvents() {
   });
   document.addEventListener('click', (event) => {
     if (!event.target.closest('.bell-wrap')) togglePanel(false);
+    if (!event.target.closest('.prefs-wrap')) togglePreferences(false);
   });
   document.addEventListener('keydown', (event) => {
-    if (event.key === 'Escape' && !$('notification-panel').hidden) {
+    if (event.key !== 'Escape') return;
+    if (!$('notification-panel').hidden) {
       togglePanel(false);
       $('bell').focus();
+    } else if (!$('preferences-panel').hidden) {
+      togglePreferences(false);
+      $('open-preferences').focus();
     }
   });
   window.addEventListener('offline', () => {

@@ -13,7 +13,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use crate::{
     metrics::Latency,
     stamp::{self, Stamp},
-    target::PostSpec,
+    target::{Itemized, PostSpec},
 };
 
 /// Most publish errors kept verbatim (the rest are only counted).
@@ -120,9 +120,9 @@ impl Publisher {
             sent.latencies.push(micros);
             sent.first_send_ns = Some(sent.first_send_ns.map_or(sent_ns, |f: u64| f.min(sent_ns)));
             match result {
-                Ok(()) => {
+                Ok(accepted) => {
                     sent.ok += 1;
-                    sent.confirmed_listeners += post.listeners;
+                    sent.confirmed_listeners += accepted;
                 }
                 Err(e) => {
                     sent.failed += 1;
@@ -133,7 +133,9 @@ impl Publisher {
         sent
     }
 
-    async fn send_one(&self, seq: u32, post: &PostSpec) -> (u64, u64, Result<(), String>) {
+    /// Sends one request; `Ok` carries the listeners the hub accepted the
+    /// message for.
+    async fn send_one(&self, seq: u32, post: &PostSpec) -> (u64, u64, Result<u32, String>) {
         let sent_ns = stamp::now_ns();
         let body = post.body(&Stamp { seq, to: post.to.clone(), sent_ns }, &self.filler);
         let mut request = self.client.post(&post.url).header("content-type", "application/json").body(body);
@@ -146,12 +148,34 @@ impl Publisher {
                 let status = response.status();
                 // Read the body so the connection goes back to the pool.
                 let text = response.text().await.unwrap_or_default();
-                if status.is_success() { Ok(()) } else { Err(format!("{} answered {status}: {}", post.url, text.chars().take(200).collect::<String>())) }
+                if !status.is_success() {
+                    Err(format!("{} answered {status}: {}", post.url, text.chars().take(200).collect::<String>()))
+                } else if post.itemized {
+                    accepted(post, &text)
+                } else {
+                    Ok(post.listeners)
+                }
             }
             Err(e) => Err(format!("{}: {e}", post.url)),
         };
         (sent_ns, started.elapsed().as_micros() as u64, result)
     }
+}
+
+/// Reads a Tidings answer: every recipient must be in `created`; one
+/// suppressed or rate-limited recipient makes the request count as failed
+/// (the benchmark would otherwise measure the limits, not the hub).
+fn accepted(post: &PostSpec, answer: &str) -> Result<u32, String> {
+    let itemized: Itemized = serde_json::from_str(answer).map_err(|e| format!("{}: unreadable answer: {e}", post.url))?;
+    if !itemized.suppressed.is_empty() || !itemized.rate_limited.is_empty() {
+        return Err(format!(
+            "{}: {} recipient(s) suppressed, {} rate-limited",
+            post.url,
+            itemized.suppressed.len(),
+            itemized.rate_limited.len()
+        ));
+    }
+    Ok((itemized.created.len() as u32).min(post.listeners))
 }
 
 /// Publishes messages `first_seq..` on `schedule`; `posts(seq)` gives the

@@ -63,6 +63,20 @@ pub struct PostSpec {
     pub listeners: u32,
     /// What the stamp's `to` says: the user, or the audience's name.
     pub to: String,
+    /// Whether the answer lists the recipients it accepted (Tidings'
+    /// `created`, `suppressed`, `rate_limited`): a 201 may still refuse some.
+    pub itemized: bool,
+}
+
+/// The parts of a Tidings publish answer that say who got the message.
+#[derive(Debug, Deserialize)]
+pub struct Itemized {
+    #[serde(default)]
+    pub created: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub suppressed: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub rate_limited: Vec<serde::de::IgnoredAny>,
 }
 
 /// Whom a publish request names in its body.
@@ -168,6 +182,7 @@ impl Target {
                 recipients: Recipients::One(user.into()),
                 listeners,
                 to: user.into(),
+                itemized: true,
             },
             Kind::Template { publish, .. } => PostSpec {
                 url: publish.replace("{channel}", user),
@@ -175,6 +190,7 @@ impl Target {
                 recipients: Recipients::Channel,
                 listeners,
                 to: user.into(),
+                itemized: false,
             },
         }]
     }
@@ -193,6 +209,7 @@ impl Target {
                     recipients: Recipients::Many(chunk.to_vec()),
                     listeners: chunk.len() as u32,
                     to: room.into(),
+                    itemized: true,
                 })
                 .collect(),
             Kind::Template { publish, .. } => vec![PostSpec {
@@ -201,6 +218,7 @@ impl Target {
                 recipients: Recipients::Channel,
                 listeners: members.len() as u32,
                 to: room.into(),
+                itemized: false,
             }],
         }
     }

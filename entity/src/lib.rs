@@ -3,8 +3,12 @@
 //! The schema itself is owned by the `migration` crate; these types only
 //! mirror it so that queries are checked by the compiler.
 
+pub mod conversation;
 pub mod event;
 pub mod history_floor;
 pub mod idempotency_key;
+pub mod member;
+pub mod member_period;
+pub mod message;
 pub mod notification;
 pub mod preference;

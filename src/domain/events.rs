@@ -35,3 +35,19 @@ pub struct UnreadCount {
 /// Data of `reset`: an empty object. Drop local state and refetch it over REST.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Reset {}
+
+/// A message was sent; data: the message object.
+pub const MESSAGE: &str = "message";
+/// A message was edited; data: the message object.
+pub const MESSAGE_UPDATED: &str = "message.updated";
+/// A message was deleted; data: the message object with `content` null.
+pub const MESSAGE_DELETED: &str = "message.deleted";
+/// A read receipt; data: `ReadReceipt`.
+pub const READ: &str = "read";
+/// The user was added to a conversation, or it changed; data: the
+/// conversation object as seen by the recipient.
+pub const CONVERSATION: &str = "conversation";
+/// Someone is typing, or stopped; data: `Typing`. Never stored, no id.
+pub const TYPING: &str = "typing";
+/// A user's presence changed; data: `PresenceView`. Never stored, no id.
+pub const PRESENCE: &str = "presence";

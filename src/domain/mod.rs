@@ -1,6 +1,7 @@
 //! The domain's vocabulary: values parsed once at the edge, so the core never
 //! re-validates, and the rules of each concept beside its types.
 
+pub mod chat;
 pub mod event_id;
 pub mod events;
 pub mod notification;

@@ -19,6 +19,16 @@ impl Topic {
         Topic(format!("u:{user}").into())
     }
 
+    /// A conversation's topic: its messages, edits, receipts and typing.
+    pub fn conversation(id: i64) -> Self {
+        Topic(format!("c:{id}").into())
+    }
+
+    /// The conversation this topic belongs to, if it is one.
+    pub fn conversation_id(&self) -> Option<i64> {
+        self.0.strip_prefix("c:")?.parse().ok()
+    }
+
     /// A topic read back from the log.
     pub fn from_stored(raw: &str) -> Self {
         Topic(raw.into())

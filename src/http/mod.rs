@@ -3,6 +3,7 @@
 //! Routers are `utoipa-axum` routers, so the OpenAPI document is built from
 //! the very routes that are served.
 
+pub mod conversations;
 pub mod health;
 pub mod input;
 pub mod metrics;
@@ -10,6 +11,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod page;
 pub mod preferences;
+pub mod presence;
 pub mod stats;
 pub mod stream;
 
@@ -107,6 +109,8 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
                 .merge(notifications::router())
                 .merge(preferences::router())
                 .merge(stats::router())
+                .merge(conversations::router())
+                .merge(presence::router())
                 .layer(deadline),
         );
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

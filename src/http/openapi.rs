@@ -11,8 +11,12 @@ use utoipa::{
 };
 
 use crate::{
-    domain::events::{NotificationDeleted, NotificationRead, Reset, UnreadCount},
+    domain::{
+        chat::{ReadReceipt, Typing},
+        events::{NotificationDeleted, NotificationRead, Reset, UnreadCount},
+    },
     error::ErrorBody,
+    presence::PresenceView,
 };
 
 /// The document's fixed parts; paths come from the routers.
@@ -24,11 +28,13 @@ use crate::{
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerJwt),
-    components(schemas(ErrorBody, NotificationRead, NotificationDeleted, UnreadCount, Reset)),
+    components(schemas(ErrorBody, NotificationRead, NotificationDeleted, UnreadCount, Reset, ReadReceipt, Typing, PresenceView)),
     tags(
         (name = "stream", description = "The per-user SSE stream"),
         (name = "notifications", description = "Publishing and managing notifications"),
         (name = "preferences", description = "Which types a user wants, on which channels"),
+        (name = "chat", description = "Conversations and messages over the same stream"),
+        (name = "presence", description = "Who is online"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]
@@ -57,7 +63,14 @@ pub fn describe_stream_events(openapi: &mut utoipa::openapi::OpenApi) {
         "notification.read": {"id": true, "data": {"$ref": "#/components/schemas/NotificationRead"}},
         "notification.deleted": {"id": true, "data": {"$ref": "#/components/schemas/NotificationDeleted"}},
         "unread_count": {"id": false, "data": {"$ref": "#/components/schemas/UnreadCount"}},
-        "reset": {"id": false, "data": {"$ref": "#/components/schemas/Reset"}}
+        "reset": {"id": false, "data": {"$ref": "#/components/schemas/Reset"}},
+        "message": {"id": true, "data": {"$ref": "#/components/schemas/Message"}},
+        "message.updated": {"id": true, "data": {"$ref": "#/components/schemas/Message"}},
+        "message.deleted": {"id": true, "data": {"$ref": "#/components/schemas/Message"}},
+        "read": {"id": true, "data": {"$ref": "#/components/schemas/ReadReceipt"}},
+        "conversation": {"id": true, "data": {"$ref": "#/components/schemas/Conversation"}},
+        "typing": {"id": false, "data": {"$ref": "#/components/schemas/Typing"}},
+        "presence": {"id": false, "data": {"$ref": "#/components/schemas/PresenceView"}}
     });
     if let Some(path) = openapi.paths.paths.get_mut("/v1/stream")
         && let Some(get) = path.get.as_mut()

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::domain::{EventId, Topic};
+use crate::domain::{EventId, Topic, UserId};
 
 /// An event on its way to streams. The frame is encoded once when the event
 /// is created; each recipient gets a reference-counted view of the same bytes.
@@ -20,6 +20,21 @@ pub struct Event {
     pub topic: Topic,
     /// The complete SSE frame, ending with the blank line.
     pub frame: Bytes,
+    /// A membership change carried by this event (on a user's topic): the
+    /// registry moves that user's connections onto or off the conversation's
+    /// topic as it delivers the event, so the very next event of the
+    /// conversation already reaches (or no longer reaches) them.
+    pub route: Option<RouteChange>,
+    /// A user who must not receive this event although in its audience
+    /// (the sender of a `typing` event).
+    pub exclude: Option<UserId>,
+}
+
+/// A user joining or leaving a conversation's topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteChange {
+    pub conversation: Topic,
+    pub joined: bool,
 }
 
 impl Event {
@@ -30,7 +45,26 @@ impl Event {
             as_of: None,
             topic,
             frame: encode_frame(Some(id), name, data),
+            route: None,
+            exclude: None,
         }
+    }
+
+    /// An ephemeral event (typing, presence): never stored, no id.
+    pub fn ephemeral(topic: Topic, name: &str, data: &str) -> Self {
+        Event::state(topic, name, data, None)
+    }
+
+    /// The same event, carrying a membership change.
+    pub fn with_route(mut self, route: RouteChange) -> Self {
+        self.route = Some(route);
+        self
+    }
+
+    /// The same event, kept from `user`.
+    pub fn excluding(mut self, user: UserId) -> Self {
+        self.exclude = Some(user);
+        self
     }
 
     /// A state report (no id) that reflects the log up to `as_of`.
@@ -40,6 +74,8 @@ impl Event {
             as_of,
             topic,
             frame: encode_frame(None, name, data),
+            route: None,
+            exclude: None,
         }
     }
 }

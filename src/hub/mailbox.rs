@@ -5,6 +5,7 @@ use std::{collections::VecDeque, sync::Arc, sync::Mutex};
 use tokio::sync::Notify;
 
 use super::Event;
+use crate::domain::Topic;
 
 /// The queue between the fan-out and one stream. Bounded: when a stream
 /// falls `capacity` events behind, the mailbox drops what it holds, refuses
@@ -14,6 +15,10 @@ use super::Event;
 pub struct Mailbox {
     /// A std mutex: it is held for a push or a drain, never across an await.
     state: Mutex<State>,
+    /// The topics this mailbox is registered on, so that leaving the
+    /// registry removes it everywhere, including conversations joined while
+    /// the stream was open.
+    topics: Mutex<Vec<Topic>>,
     /// Wakes the stream; a notification sent while it is busy is kept as a
     /// permit, so a wake-up is never lost between a check and a wait.
     wake: Notify,
@@ -44,7 +49,31 @@ impl Mailbox {
             }),
             wake: Notify::new(),
             capacity,
+            topics: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records a topic this mailbox is registered on; false if it already was.
+    pub fn add_topic(&self, topic: &Topic) -> bool {
+        let mut topics = self.topics.lock().unwrap_or_else(|poison| poison.into_inner());
+        if topics.contains(topic) {
+            return false;
+        }
+        topics.push(topic.clone());
+        true
+    }
+
+    /// Forgets a topic; false if it was not recorded.
+    pub fn remove_topic(&self, topic: &Topic) -> bool {
+        let mut topics = self.topics.lock().unwrap_or_else(|poison| poison.into_inner());
+        let before = topics.len();
+        topics.retain(|t| t != topic);
+        topics.len() != before
+    }
+
+    /// The topics this mailbox is registered on.
+    pub fn topics(&self) -> Vec<Topic> {
+        self.topics.lock().unwrap_or_else(|poison| poison.into_inner()).clone()
     }
 
     /// Queues an event without ever blocking the publisher. Returns true
@@ -98,7 +127,7 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EventId, Topic, UserId};
+    use crate::domain::{EventId, UserId};
 
     fn event(id: i64) -> Arc<Event> {
         let topic = Topic::user(&UserId::parse("u").unwrap());

@@ -18,7 +18,7 @@ use std::sync::{
 };
 
 pub use bus::{Bus, LocalBus};
-pub use event::Event;
+pub use event::{Event, RouteChange};
 pub use mailbox::{Delivery, Mailbox};
 pub use registry::Registry;
 
@@ -129,10 +129,7 @@ impl Hub {
         for topic in &others {
             self.registry.register(topic, &mailbox);
         }
-        let mut topics = Vec::with_capacity(others.len() + 1);
-        topics.push(owner);
-        topics.extend(others);
-        Ok(Subscription { hub: self.clone(), topics, mailbox })
+        Ok(Subscription { hub: self.clone(), owner, mailbox })
     }
 
     /// Whether events published here reach the other nodes.
@@ -154,14 +151,24 @@ impl Hub {
 /// One connection's place in the registry; leaving it (drop) unregisters.
 pub struct Subscription {
     hub: Arc<Hub>,
-    topics: Vec<Topic>,
+    owner: Topic,
     mailbox: Arc<Mailbox>,
 }
 
 impl Subscription {
-    /// The topics this connection listens to, its owner's first.
-    pub fn topics(&self) -> &[Topic] {
-        &self.topics
+    /// The private topic of the connection's user.
+    pub fn owner(&self) -> &Topic {
+        &self.owner
+    }
+
+    /// Also listens to `topic` (a conversation the user is a member of).
+    pub fn listen(&self, topic: &Topic) {
+        self.hub.registry.register(topic, &self.mailbox);
+    }
+
+    /// Stops listening to `topic`.
+    pub fn forget(&self, topic: &Topic) {
+        self.hub.registry.unregister(topic, &self.mailbox);
     }
 
     /// Waits for what arrived since the last call.
@@ -187,9 +194,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        for topic in &self.topics {
-            self.hub.registry.unregister(topic, &self.mailbox);
-        }
+        self.hub.registry.unregister_all(&self.mailbox);
         self.hub.stats.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
 }

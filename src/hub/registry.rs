@@ -46,9 +46,11 @@ impl Registry {
         self.shards[index].lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Adds a mailbox to a topic's audience.
+    /// Adds a mailbox to a topic's audience (once, however often asked).
     pub fn register(&self, topic: &Topic, mailbox: &Arc<Mailbox>) {
-        self.shard(topic).entry(topic.clone()).or_default().push(mailbox.clone());
+        if mailbox.add_topic(topic) {
+            self.shard(topic).entry(topic.clone()).or_default().push(mailbox.clone());
+        }
     }
 
     /// Adds a mailbox to a topic's audience unless it already has `cap`
@@ -60,11 +62,20 @@ impl Registry {
             return false;
         }
         listeners.push(mailbox.clone());
+        mailbox.add_topic(topic);
         true
+    }
+
+    /// Removes a mailbox from every topic it is registered on.
+    pub fn unregister_all(&self, mailbox: &Arc<Mailbox>) {
+        for topic in mailbox.topics() {
+            self.unregister(&topic, mailbox);
+        }
     }
 
     /// Removes a mailbox; the topic's entry goes when its last listener does.
     pub fn unregister(&self, topic: &Topic, mailbox: &Arc<Mailbox>) {
+        mailbox.remove_topic(topic);
         let mut shard = self.shard(topic);
         if let Some(listeners) = shard.get_mut(topic) {
             listeners.retain(|m| !Arc::ptr_eq(m, mailbox));
@@ -75,8 +86,20 @@ impl Registry {
     }
 
     /// Hands each event to the mailboxes of its topic, in the given order.
+    /// A membership change is applied first, so the events after it in the
+    /// log are routed by the new membership.
     pub fn deliver(&self, events: &[Arc<Event>]) {
         for event in events {
+            if let Some(route) = &event.route {
+                let listeners: Vec<Arc<Mailbox>> = self.shard(&event.topic).get(&event.topic).cloned().unwrap_or_default();
+                for mailbox in &listeners {
+                    if route.joined {
+                        self.register(&route.conversation, mailbox);
+                    } else {
+                        self.unregister(&route.conversation, mailbox);
+                    }
+                }
+            }
             if let Some(listeners) = self.shard(&event.topic).get(&event.topic) {
                 for mailbox in listeners {
                     if mailbox.push(event) {

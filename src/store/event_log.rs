@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqliteTransactionMode,
     TransactionOptions, TransactionTrait,
 };
@@ -37,7 +37,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::domain::{EventId, Topic};
-use crate::hub::{Event, Hub};
+use crate::hub::{Event, Hub, RouteChange};
 use entity::{event, history_floor};
 
 /// The advisory lock key that serializes appends on PostgreSQL ("tidings" in
@@ -111,6 +111,16 @@ impl LogWrite {
     /// Appends an event for `topic`; it is published after the commit.
     pub async fn append(&mut self, topic: &Topic, name: &str, data: &impl Serialize) -> Result<EventId, DbErr> {
         let data = serde_json::to_string(data).map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
+        self.append_encoded(topic, name, data, None).await
+    }
+
+    /// Appends an already encoded event that also moves the connections of
+    /// the user whose topic it is onto or off a conversation's topic.
+    pub async fn append_routed(&mut self, topic: &Topic, name: &str, data: &str, route: RouteChange) -> Result<EventId, DbErr> {
+        self.append_encoded(topic, name, data.to_owned(), Some(route)).await
+    }
+
+    async fn append_encoded(&mut self, topic: &Topic, name: &str, data: String, route: Option<RouteChange>) -> Result<EventId, DbErr> {
         let row = event::ActiveModel {
             topic: Set(topic.as_str().to_owned()),
             event: Set(name.to_owned()),
@@ -119,8 +129,10 @@ impl LogWrite {
             ..Default::default()
         };
         let id = EventId::new(event::Entity::insert(row).exec(&self.txn).await?.last_insert_id);
+        let mut event = Event::persisted(id, topic.clone(), name, &data);
+        event.route = route;
         self.last_appended = Some(id);
-        self.outbox.push(Arc::new(Event::persisted(id, topic.clone(), name, &data)));
+        self.outbox.push(Arc::new(event));
         Ok(id)
     }
 
@@ -138,6 +150,85 @@ impl LogWrite {
         hub.publish(outbox);
         Ok(())
     }
+}
+
+/// What one user may receive from the log: everything on their own topic,
+/// and each conversation's events inside the windows of their membership.
+#[derive(Debug, Clone)]
+pub struct Audience {
+    pub user: Topic,
+    pub windows: Vec<Window>,
+}
+
+/// A stretch of membership: the conversation's events with ids in
+/// `(from, until]` belong to the member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub topic: Topic,
+    pub from: EventId,
+    pub until: Option<EventId>,
+}
+
+impl Audience {
+    /// Every topic involved.
+    pub fn topics(&self) -> Vec<Topic> {
+        std::iter::once(self.user.clone()).chain(self.windows.iter().map(|w| w.topic.clone())).collect()
+    }
+
+    fn condition(&self, after: EventId) -> Condition {
+        let mut any = Condition::any().add(
+            Condition::all()
+                .add(event::Column::Topic.eq(self.user.as_str()))
+                .add(event::Column::Id.gt(after.get())),
+        );
+        for window in &self.windows {
+            let mut inside = Condition::all()
+                .add(event::Column::Topic.eq(window.topic.as_str()))
+                .add(event::Column::Id.gt(after.max(window.from).get()));
+            if let Some(until) = window.until {
+                inside = inside.add(event::Column::Id.lte(until.get()));
+            }
+            any = any.add(inside);
+        }
+        any
+    }
+}
+
+/// Up to `limit` events of `audience` after `after`, oldest first.
+pub async fn read_audience_after(conn: &impl ConnectionTrait, audience: &Audience, after: EventId, limit: u64) -> Result<Vec<Event>, DbErr> {
+    let rows = event::Entity::find()
+        .filter(audience.condition(after))
+        .order_by_asc(event::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Event::persisted(EventId::new(row.id), Topic::from_stored(&row.topic), &row.event, &row.data))
+        .collect())
+}
+
+/// Whether retention removed events of `audience` after `after`: then
+/// "everything after `after`" can no longer be given.
+pub async fn history_gone(conn: &impl ConnectionTrait, audience: &Audience, after: EventId) -> Result<bool, DbErr> {
+    let floors: Vec<(String, i64)> = history_floor::Entity::find()
+        .select_only()
+        .column(history_floor::Column::Topic)
+        .column(history_floor::Column::Floor)
+        .filter(history_floor::Column::Topic.is_in(audience.topics().iter().map(Topic::as_str)))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(floors.into_iter().any(|(topic, floor)| {
+        let floor = EventId::new(floor);
+        if topic == audience.user.as_str() {
+            return floor > after;
+        }
+        audience.windows.iter().filter(|w| w.topic.as_str() == topic).any(|w| {
+            let start = after.max(w.from);
+            floor > start && w.until.is_none_or(|until| start < until)
+        })
+    }))
 }
 
 /// Up to `limit` events of `topics` after `after`, oldest first.

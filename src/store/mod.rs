@@ -10,6 +10,7 @@
 //! Nothing here uses SQL that only one backend speaks, apart from the
 //! clearly marked PostgreSQL lock in `event_log`.
 
+pub mod chat;
 pub mod event_log;
 pub mod idempotency;
 pub mod notifications;

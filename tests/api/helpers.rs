@@ -71,6 +71,8 @@ pub async fn spawn_app_in(dir: Arc<TempDir>, configure: impl FnOnce(&mut Setting
         },
         default_channels: tidings::domain::preference::Channels::default(),
         retention: tidings::retention::RetentionSettings::default(),
+        typing_expiry: Duration::from_secs(5),
+        presence_grace: Duration::from_secs(10),
         print_demo: false,
     };
     configure(&mut settings);

@@ -22,6 +22,19 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/preferences"),
     ("put", "/v1/preferences/{type}"),
     ("get", "/v1/stats/notifications"),
+    ("post", "/v1/conversations"),
+    ("get", "/v1/conversations"),
+    ("get", "/v1/conversations/{id}"),
+    ("post", "/v1/conversations/{id}/members"),
+    ("delete", "/v1/conversations/{id}/members/{user_id}"),
+    ("post", "/v1/conversations/{id}/messages"),
+    ("get", "/v1/conversations/{id}/messages"),
+    ("patch", "/v1/conversations/{id}/messages/{message_id}"),
+    ("delete", "/v1/conversations/{id}/messages/{message_id}"),
+    ("post", "/v1/conversations/{id}/typing"),
+    ("post", "/v1/conversations/{id}/read"),
+    ("post", "/v1/presence"),
+    ("get", "/v1/presence"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -42,20 +55,27 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
     for (path, operations) in doc["paths"].as_object().unwrap() {
         for method in operations.as_object().unwrap().keys() {
             documented += 1;
-            let url = format!("{}{}", app.base, path.replace("{id}", "1").replace("{type}", "some.type"));
+            let url = format!(
+                "{}{}",
+                app.base,
+                path.replace("{id}", "1").replace("{type}", "some.type").replace("{user_id}", "alice").replace("{message_id}", "1")
+            );
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = app.http.request(method.clone(), &url).bearer_auth(&token).timeout(Duration::from_secs(2)).send().await;
             // The stream answers 200 and stays open: its headers are enough.
             let status = response.map(|r| r.status()).unwrap();
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is routed");
-            if !path.contains("{id}") {
+            if !path.contains('{') {
                 assert_ne!(status, StatusCode::NOT_FOUND, "{method} {path} is routed");
             }
         }
     }
     assert_eq!(documented, CONTRACT_ROUTES.len() + 2, "the contract's routes plus the page's two assets, nothing unknown");
     let events = &doc["paths"]["/v1/stream"]["get"]["x-sse-events"];
-    for name in ["notification", "notification.read", "notification.deleted", "unread_count", "reset"] {
+    for name in [
+        "notification", "notification.read", "notification.deleted", "unread_count", "reset",
+        "message", "message.updated", "message.deleted", "read", "conversation", "typing", "presence",
+    ] {
         assert!(events[name]["data"]["$ref"].is_string(), "the stream documents {name}");
     }
     for schema in ["Notification", "PublishRequest", "ErrorBody", "NotificationRead", "UnreadCount"] {

@@ -1,6 +1,9 @@
 // The notification center in a real browser: the page goes live, a
 // notification published over HTTP shows up under the bell, and "Mark all
-// read" clears it.
+// read" clears it. Then grouping: two notifications with one group_key show
+// as ONE item with count 2, the newest title, on top. Then preferences: the
+// gear's panel turns the type browser.muted off, and the next publish of
+// that type lists the user as suppressed.
 //
 //   TIDINGS_URL=http://127.0.0.1:PORT TIDINGS_USER_ID=alice \
 //   TIDINGS_USER_TOKEN=<jwt for alice> TIDINGS_PUBLISH_TOKEN=<jwt, scope publish> \
@@ -9,9 +12,11 @@
 // TIDINGS_USER_ID must have no unread notifications yet (a fresh user), since
 // the badge is expected to read 1.
 // Optional: CHROMIUM_PATH (default /usr/bin/chromium), TIDINGS_SCREENSHOT_DIR
-// (default the system's temporary folder). Exits 0 and prints "browser test
-// passed" on success; otherwise saves notification_center-failure.png, prints
-// the page's console and exits 1.
+// (default the system's temporary folder; notification_center.png,
+// grouped.png and preferences.png go there), TIDINGS_COLOR_SCHEME (light,
+// the default, or dark). Exits 0 and prints "browser test passed" on
+// success; otherwise saves notification_center-failure.png, prints the
+// page's console and exits 1.
 
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +39,8 @@ const userToken = requiredEnv('TIDINGS_USER_TOKEN');
 const publishToken = requiredEnv('TIDINGS_PUBLISH_TOKEN');
 const userId = requiredEnv('TIDINGS_USER_ID');
 const screenshotDir = process.env.TIDINGS_SCREENSHOT_DIR || os.tmpdir();
+const colorScheme = process.env.TIDINGS_COLOR_SCHEME === 'dark' ? 'dark' : 'light';
+const MUTED_TYPE = 'browser.muted';
 
 const consoleLines = [];
 
@@ -41,7 +48,8 @@ function step(message) {
   console.log(`- ${message}`);
 }
 
-async function publish() {
+/** POST /v1/notifications to the test user; the 201 answer's body. */
+async function publishRaw(fields = {}) {
   const response = await fetch(`${baseUrl}/v1/notifications`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${publishToken}`, 'Content-Type': 'application/json' },
@@ -50,6 +58,7 @@ async function publish() {
       type: 'browser.test',
       title: TITLE,
       body: `Published by notification_center.mjs at ${new Date().toISOString()}.`,
+      ...fields,
     }),
     signal: AbortSignal.timeout(TIMEOUT_MS),
   });
@@ -57,7 +66,12 @@ async function publish() {
   if (response.status !== 201) {
     throw new Error(`POST /v1/notifications answered ${response.status}, expected 201: ${text}`);
   }
-  const created = JSON.parse(text).created;
+  return JSON.parse(text);
+}
+
+/** Publishes one notification that must be delivered; its id. */
+async function publish(fields) {
+  const { created } = await publishRaw(fields);
   if (!Array.isArray(created) || created.length !== 1) {
     throw new Error(`POST /v1/notifications created ${JSON.stringify(created)}, expected one notification`);
   }
@@ -91,6 +105,96 @@ async function run(page) {
   await page.locator('#mark-all-read').click({ timeout: TIMEOUT_MS });
   await badge.waitFor({ state: 'hidden', timeout: TIMEOUT_MS });
   await page.locator(`#notification-panel .notification[data-id="${id}"]:not(.unread)`).waitFor({ timeout: TIMEOUT_MS });
+
+  await checkGrouping(page);
+  await checkPreferences(page);
+}
+
+async function checkGrouping(page) {
+  const groupKey = `browser-group-${Date.now()}`;
+  const first = 'A new comment on your post';
+  const newest = '2 new comments on your post';
+
+  step('publish with a group_key, then an ungrouped one, then the same group_key again');
+  const groupId = await publish({ group_key: groupKey, title: first, body: 'Ada: looks good' });
+  const otherId = await publish({ title: 'Something else happened' });
+  await page.locator(`#notification-panel .notification[data-id="${otherId}"]`).waitFor({ timeout: TIMEOUT_MS });
+  const updatedId = await publish({ group_key: groupKey, title: newest, body: 'Grace: agreed' });
+  if (updatedId !== groupId) {
+    throw new Error(`the second publish with group_key ${groupKey} created ${updatedId}, expected it to update ${groupId}`);
+  }
+
+  step('ONE item shows count 2 and the newest title, moved to the top');
+  const group = page.locator(`#notification-list .notification[data-id="${groupId}"][data-count="2"]`);
+  await group.locator('.notification-title', { hasText: newest }).waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  await group.locator('.notification-count', { hasText: /^2$/ }).waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  await group.locator('.notification-updates', { hasText: '2 updates' }).waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  const items = await page.locator('#notification-list .notification').evaluateAll((nodes) =>
+    nodes.map((node) => ({ id: node.dataset.id, title: node.querySelector('.notification-title').textContent })));
+  const grouped = items.filter((item) => item.id === groupId || item.title === first || item.title === newest);
+  if (grouped.length !== 1) {
+    throw new Error(`expected one item for the group, found ${JSON.stringify(grouped)}`);
+  }
+  if (items[0].id !== groupId) {
+    throw new Error(`the updated group is not on top: ${JSON.stringify(items.slice(0, 3))}`);
+  }
+
+  step('the unread count did not grow with the update (2: the group and the other one)');
+  await page.locator('#unread-badge:not([hidden])', { hasText: /^2$/ }).waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  await page.screenshot({ path: path.join(screenshotDir, 'grouped.png') });
+}
+
+async function checkPreferences(page) {
+  step(`publish a ${MUTED_TYPE} notification so that the type is listed`);
+  await publish({ type: MUTED_TYPE, title: 'You will not see the next one of these' });
+
+  step('the gear opens the preferences panel, which lists the type as enabled');
+  await page.locator('#open-preferences').click({ timeout: TIMEOUT_MS });
+  await page.locator('#preferences-panel').waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  if (await page.locator('#notification-panel').isVisible()) {
+    throw new Error('the notification panel stayed open under the preferences panel');
+  }
+  const enabled = page.locator(`#preferences-panel input[type="checkbox"][data-type="${MUTED_TYPE}"][data-field="enabled"]`);
+  await enabled.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  if (!(await enabled.isChecked())) throw new Error(`${MUTED_TYPE} is listed as disabled before it was turned off`);
+  for (const field of ['web', 'email', 'push']) {
+    await page.locator(`#preferences-panel input[type="checkbox"][data-type="${MUTED_TYPE}"][data-field="${field}"]`)
+      .waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  }
+
+  step(`unchecking "enabled" saves it with PUT /v1/preferences/${MUTED_TYPE}`);
+  const saved = page.waitForResponse(
+    (response) => response.request().method() === 'PUT' && new URL(response.url()).pathname === `/v1/preferences/${MUTED_TYPE}`,
+    { timeout: TIMEOUT_MS },
+  );
+  await enabled.uncheck({ timeout: TIMEOUT_MS });
+  const response = await saved;
+  if (response.status() !== 200) {
+    throw new Error(`PUT /v1/preferences/${MUTED_TYPE} answered ${response.status()}: ${await response.text()}`);
+  }
+  const preference = await response.json();
+  if (preference.type !== MUTED_TYPE || preference.enabled !== false) {
+    throw new Error(`PUT /v1/preferences/${MUTED_TYPE} answered ${JSON.stringify(preference)}`);
+  }
+  await page.locator(`#preferences-panel tr.pref.off[data-type="${MUTED_TYPE}"]:not(.saving)`).waitFor({ timeout: TIMEOUT_MS });
+  if (await enabled.isChecked()) throw new Error(`${MUTED_TYPE} is checked again after it was saved as off`);
+  await page.screenshot({ path: path.join(screenshotDir, 'preferences.png') });
+
+  step(`the next ${MUTED_TYPE} publish lists the user as suppressed`);
+  const answer = await publishRaw({ type: MUTED_TYPE, title: 'This one is suppressed' });
+  if (!Array.isArray(answer.suppressed) || !answer.suppressed.includes(userId)) {
+    throw new Error(`POST /v1/notifications answered ${JSON.stringify(answer)}, expected ${userId} in "suppressed"`);
+  }
+  if (answer.created.length !== 0) {
+    throw new Error(`POST /v1/notifications created ${JSON.stringify(answer.created)} for a disabled type`);
+  }
+
+  step('Escape closes the panel and gives the focus back to the gear');
+  await page.keyboard.press('Escape');
+  await page.locator('#preferences-panel').waitFor({ state: 'hidden', timeout: TIMEOUT_MS });
+  if (!(await page.locator('#open-preferences').evaluate((node) => node === document.activeElement))) {
+    throw new Error('the focus did not go back to the gear');
+  }
 }
 
 async function main() {
@@ -101,7 +205,7 @@ async function main() {
   });
   let page;
   try {
-    page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
+    page = await browser.newPage({ viewport: { width: 1100, height: 760 }, colorScheme });
     page.on('console', (message) => consoleLines.push(`[${message.type()}] ${message.text()}`));
     page.on('pageerror', (error) => consoleLines.push(`[pageerror] ${error.stack || error.message}`));
     await run(page);

@@ -1,0 +1,58 @@
+//! `/v1/presence`: set one's own status, read the presence of contacts.
+
+use axum::{Json, extract::State, http::{StatusCode, Uri}};
+use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::input::{JsonBody, query_param};
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    domain::UserId,
+    error::{ApiError, ErrorBody},
+    presence::{PresenceView, Status},
+    store::chat,
+};
+
+/// The most ids one presence query may name.
+const MAX_IDS: usize = 500;
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(set, get))
+}
+
+/// The body of `POST /v1/presence`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusUpdate {
+    pub status: Status,
+}
+
+/// Sets the caller's status; `offline` while connected is "invisible".
+#[utoipa::path(post, path = "/presence", tag = "presence", security(("bearer" = [])), request_body = StatusUpdate,
+    responses((status = 204, description = "Set"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn set(State(state): State<AppState>, AuthUser(user): AuthUser, body: JsonBody<StatusUpdate>) -> StatusCode {
+    state.presence.set_status(&user.user, body.value.status);
+    StatusCode::NO_CONTENT
+}
+
+/// The presence of the caller and of users who share a conversation with
+/// them; other ids are left out of the answer.
+#[utoipa::path(get, path = "/presence", tag = "presence", security(("bearer" = [])),
+    params(("user_ids" = String, Query, description = "Comma-separated user ids")),
+    responses((status = 200, body = Vec<PresenceView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn get(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) -> Result<Json<Vec<PresenceView>>, ApiError> {
+    let raw = query_param(uri.query(), "user_ids").unwrap_or_default();
+    let asked: Vec<&str> = raw.split(',').map(str::trim).filter(|id| !id.is_empty()).collect();
+    if asked.len() > MAX_IDS {
+        return Err(ApiError::bad_field("user_ids", "at most 500 user ids"));
+    }
+    let contacts = chat::contacts(&state.db, &user.user).await?;
+    let visible: Vec<UserId> = asked
+        .into_iter()
+        .filter(|id| *id == user.user.as_str() || contacts.iter().any(|c| c == id))
+        .filter_map(|id| UserId::parse(id).ok())
+        .collect();
+    Ok(Json(state.presence.get(&visible)))
+}

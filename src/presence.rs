@@ -1,0 +1,212 @@
+//! Presence: who is online, away, busy or offline, and since when.
+//!
+//! A user with an open stream is `online` unless they chose `away`, `busy`
+//! or `offline` (invisible). When their last stream closes they turn
+//! `offline` after a grace period (default 10 s) with `last_seen_at` set; a
+//! reconnect within it changes nothing, so a flaky network does not flap.
+//! Changes go as `presence` events to the users who share a conversation.
+//!
+//! [`Presence`] is the seam: [`LocalPresence`] keeps the state in this
+//! process; a multi-node implementation keeps it in shared storage (expiring
+//! keys with heartbeats) behind the same trait.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    domain::{Topic, UserId, events, notification::{rfc3339, truncate_to_millis}},
+    hub::{Event, Hub},
+    store::chat,
+};
+
+/// A presence status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+/// A user's presence as others see it: the `presence` event's data and an
+/// item of `GET /v1/presence`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PresenceView {
+    pub user_id: String,
+    pub status: Status,
+    #[serde(with = "rfc3339::option")]
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// The seam between presence and where its state lives.
+pub trait Presence: Send + Sync + 'static {
+    /// A stream of `user` opened; dropping the returned guard closes it.
+    fn connected(&self, user: &UserId) -> Box<dyn Send>;
+    /// The user chose a status.
+    fn set_status(&self, user: &UserId, status: Status);
+    /// The presence of `users` now.
+    fn get(&self, users: &[UserId]) -> Vec<PresenceView>;
+}
+
+/// Presence kept in this process.
+pub struct LocalPresence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    hub: Arc<Hub>,
+    grace: Duration,
+    /// A std mutex: held for map operations only.
+    users: Mutex<HashMap<UserId, UserState>>,
+}
+
+#[derive(Default)]
+struct UserState {
+    streams: usize,
+    /// What the user chose; `None` is the default (online while connected).
+    chosen: Option<Status>,
+    last_seen_at: Option<DateTime<Utc>>,
+    /// What the user's contacts were last told.
+    announced: Option<Status>,
+    /// Bumped on every connect, so a pending "offline after grace" can see
+    /// that the user came back.
+    generation: u64,
+}
+
+impl UserState {
+    fn effective(&self) -> Status {
+        if self.streams == 0 {
+            Status::Offline
+        } else {
+            self.chosen.unwrap_or(Status::Online)
+        }
+    }
+}
+
+impl LocalPresence {
+    /// Presence publishing to `hub`, finding contacts in `db`.
+    pub fn new(db: DatabaseConnection, hub: Arc<Hub>, grace: Duration) -> Self {
+        LocalPresence { inner: Arc::new(Inner { db, hub, grace, users: Mutex::new(HashMap::new()) }) }
+    }
+}
+
+/// Marks a stream closed when dropped.
+struct Connection {
+    inner: Arc<Inner>,
+    user: UserId,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let generation = {
+            let mut users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
+            let state = users.entry(self.user.clone()).or_default();
+            state.streams = state.streams.saturating_sub(1);
+            if state.streams > 0 {
+                return;
+            }
+            state.generation
+        };
+        let inner = self.inner.clone();
+        let user = self.user.clone();
+        // The task needs a runtime; at process exit there may be none left.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(inner.grace).await;
+                let view = {
+                    let mut users = inner.users.lock().unwrap_or_else(|p| p.into_inner());
+                    let Some(state) = users.get_mut(&user) else { return };
+                    if state.streams > 0 || state.generation != generation {
+                        return;
+                    }
+                    state.last_seen_at = Some(truncate_to_millis(Utc::now()));
+                    inner.change(&user, state)
+                };
+                if let Some(view) = view {
+                    inner.announce(view).await;
+                }
+            });
+        }
+    }
+}
+
+impl Inner {
+    /// Records what contacts are told; `Some` when it differs from before.
+    fn change(&self, user: &UserId, state: &mut UserState) -> Option<PresenceView> {
+        let now = state.effective();
+        if state.announced == Some(now) {
+            return None;
+        }
+        state.announced = Some(now);
+        Some(PresenceView { user_id: user.to_string(), status: now, last_seen_at: state.last_seen_at })
+    }
+
+    /// Sends a `presence` event to every user who shares a conversation.
+    async fn announce(&self, view: PresenceView) {
+        let Ok(user) = UserId::parse(view.user_id.clone()) else { return };
+        let contacts = match chat::contacts(&self.db, &user).await {
+            Ok(contacts) => contacts,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence not announced: contacts unavailable");
+                return;
+            }
+        };
+        let data = serde_json::to_string(&view).expect("presence payloads encode");
+        let events = contacts
+            .iter()
+            .filter_map(|contact| UserId::parse(contact.clone()).ok())
+            .map(|contact| Arc::new(Event::ephemeral(Topic::user(&contact), events::PRESENCE, &data)))
+            .collect();
+        self.hub.publish(events);
+    }
+}
+
+impl Presence for LocalPresence {
+    fn connected(&self, user: &UserId) -> Box<dyn Send> {
+        let view = {
+            let mut users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
+            let state = users.entry(user.clone()).or_default();
+            state.streams += 1;
+            state.generation += 1;
+            self.inner.change(user, state)
+        };
+        if let Some(view) = view {
+            let inner = self.inner.clone();
+            tokio::spawn(async move { inner.announce(view).await });
+        }
+        Box::new(Connection { inner: self.inner.clone(), user: user.clone() })
+    }
+
+    fn set_status(&self, user: &UserId, status: Status) {
+        let view = {
+            let mut users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
+            let state = users.entry(user.clone()).or_default();
+            state.chosen = (status != Status::Online).then_some(status);
+            self.inner.change(user, state)
+        };
+        if let Some(view) = view {
+            let inner = self.inner.clone();
+            tokio::spawn(async move { inner.announce(view).await });
+        }
+    }
+
+    fn get(&self, users: &[UserId]) -> Vec<PresenceView> {
+        let known = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
+        users
+            .iter()
+            .map(|user| match known.get(user) {
+                Some(state) => PresenceView { user_id: user.to_string(), status: state.effective(), last_seen_at: state.last_seen_at },
+                None => PresenceView { user_id: user.to_string(), status: Status::Offline, last_seen_at: None },
+            })
+            .collect()
+    }
+}

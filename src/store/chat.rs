@@ -1,0 +1,231 @@
+//! Conversations, members, membership windows and messages.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Expr,
+};
+
+use crate::domain::{EventId, UserId};
+use entity::{conversation, member, member_period, message};
+
+/// Creates a conversation row.
+pub async fn create_conversation(conn: &impl ConnectionTrait, title: Option<String>, creator: &UserId, now: DateTime<Utc>) -> Result<conversation::Model, DbErr> {
+    conversation::ActiveModel {
+        title: Set(title),
+        created_by: Set(creator.as_str().to_owned()),
+        created_at: Set(now),
+        last_activity_at: Set(now),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await
+}
+
+/// A conversation by id.
+pub async fn conversation(conn: &impl ConnectionTrait, id: i64) -> Result<Option<conversation::Model>, DbErr> {
+    conversation::Entity::find_by_id(id).one(conn).await
+}
+
+/// Moves a conversation's activity time (a new message).
+pub async fn touch(conn: &impl ConnectionTrait, id: i64, at: DateTime<Utc>) -> Result<(), DbErr> {
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::LastActivityAt, Expr::value(at))
+        .filter(conversation::Column::Id.eq(id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The user's membership of a conversation, if current.
+pub async fn membership(conn: &impl ConnectionTrait, conversation_id: i64, user: &UserId) -> Result<Option<member::Model>, DbErr> {
+    member::Entity::find_by_id((conversation_id, user.as_str().to_owned())).one(conn).await
+}
+
+/// The member ids of a conversation, in joining order.
+pub async fn member_ids(conn: &impl ConnectionTrait, conversation_id: i64) -> Result<Vec<String>, DbErr> {
+    member::Entity::find()
+        .select_only()
+        .column(member::Column::UserId)
+        .filter(member::Column::ConversationId.eq(conversation_id))
+        .order_by_asc(member::Column::JoinedEventId)
+        .order_by_asc(member::Column::UserId)
+        .into_tuple()
+        .all(conn)
+        .await
+}
+
+/// The user's current memberships.
+pub async fn memberships_of(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<member::Model>, DbErr> {
+    member::Entity::find().filter(member::Column::UserId.eq(user.as_str())).all(conn).await
+}
+
+/// Adds a member whose window opens at `joined_event_id`.
+pub async fn add_member(conn: &impl ConnectionTrait, conversation_id: i64, user: &UserId, joined_event_id: EventId, now: DateTime<Utc>) -> Result<(), DbErr> {
+    member::ActiveModel {
+        conversation_id: Set(conversation_id),
+        user_id: Set(user.as_str().to_owned()),
+        joined_at: Set(now),
+        joined_event_id: Set(joined_event_id.get()),
+        last_read_message_id: Set(None),
+    }
+    .insert(conn)
+    .await?;
+    member_period::ActiveModel {
+        conversation_id: Set(conversation_id),
+        user_id: Set(user.as_str().to_owned()),
+        from_event_id: Set(joined_event_id.get()),
+        until_event_id: Set(None),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// Removes a member; their window closes at `left_event_id`.
+pub async fn remove_member(conn: &impl ConnectionTrait, conversation_id: i64, user: &UserId, left_event_id: EventId) -> Result<(), DbErr> {
+    member::Entity::delete_by_id((conversation_id, user.as_str().to_owned())).exec(conn).await?;
+    member_period::Entity::update_many()
+        .col_expr(member_period::Column::UntilEventId, Expr::value(left_event_id.get()))
+        .filter(member_period::Column::ConversationId.eq(conversation_id))
+        .filter(member_period::Column::UserId.eq(user.as_str()))
+        .filter(member_period::Column::UntilEventId.is_null())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The user's membership windows that reach past `after`.
+pub async fn periods_after(conn: &impl ConnectionTrait, user: &UserId, after: EventId) -> Result<Vec<member_period::Model>, DbErr> {
+    member_period::Entity::find()
+        .filter(member_period::Column::UserId.eq(user.as_str()))
+        .filter(
+            Condition::any()
+                .add(member_period::Column::UntilEventId.is_null())
+                .add(member_period::Column::UntilEventId.gt(after.get())),
+        )
+        .all(conn)
+        .await
+}
+
+/// Moves the read mark forward (never back); returns the mark now in force.
+pub async fn advance_read_mark(conn: &impl ConnectionTrait, conversation_id: i64, user: &UserId, message_id: i64) -> Result<i64, DbErr> {
+    member::Entity::update_many()
+        .col_expr(member::Column::LastReadMessageId, Expr::value(message_id))
+        .filter(member::Column::ConversationId.eq(conversation_id))
+        .filter(member::Column::UserId.eq(user.as_str()))
+        .filter(
+            Condition::any()
+                .add(member::Column::LastReadMessageId.is_null())
+                .add(member::Column::LastReadMessageId.lt(message_id)),
+        )
+        .exec(conn)
+        .await?;
+    Ok(membership(conn, conversation_id, user).await?.and_then(|m| m.last_read_message_id).unwrap_or(message_id))
+}
+
+/// Messages of others after the member's read mark: the unread count, derived
+/// from the messages themselves so it cannot drift.
+pub async fn unread_count(conn: &impl ConnectionTrait, conversation_id: i64, user: &UserId, read_mark: Option<i64>) -> Result<u64, DbErr> {
+    message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .filter(message::Column::SenderId.ne(user.as_str()))
+        .filter(message::Column::DeletedAt.is_null())
+        .filter(message::Column::Id.gt(read_mark.unwrap_or(0)))
+        .count(conn)
+        .await
+}
+
+/// Stores a message.
+pub async fn insert_message(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    sender: &UserId,
+    content: String,
+    client_message_id: Option<String>,
+    reply_to: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<message::Model, DbErr> {
+    message::ActiveModel {
+        conversation_id: Set(conversation_id),
+        sender_id: Set(sender.as_str().to_owned()),
+        content: Set(Some(content)),
+        client_message_id: Set(client_message_id),
+        reply_to: Set(reply_to),
+        created_at: Set(now),
+        edited_at: Set(None),
+        deleted_at: Set(None),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await
+}
+
+/// The message a sender already sent with this client id, if any.
+pub async fn by_client_id(conn: &impl ConnectionTrait, conversation_id: i64, sender: &UserId, client_message_id: &str) -> Result<Option<message::Model>, DbErr> {
+    message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .filter(message::Column::SenderId.eq(sender.as_str()))
+        .filter(message::Column::ClientMessageId.eq(client_message_id))
+        .one(conn)
+        .await
+}
+
+/// One message of a conversation.
+pub async fn message(conn: &impl ConnectionTrait, conversation_id: i64, id: i64) -> Result<Option<message::Model>, DbErr> {
+    message::Entity::find_by_id(id)
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .one(conn)
+        .await
+}
+
+/// The newest message of a conversation.
+pub async fn last_message(conn: &impl ConnectionTrait, conversation_id: i64) -> Result<Option<message::Model>, DbErr> {
+    message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .order_by_desc(message::Column::Id)
+        .one(conn)
+        .await
+}
+
+/// A page of a conversation's messages, newest first, before `before`.
+pub async fn messages(conn: &impl ConnectionTrait, conversation_id: i64, before: Option<i64>, limit: u64) -> Result<Vec<message::Model>, DbErr> {
+    let mut query = message::Entity::find().filter(message::Column::ConversationId.eq(conversation_id));
+    if let Some(before) = before {
+        query = query.filter(message::Column::Id.lt(before));
+    }
+    query.order_by_desc(message::Column::Id).limit(limit).all(conn).await
+}
+
+/// Saves an edited or deleted message.
+pub async fn save_message(conn: &impl ConnectionTrait, row: message::Model) -> Result<message::Model, DbErr> {
+    let mut active: message::ActiveModel = row.clone().into();
+    active.content = Set(row.content);
+    active.edited_at = Set(row.edited_at);
+    active.deleted_at = Set(row.deleted_at);
+    active.update(conn).await
+}
+
+/// Ids of users who share at least one conversation with `user` (not `user`).
+pub async fn contacts(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<String>, DbErr> {
+    let conversations: Vec<i64> = member::Entity::find()
+        .select_only()
+        .column(member::Column::ConversationId)
+        .filter(member::Column::UserId.eq(user.as_str()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if conversations.is_empty() {
+        return Ok(Vec::new());
+    }
+    member::Entity::find()
+        .select_only()
+        .column(member::Column::UserId)
+        .distinct()
+        .filter(member::Column::ConversationId.is_in(conversations))
+        .filter(member::Column::UserId.ne(user.as_str()))
+        .into_tuple()
+        .all(conn)
+        .await
+}
