@@ -116,7 +116,7 @@ impl Publisher {
     async fn send(&self, seq: u32, posts: &[PostSpec]) -> Sent {
         let outcomes = join_all(posts.iter().map(|post| self.send_one(seq, post))).await;
         let mut sent = Sent { seq, confirmed_listeners: 0, ok: 0, failed: 0, errors: Vec::new(), latencies: Vec::new(), first_send_ns: None };
-        for (post, (sent_ns, micros, result)) in posts.iter().zip(outcomes) {
+        for (sent_ns, micros, result) in outcomes {
             sent.latencies.push(micros);
             sent.first_send_ns = Some(sent.first_send_ns.map_or(sent_ns, |f: u64| f.min(sent_ns)));
             match result {

@@ -284,3 +284,20 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+impl TestApp {
+    /// Creates a conversation as the holder of `token` with `members`.
+    pub async fn create_conversation(&self, token: &str, members: &[&str]) -> Value {
+        let (status, body) = self.post_json("/v1/conversations", token, Some(json!({ "members": members }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Sends a message and returns it.
+    pub async fn say(&self, token: &str, conversation: &Value, content: &str) -> Value {
+        let path = format!("/v1/conversations/{}/messages", conversation["id"]);
+        let (status, body) = self.post_json(&path, token, Some(json!({ "content": content }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+}

@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod browser;
+mod chat;
 mod cli;
 mod errors;
 mod notifications;
