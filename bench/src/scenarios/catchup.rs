@@ -43,7 +43,8 @@ pub async fn run(ctx: &Ctx, args: &CatchupArgs) -> anyhow::Result<Report> {
     report.param("repeat", args.repeat);
     if !ctx.target.resumes() {
         for metric in ["time to receive all, median", "time to receive all, slowest", "time to first event", "events per second"] {
-            report.row(metric, if metric.starts_with("events") { "1/s" } else { "ms" }, None, Better::Lower);
+            let (unit, better) = if metric.starts_with("events") { ("1/s", Better::Higher) } else { ("ms", Better::Lower) };
+            report.row(metric, unit, None, better);
         }
         report.note("n/a: this hub has no history or no resumable event ids");
         return Ok(report);
@@ -79,7 +80,7 @@ pub async fn run(ctx: &Ctx, args: &CatchupArgs) -> anyhow::Result<Report> {
 
     let mut times: Vec<Duration> = resumes.iter().map(|r| r.all).collect();
     times.sort();
-    let median = times[times.len() / 2];
+    let median = times[(times.len() - 1) / 2];
     let slowest = *times.last().expect("at least one resume");
     let first = resumes.iter().map(|r| r.first).min().expect("at least one resume");
     let lost: u64 = resumes.iter().map(|r| (args.events - r.received) as u64).sum();
