@@ -191,26 +191,13 @@ fn frames(
                 }
             },
         };
+        // Replay (on resume, and again whenever the mailbox overflowed) and
+        // the unread count after it are one code path.
+        let mut replay_from = None;
         match start {
             Start::After(after) => {
                 cursor.last = after;
-                for await page in replay(ctx.db.clone(), user.clone(), windows.user.clone(), after, settings.replay_page) {
-                    match page {
-                        Ok(page) => {
-                            windows.windows = page.windows;
-                            for event in page.events {
-                                cursor.last = event.id.unwrap_or(cursor.last);
-                                subscription.count_replayed(1);
-                                subscription.count_delivered(1);
-                                yield Ok(event.frame);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::info!(error = %e, "stream ended during replay");
-                            return;
-                        }
-                    }
-                }
+                replay_from = Some(after);
             }
             Start::Fresh => match fresh_state(&ctx.db, &user, &windows.audience(), settings.snapshot_limit).await {
                 Ok((frames, head)) => {
@@ -230,23 +217,47 @@ fn frames(
                 }
             },
         }
-        match unread_frame(&ctx.db, &user, &windows.audience().topics()).await {
-            Ok((position, frame)) => {
-                cursor.state_as_of = position;
-                yield Ok(frame);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "stream ended: unread count failed");
-                return;
-            }
-        }
 
         let mut heartbeat = tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let token_expiry = tokio::time::sleep_until(expires);
         tokio::pin!(token_expiry);
         let mut batch: Vec<Arc<Event>> = Vec::new();
+        let mut report_unread = true;
         loop {
+            if let Some(after) = replay_from.take() {
+                for await page in replay(ctx.db.clone(), user.clone(), windows.user.clone(), after, settings.replay_page) {
+                    match page {
+                        Ok(page) => {
+                            windows.windows = page.windows;
+                            for event in page.events {
+                                cursor.last = event.id.unwrap_or(cursor.last);
+                                subscription.count_replayed(1);
+                                subscription.count_delivered(1);
+                                yield Ok(event.frame);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, "stream ended during replay");
+                            return;
+                        }
+                    }
+                }
+                report_unread = true;
+            }
+            if report_unread {
+                report_unread = false;
+                match unread_frame(&ctx.db, &user, &windows.audience().topics()).await {
+                    Ok((position, frame)) => {
+                        cursor.state_as_of = position;
+                        yield Ok(frame);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stream ended: unread count failed");
+                        return;
+                    }
+                }
+            }
             let step = tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => Step::End(": server shutting down\n\n"),
@@ -278,33 +289,7 @@ fn frames(
                 }
                 Step::Deliver(Delivery::Lagged) => {
                     subscription.count_catch_up();
-                    for await page in replay(ctx.db.clone(), user.clone(), windows.user.clone(), cursor.last, settings.replay_page) {
-                        match page {
-                            Ok(page) => {
-                                windows.windows = page.windows;
-                                for event in page.events {
-                                    cursor.last = event.id.unwrap_or(cursor.last);
-                                    subscription.count_replayed(1);
-                                    subscription.count_delivered(1);
-                                    yield Ok(event.frame);
-                                }
-                            }
-                            Err(e) => {
-                                tracing::info!(error = %e, "stream ended during catch-up");
-                                return;
-                            }
-                        }
-                    }
-                    match unread_frame(&ctx.db, &user, &windows.audience().topics()).await {
-                        Ok((position, frame)) => {
-                            cursor.state_as_of = position;
-                            yield Ok(frame);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "stream ended: unread count failed");
-                            return;
-                        }
-                    }
+                    replay_from = Some(cursor.last);
                 }
             }
         }

@@ -8,7 +8,7 @@ use axum::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::{JsonBody, path_id, query_param};
+use super::input::{JsonBody, cursor_param, limit_param, path_id};
 use crate::{
     app::AppState,
     auth::AuthUser,
@@ -89,18 +89,8 @@ async fn send(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id):
     responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn history(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>, uri: Uri) -> Result<Json<MessagePage>, ApiError> {
     let query = uri.query();
-    let limit = match query_param(query, "limit") {
-        None => 50,
-        Some(raw) => raw
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::bad_field("limit", "limit must be an integer from 1 to 100"))?,
-    };
-    let before = match query_param(query, "before").filter(|b| !b.is_empty()) {
-        None => None,
-        Some(raw) => Some(raw.parse::<i64>().ok().filter(|b| *b > 0).ok_or_else(|| ApiError::bad_field("before", "before must be a next_cursor value"))?),
-    };
+    let limit = limit_param(query)?;
+    let before = cursor_param(query, "before")?;
     Ok(Json(state.chat.history(&user.user, path_id(&id)?, before, limit).await?))
 }
 

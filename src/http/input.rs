@@ -84,3 +84,29 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
 }
+
+/// The `limit` query parameter: 1 to 100, 50 when absent.
+pub fn limit_param(query: Option<&str>) -> Result<u64, ApiError> {
+    match query_param(query, "limit") {
+        None => Ok(50),
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::bad_field("limit", "limit must be an integer from 1 to 100")),
+    }
+}
+
+/// A paging cursor parameter (`cursor`, `before`): a `next_cursor` value
+/// from an earlier page, or absent.
+pub fn cursor_param(query: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
+    match query_param(query, name).filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|c| *c > 0)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_field(name, format!("{name} must be a next_cursor value from an earlier page"))),
+    }
+}

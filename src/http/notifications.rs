@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::{JsonBody, OptionalJsonBody, parse_json, path_id, query_param};
+use super::input::{JsonBody, OptionalJsonBody, cursor_param, limit_param, parse_json, path_id, query_param};
 use crate::{
     app::AppState,
     auth::{AuthUser, Publisher},
@@ -99,23 +99,8 @@ async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri)
                 .to_owned(),
         ),
     };
-    let limit = match query_param(query, "limit") {
-        None => 50,
-        Some(raw) => raw
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::bad_field("limit", "limit must be an integer from 1 to 100"))?,
-    };
-    let cursor = match query_param(query, "cursor").filter(|c| !c.is_empty()) {
-        None => None,
-        Some(raw) => Some(
-            raw.parse::<i64>()
-                .ok()
-                .filter(|c| *c > 0)
-                .ok_or_else(|| ApiError::bad_field("cursor", "cursor must be a next_cursor value from an earlier page"))?,
-        ),
-    };
+    let limit = limit_param(query)?;
+    let cursor = cursor_param(query, "cursor")?;
     let page = state.notifications.list(&user.user, ListQuery { unread_only, kind, cursor, limit }).await?;
     Ok(Json(page))
 }

@@ -231,58 +231,22 @@ pub async fn history_gone(conn: &impl ConnectionTrait, audience: &Audience, afte
     }))
 }
 
-/// Up to `limit` events of `topics` after `after`, oldest first.
-pub async fn read_after(
-    conn: &impl ConnectionTrait,
-    topics: &[Topic],
-    after: EventId,
-    limit: u64,
-) -> Result<Vec<Event>, DbErr> {
-    let rows = event::Entity::find()
-        .filter(event::Column::Topic.is_in(topics.iter().map(Topic::as_str)))
-        .filter(event::Column::Id.gt(after.get()))
-        .order_by_asc(event::Column::Id)
-        .limit(limit)
-        .all(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Event::persisted(EventId::new(row.id), Topic::from_stored(&row.topic), &row.event, &row.data))
-        .collect())
-}
-
 /// The newest event id of `topics`, or zero.
 pub async fn head(conn: &impl ConnectionTrait, topics: &[Topic]) -> Result<EventId, DbErr> {
-    let newest: Option<Option<i64>> = event::Entity::find()
-        .select_only()
-        .column_as(event::Column::Id.max(), "head")
-        .filter(event::Column::Topic.is_in(topics.iter().map(Topic::as_str)))
-        .into_tuple()
-        .one(conn)
-        .await?;
-    Ok(EventId::new(newest.flatten().unwrap_or(0)))
+    newest_where(conn, Some(topics)).await
 }
 
 /// The newest event id of the whole log, or zero: no client can have seen
 /// an id above it, so a resume point beyond it comes from another database.
 pub async fn newest(conn: &impl ConnectionTrait) -> Result<EventId, DbErr> {
-    let newest: Option<Option<i64>> = event::Entity::find()
-        .select_only()
-        .column_as(event::Column::Id.max(), "head")
-        .into_tuple()
-        .one(conn)
-        .await?;
-    Ok(EventId::new(newest.flatten().unwrap_or(0)))
+    newest_where(conn, None).await
 }
 
-/// The highest id at or below which events of `topics` may have been pruned.
-pub async fn floor(conn: &impl ConnectionTrait, topics: &[Topic]) -> Result<EventId, DbErr> {
-    let floor: Option<Option<i64>> = history_floor::Entity::find()
-        .select_only()
-        .column_as(history_floor::Column::Floor.max(), "floor")
-        .filter(history_floor::Column::Topic.is_in(topics.iter().map(Topic::as_str)))
-        .into_tuple()
-        .one(conn)
-        .await?;
-    Ok(EventId::new(floor.flatten().unwrap_or(0)))
+async fn newest_where(conn: &impl ConnectionTrait, topics: Option<&[Topic]>) -> Result<EventId, DbErr> {
+    let mut query = event::Entity::find().select_only().column_as(event::Column::Id.max(), "head");
+    if let Some(topics) = topics {
+        query = query.filter(event::Column::Topic.is_in(topics.iter().map(Topic::as_str)));
+    }
+    let newest: Option<Option<i64>> = query.into_tuple().one(conn).await?;
+    Ok(EventId::new(newest.flatten().unwrap_or(0)))
 }
