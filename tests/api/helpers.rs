@@ -31,7 +31,66 @@ pub struct TestApp {
     keys: Arc<JwtKeys>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
-    pub dir: Arc<TempDir>,
+    /// The database, shared with a server restarted on the same data.
+    pub database: Arc<TestDatabase>,
+}
+
+/// The environment variable that switches the suite to PostgreSQL: a server
+/// URL such as `postgres://postgres@127.0.0.1:5432`. Each test then gets a
+/// database of its own, dropped when the test ends.
+pub const POSTGRES_ENV: &str = "TIDINGS_TEST_POSTGRES";
+
+/// A test's own database: a SQLite file in a temporary folder, or a fresh
+/// PostgreSQL database when [`POSTGRES_ENV`] is set.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// Creates the database.
+    pub async fn create() -> Arc<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match std::env::var(POSTGRES_ENV).ok().filter(|url| !url.is_empty()) {
+            None => Arc::new(TestDatabase {
+                url: format!("sqlite://{}/tidings.db?mode=rwc", dir.path().display()),
+                _dir: dir,
+                postgres: None,
+            }),
+            Some(server) => {
+                let server = server.trim_end_matches('/').to_owned();
+                let name = format!("tidings_test_{}", rand::random::<u64>());
+                let admin = format!("{server}/postgres");
+                let db = sea_orm::Database::connect(&admin).await.expect("PostgreSQL answers");
+                use sea_orm::ConnectionTrait;
+                db.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
+                db.close().await.ok();
+                Arc::new(TestDatabase { url: format!("{server}/{name}"), _dir: dir, postgres: Some((admin, name)) })
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.postgres.take() {
+            // Drop runs outside async code: a short-lived runtime of its own.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    use sea_orm::ConnectionTrait;
+                    let db = sea_orm::Database::connect(&admin).await?;
+                    db.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+                    db.close().await
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop a test database: {dropped:?}");
+            }
+        }
+    }
 }
 
 /// A server with default settings.
@@ -41,18 +100,17 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server whose settings the test adjusts first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-    spawn_app_in(dir, configure).await
+    spawn_app_in(TestDatabase::create().await, configure).await
 }
 
-/// A server on the database in `dir` (to restart one on the same data).
-pub async fn spawn_app_in(dir: Arc<TempDir>, configure: impl FnOnce(&mut Settings)) -> TestApp {
+/// A server on `database` (to restart one on the same data).
+pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("RUST_LOG").is_some() {
         tidings::telemetry::init(tidings::telemetry::LogFormat::Text);
     }
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
-        database_url: format!("sqlite://{}/tidings.db?mode=rwc", dir.path().display()),
+        database_url: database.url.clone(),
         keys: KeySource::Secret(SECRET.to_vec()),
         jwt_audience: None,
         redis_url: None,
@@ -93,7 +151,7 @@ pub async fn spawn_app_in(dir: Arc<TempDir>, configure: impl FnOnce(&mut Setting
         keys,
         stop: Some(stop),
         server: Some(server),
-        dir,
+        database,
     }
 }
 

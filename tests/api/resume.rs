@@ -266,12 +266,12 @@ async fn a_client_resumes_without_loss_against_a_restarted_server() {
     stream.next_named("notification").await;
     let last_seen = stream.last_id.clone().unwrap();
     let missed = [app.notify("alice", "missed 1").await, app.notify("alice", "missed 2").await];
-    let dir = app.dir.clone();
+    let database = app.database.clone();
     let stopping = tokio::spawn(app.stop());
     assert!(stream.ended().await, "the stream ends with the server");
     stopping.await.unwrap();
 
-    let restarted = spawn_app_in(dir, |_| {}).await;
+    let restarted = spawn_app_in(database, |_| {}).await;
     let mut resumed = restarted.open_stream(&token, Some(&last_seen)).await;
     let (events, count) = resumed.until_unread_count().await;
     let replayed: Vec<_> = events.iter().map(data).collect();

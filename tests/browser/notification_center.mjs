@@ -141,7 +141,7 @@ async function checkGrouping(page) {
 
   step('the unread count did not grow with the update (2: the group and the other one)');
   await page.locator('#unread-badge:not([hidden])', { hasText: /^2$/ }).waitFor({ state: 'visible', timeout: TIMEOUT_MS });
-  await page.screenshot({ path: path.join(screenshotDir, 'grouped.png') });
+  await page.screenshot({ path: path.join(screenshotDir, 'grouped.png'), animations: 'disabled' });
 }
 
 async function checkPreferences(page) {
@@ -178,7 +178,7 @@ async function checkPreferences(page) {
   }
   await page.locator(`#preferences-panel tr.pref.off[data-type="${MUTED_TYPE}"]:not(.saving)`).waitFor({ timeout: TIMEOUT_MS });
   if (await enabled.isChecked()) throw new Error(`${MUTED_TYPE} is checked again after it was saved as off`);
-  await page.screenshot({ path: path.join(screenshotDir, 'preferences.png') });
+  await page.screenshot({ path: path.join(screenshotDir, 'preferences.png'), animations: 'disabled' });
 
   step(`the next ${MUTED_TYPE} publish lists the user as suppressed`);
   const answer = await publishRaw({ type: MUTED_TYPE, title: 'This one is suppressed' });
