@@ -19,7 +19,7 @@ use crate::{
     presence::{LocalPresence, Presence},
     typing::TypingTracker,
     config::Settings,
-    hub::Hub,
+    hub::{Hub, Registry, redis_bus::RedisBus},
     http,
     notifications::{Notifications, Policy},
     ratelimit::{LocalRateLimiter, RateLimiter},
@@ -72,20 +72,23 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, wires and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        if settings.redis_url.is_some() {
-            anyhow::bail!(
-                "TIDINGS_REDIS_URL is set, but this version has no Redis bus yet; \
-                 several nodes without one would each miss the others' events, so Tidings refuses to start. \
-                 Unset it to run a single node"
-            );
-        }
         let db = store::connect(&settings.database_url)
             .await
             .with_context(|| format!("connecting to {}", crate::config::redact_url(&settings.database_url)))?;
         Migrator::up(&db, None).await.context("applying migrations")?;
         let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref())?);
         http::metrics::exporter();
-        let hub = Arc::new(Hub::in_process(settings.mailbox_capacity, settings.limits.streams));
+        let shutdown = CancellationToken::new();
+        let hub = match &settings.redis_url {
+            None => Arc::new(Hub::in_process(settings.mailbox_capacity, settings.limits.streams)),
+            Some(url) => {
+                let registry = Arc::new(Registry::new());
+                let start_after = store::event_log::newest(&db).await?;
+                let bus = RedisBus::start(url, &settings.redis_namespace, db.clone(), registry.clone(), settings.tail_poll, start_after, shutdown.clone())
+                    .context("configuring the Redis bus")?;
+                Arc::new(Hub::new(registry, bus, settings.mailbox_capacity, settings.limits.streams))
+            }
+        };
         let log = Arc::new(EventLog::new(db.clone(), hub.clone()));
         let local_limiter = Arc::new(LocalRateLimiter::new(settings.rate_limits));
         local_limiter.spawn_housekeeping();
@@ -113,7 +116,7 @@ impl Application {
             limiter,
             retention,
             stream: Arc::new(settings.stream),
-            shutdown: CancellationToken::new(),
+            shutdown,
         };
         state.retention.clone().spawn(state.shutdown.clone());
         Ok(Application {

@@ -29,8 +29,13 @@ pub struct Settings {
     pub keys: KeySource,
     /// When set, every token must carry this `aud`.
     pub jwt_audience: Option<String>,
-    /// Multi-node fan-out; not available yet (see `Application::build`).
+    /// Multi-node fan-out through Redis; `None` for a single node.
     pub redis_url: Option<String>,
+    /// Prefix of the Redis channel, so that several clusters can share one Redis.
+    pub redis_namespace: String,
+    /// How often a cluster node reads the log without a doorbell: the upper
+    /// bound on delivery delay while Redis is down.
+    pub tail_poll: Duration,
     pub stream: StreamSettings,
     /// Events a connection may fall behind before it catches up from the log.
     pub mailbox_capacity: usize,
@@ -63,6 +68,8 @@ impl fmt::Debug for Settings {
             .field("keys", &self.keys)
             .field("jwt_audience", &self.jwt_audience)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_namespace", &self.redis_namespace)
+            .field("tail_poll", &self.tail_poll)
             .field("stream", &self.stream)
             .field("mailbox_capacity", &self.mailbox_capacity)
             .field("limits", &self.limits)
@@ -168,9 +175,12 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// Redis URL for fan-out across nodes.
+    /// Redis URL for fan-out across nodes (all nodes on one PostgreSQL database).
     #[arg(long, env = "TIDINGS_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Channel prefix in Redis, to share one Redis between clusters.
+    #[arg(long, env = "TIDINGS_REDIS_NAMESPACE", default_value = "tidings")]
+    pub redis_namespace: String,
     /// Seconds between `: ping` comments on idle streams.
     #[arg(long, env = "TIDINGS_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
@@ -258,6 +268,8 @@ impl ServeArgs {
             keys: resolved.source,
             jwt_audience: self.keys.jwt_audience,
             redis_url: self.redis_url,
+            redis_namespace: self.redis_namespace,
+            tail_poll: Duration::from_secs(1),
             stream: StreamSettings {
                 heartbeat: Duration::from_secs(self.heartbeat_secs),
                 retry: Duration::from_millis(self.retry_ms),

@@ -20,6 +20,9 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub data: String,
     pub created_at: DateTimeUtc,
+    /// A membership change this event carries: `+c:<id>` (the user whose
+    /// topic it is joins that conversation) or `-c:<id>` (leaves it).
+    pub route: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_core;
 mod m20261122_000002_policy;
 mod m20261122_000003_chat;
+mod m20261122_000004_event_routes;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_core::Migration),
             Box::new(m20261122_000002_policy::Migration),
             Box::new(m20261122_000003_chat::Migration),
+            Box::new(m20261122_000004_event_routes::Migration),
         ]
     }
 }

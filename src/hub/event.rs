@@ -37,6 +37,24 @@ pub struct RouteChange {
     pub joined: bool,
 }
 
+impl RouteChange {
+    /// The stored form: `+c:<id>` or `-c:<id>`.
+    pub fn encode(&self) -> String {
+        format!("{}{}", if self.joined { '+' } else { '-' }, self.conversation)
+    }
+
+    /// Reads the stored form back.
+    pub fn decode(stored: &str) -> Option<Self> {
+        let (sign, topic) = stored.split_at_checked(1)?;
+        let joined = match sign {
+            "+" => true,
+            "-" => false,
+            _ => return None,
+        };
+        Some(RouteChange { conversation: Topic::from_stored(topic), joined })
+    }
+}
+
 impl Event {
     /// An event read from or just written to the log.
     pub fn persisted(id: EventId, topic: Topic, name: &str, data: &str) -> Self {
@@ -118,6 +136,14 @@ mod tests {
     fn a_frame_has_id_event_data_and_a_blank_line() {
         let frame = encode_frame(Some(EventId::new(7)), "notification", "{\"a\":1}");
         assert_eq!(&frame[..], b"id: 7\nevent: notification\ndata: {\"a\":1}\n\n");
+    }
+
+    #[test]
+    fn route_changes_survive_the_round_trip_through_the_log() {
+        let route = RouteChange { conversation: Topic::conversation(7), joined: false };
+        assert_eq!(route.encode(), "-c:7");
+        assert_eq!(RouteChange::decode("-c:7"), Some(route));
+        assert_eq!(RouteChange::decode("?"), None);
     }
 
     #[test]

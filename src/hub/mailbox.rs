@@ -98,6 +98,17 @@ impl Mailbox {
         overflowed
     }
 
+    /// Makes the stream catch up from the log, as after an overflow: for
+    /// when the bus may have lost events on their way here.
+    pub fn force_lag(&self) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|poison| poison.into_inner());
+            state.lagged = true;
+            state.queue = VecDeque::new();
+        }
+        self.wake.notify_one();
+    }
+
     /// Waits until there is something to do. Taking the lag flag and
     /// re-opening the queue happen under one lock: every event pushed after
     /// this returns `Lagged` is queued, and every event committed before the

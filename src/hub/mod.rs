@@ -4,12 +4,13 @@
 //! - [`mailbox`]: one connection's bounded queue, which flags lag instead of growing;
 //! - [`registry`]: topic → mailboxes on this node, so an event wakes only its audience;
 //! - [`bus`]: the seam between nodes. Everything that crosses it goes through the
-//!   [`Bus`] trait; the in-process [`LocalBus`] is one implementation, a
-//!   Redis one plugs in behind the same trait.
+//!   [`Bus`] trait: the in-process [`LocalBus`] for one node, and
+//!   [`redis_bus::RedisBus`] for a cluster on one database.
 
 pub mod bus;
 pub mod event;
 pub mod mailbox;
+pub mod redis_bus;
 pub mod registry;
 
 use std::sync::{
@@ -91,6 +92,11 @@ impl Hub {
             limits,
             stats: HubStats::default(),
         }
+    }
+
+    /// The registry this hub delivers into (a cluster bus needs it too).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// A single-node hub: the bus is the registry itself.

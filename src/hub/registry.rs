@@ -110,6 +110,18 @@ impl Registry {
         }
     }
 
+    /// Makes every stream on this node catch up from the log.
+    pub fn lag_all(&self) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|poison| poison.into_inner());
+            for listeners in shard.values() {
+                for mailbox in listeners {
+                    mailbox.force_lag();
+                }
+            }
+        }
+    }
+
     /// How many times a connection's mailbox overflowed since start.
     pub fn overflows(&self) -> u64 {
         self.overflows.load(Ordering::Relaxed)

@@ -126,6 +126,7 @@ impl LogWrite {
             event: Set(name.to_owned()),
             data: Set(data.clone()),
             created_at: Set(Utc::now()),
+            route: Set(route.as_ref().map(RouteChange::encode)),
             ..Default::default()
         };
         let id = EventId::new(event::Entity::insert(row).exec(&self.txn).await?.last_insert_id);
@@ -202,10 +203,26 @@ pub async fn read_audience_after(conn: &impl ConnectionTrait, audience: &Audienc
         .limit(limit)
         .all(conn)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Event::persisted(EventId::new(row.id), Topic::from_stored(&row.topic), &row.event, &row.data))
-        .collect())
+    Ok(rows.into_iter().map(stored_event).collect())
+}
+
+/// Every event of the log after `after`, oldest first: what a node's tail
+/// reader hands to its registry when the log, not the bus, carries events.
+pub async fn read_all_after(conn: &impl ConnectionTrait, after: EventId, limit: u64) -> Result<Vec<Event>, DbErr> {
+    let rows = event::Entity::find()
+        .filter(event::Column::Id.gt(after.get()))
+        .order_by_asc(event::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().map(stored_event).collect())
+}
+
+/// An event as read back from the log, with its membership change.
+fn stored_event(row: event::Model) -> Event {
+    let mut event = Event::persisted(EventId::new(row.id), Topic::from_stored(&row.topic), &row.event, &row.data);
+    event.route = row.route.as_deref().and_then(RouteChange::decode);
+    event
 }
 
 /// Whether retention removed events of `audience` after `after`: then

@@ -114,6 +114,8 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
         keys: KeySource::Secret(SECRET.to_vec()),
         jwt_audience: None,
         redis_url: None,
+        redis_namespace: "tidings".into(),
+        tail_poll: Duration::from_secs(1),
         stream: StreamSettings::default(),
         mailbox_capacity: 256,
         limits: tidings::config::Limits::default(),
@@ -358,4 +360,44 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
     }
+}
+
+/// The environment variable naming the Redis server for cluster tests.
+pub const REDIS_ENV: &str = "TIDINGS_TEST_REDIS";
+
+/// `n` nodes on one PostgreSQL database and one Redis, or `None` (with the
+/// reason printed) when either is not configured. `bash .ci/run` runs the
+/// suite a second time with both set, so CI skips nothing.
+pub async fn spawn_cluster(n: usize, configure: impl Fn(&mut Settings)) -> Option<Vec<TestApp>> {
+    let postgres = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty());
+    let redis = std::env::var(REDIS_ENV).ok().filter(|v| !v.is_empty());
+    let (Some(_), Some(redis)) = (postgres, redis) else {
+        eprintln!("SKIPPED: cluster tests need PostgreSQL and Redis: set {POSTGRES_ENV} and {REDIS_ENV} (bash .ci/run does)");
+        return None;
+    };
+    let database = TestDatabase::create().await;
+    let namespace = format!("tidings-test-{}", rand::random::<u64>());
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (redis, namespace) = (redis.clone(), namespace.clone());
+        nodes.push(
+            spawn_app_in(database.clone(), |settings| {
+                settings.redis_url = Some(redis);
+                settings.redis_namespace = namespace;
+                configure(settings);
+            })
+            .await,
+        );
+    }
+    for node in &nodes {
+        let ready = node.http.get(format!("{}/readyz", node.base));
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut ready = ready.try_clone().unwrap().send().await.unwrap().status();
+        while ready != StatusCode::OK {
+            assert!(tokio::time::Instant::now() < deadline, "the node connects to Redis");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ready = node.http.get(format!("{}/readyz", node.base)).send().await.unwrap().status();
+        }
+    }
+    Some(nodes)
 }

@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod chat;
 mod cli;
+mod cluster;
 mod errors;
 mod notifications;
 mod operations;

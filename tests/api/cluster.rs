@@ -1,0 +1,179 @@
+//! Several nodes on one PostgreSQL database and one Redis: what is published
+//! anywhere reaches subscribers everywhere, exactly once, in order, through
+//! broken bus connections and dead nodes.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{PATIENCE, REDIS_ENV, data, into_json, spawn_app_with, spawn_cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_on_one_node_gets_what_is_published_on_the_others() {
+    let Some(nodes) = spawn_cluster(3, |_| {}).await else { return };
+    let mut stream = nodes[0].open_stream(&nodes[0].token("alice"), None).await;
+    stream.until_unread_count().await;
+    nodes[1].notify("alice", "from node 1").await;
+    nodes[2].notify("alice", "from node 2").await;
+    assert_eq!(data(&stream.next_named("notification").await)["title"], "from node 1");
+    assert_eq!(data(&stream.next_named("notification").await)["title"], "from node 2");
+
+    // Chat too: the membership change routes node 0's connection.
+    let conversation = nodes[1].create_conversation(&nodes[1].token("bob"), &["alice"]).await;
+    assert_eq!(stream.next_named("conversation").await.event, "conversation");
+    nodes[2].say(&nodes[2].token("bob"), &conversation, "hi from node 2").await;
+    assert_eq!(data(&stream.next_named("message").await)["content"], "hi from node 2");
+}
+
+/// Publishers on every node while the subscriber hops from node to node
+/// with its last id: the exact set, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_hopping_between_nodes_during_publishing_on_all_nodes_gets_everything_once_in_order() {
+    let Some(nodes) = spawn_cluster(3, |_| {}).await else { return };
+    let nodes = Arc::new(nodes);
+    let token = nodes[0].token("alice");
+    let mut stream = nodes[0].open_stream(&token, None).await;
+    stream.until_unread_count().await;
+    let mut last_id = stream.last_id.clone();
+    let publishers: Vec<_> = (0..3)
+        .map(|n| {
+            let nodes = nodes.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    nodes[n].notify("alice", &format!("{n}:{i}")).await;
+                }
+            })
+        })
+        .collect();
+    let mut received: Vec<(i64, String)> = Vec::new();
+    let mut hops = 0;
+    while received.len() < 180 {
+        let mut take = rand::rng().random_range(1..=20);
+        while take > 0 && received.len() < 180 {
+            let event = stream.next().await.expect("the stream stays open");
+            assert_ne!(event.event, "reset");
+            if event.event == "notification" {
+                received.push((event.id.parse().unwrap(), data(&event)["title"].as_str().unwrap().to_owned()));
+                take -= 1;
+            }
+            last_id = stream.last_id.clone().or(last_id);
+        }
+        drop(stream);
+        hops += 1;
+        let node = &nodes[rand::rng().random_range(0..3)];
+        stream = node.open_stream(&token, last_id.as_deref()).await;
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let (extra, count) = stream.until_unread_count().await;
+    assert!(extra.iter().all(|e| e.event != "notification"), "{extra:?}");
+    assert_eq!(count, 180);
+    assert!(hops > 5);
+    assert!(received.windows(2).all(|w| w[0].0 < w[1].0), "ids strictly increase");
+    let mut next: HashMap<&str, u32> = HashMap::new();
+    for (_, title) in &received {
+        let (node, i) = title.split_once(':').unwrap();
+        let expected = next.entry(node).or_insert(0);
+        assert_eq!(i.parse::<u32>().unwrap(), *expected, "each node's notifications, all, in order, once");
+        *expected += 1;
+    }
+    assert_eq!(next.values().copied().collect::<Vec<_>>().iter().sum::<u32>(), 180);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_bus_connections_loses_nothing() {
+    let Some(nodes) = spawn_cluster(2, |_| {}).await else { return };
+    let mut stream = nodes[0].open_stream(&nodes[0].token("alice"), None).await;
+    stream.until_unread_count().await;
+    nodes[1].notify("alice", "before the kill").await;
+    stream.next_named("notification").await;
+
+    let redis = redis::Client::open(std::env::var(REDIS_ENV).unwrap()).unwrap();
+    let mut admin = redis.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut admin).await.unwrap();
+    assert!(killed >= 2, "both nodes' subscriptions were killed ({killed})");
+    for i in 0..20 {
+        nodes[1].notify("alice", &format!("after {i}")).await;
+    }
+    let mut titles = Vec::new();
+    while titles.len() < 20 {
+        let event = stream.next().await.expect("the stream stays open");
+        if event.event == "notification" {
+            titles.push(data(&event)["title"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(titles, (0..20).map(|i| format!("after {i}")).collect::<Vec<_>>());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let status = nodes[0].http.get(format!("{}/readyz", nodes[0].base)).send().await.unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the bus reconnects");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_of_a_node_that_dies_resume_elsewhere_without_loss() {
+    let Some(mut nodes) = spawn_cluster(3, |_| {}).await else { return };
+    let token = nodes[0].token("alice");
+    let mut stream = nodes[0].open_stream(&token, None).await;
+    stream.until_unread_count().await;
+    nodes[1].notify("alice", "seen").await;
+    stream.next_named("notification").await;
+    let last = stream.last_id.clone().unwrap();
+
+    let doomed = nodes.remove(0);
+    let stopping = tokio::spawn(doomed.stop());
+    assert!(stream.ended().await);
+    stopping.await.unwrap();
+    nodes[1].notify("alice", "missed 1").await;
+    nodes[0].notify("alice", "missed 2").await;
+
+    let mut resumed = nodes[0].open_stream(&token, Some(&last)).await;
+    let (events, _) = resumed.until_unread_count().await;
+    let titles: Vec<_> = events.iter().map(|e| data(e)["title"].clone()).collect();
+    assert_eq!(titles, [json!("missed 1"), json!("missed 2")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotency_key_holds_when_the_retry_lands_on_another_node() {
+    let Some(nodes) = spawn_cluster(2, |_| {}).await else { return };
+    let body = json!({"user_id": "alice", "type": "t", "title": "once"});
+    let mut answers = Vec::new();
+    for node in &nodes {
+        let response = node
+            .http
+            .post(format!("{}/v1/notifications", node.base))
+            .bearer_auth(node.publisher_token())
+            .header("Idempotency-Key", "cross-node")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        answers.push(into_json(response).await);
+    }
+    assert_eq!(answers[0], answers[1]);
+    let (_, count) = nodes[1].get_json("/v1/notifications/unread_count", &nodes[1].token("alice")).await;
+    assert_eq!(count["count"], 1);
+}
+
+#[tokio::test]
+async fn readiness_says_when_the_bus_is_unreachable_and_local_streams_keep_working() {
+    let app = spawn_app_with(|settings| {
+        settings.redis_url = Some("redis://127.0.0.1:1".into());
+        settings.tail_poll = Duration::from_millis(100);
+    })
+    .await;
+    let (status, body) = into_json(app.http.get(format!("{}/readyz", app.base)).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "unavailable");
+    let mut stream = app.open_stream(&app.token("alice"), None).await;
+    stream.until_unread_count().await;
+    app.notify("alice", "still delivered").await;
+    assert_eq!(data(&stream.next_named("notification").await)["title"], "still delivered");
+}
