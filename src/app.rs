@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::JwtKeys,
     chat::Chat,
-    presence::{LocalPresence, Presence},
+    presence::{LocalPresence, Presence, redis::RedisPresence},
     typing::TypingTracker,
     config::Settings,
     hub::{Hub, Registry, redis_bus::RedisBus},
@@ -96,7 +96,10 @@ impl Application {
         let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone() };
         let retention = Arc::new(Retention::new(log.clone(), settings.retention.clone()));
         let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry));
-        let presence: Arc<dyn Presence> = Arc::new(LocalPresence::new(db.clone(), hub.clone(), settings.presence_grace));
+        let presence: Arc<dyn Presence> = match &settings.redis_url {
+            None => Arc::new(LocalPresence::new(db.clone(), hub.clone(), settings.presence_grace)),
+            Some(url) => Arc::new(RedisPresence::start(url, &settings.redis_namespace, db.clone(), hub.clone(), settings.presence_grace, shutdown.clone())?),
+        };
         let chat = Arc::new(Chat::new(log.clone(), typing));
         let listener = TcpListener::bind(&settings.bind)
             .await

@@ -54,5 +54,5 @@ async fn get(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) 
         .filter(|id| *id == user.user.as_str() || contacts.iter().any(|c| c == id))
         .filter_map(|id| UserId::parse(id).ok())
         .collect();
-    Ok(Json(state.presence.get(&visible)))
+    Ok(Json(state.presence.get(&visible).await))
 }

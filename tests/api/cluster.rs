@@ -177,3 +177,38 @@ async fn readiness_says_when_the_bus_is_unreachable_and_local_streams_keep_worki
     app.notify("alice", "still delivered").await;
     assert_eq!(data(&stream.next_named("notification").await)["title"], "still delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_is_shared_a_user_online_on_any_node_is_online() {
+    let Some(nodes) = spawn_cluster(3, |settings| settings.presence_grace = Duration::from_millis(300)).await else { return };
+    let (alice, bob) = (nodes[0].token("alice"), nodes[0].token("bob"));
+    nodes[0].create_conversation(&alice, &["bob"]).await;
+    let mut watcher = nodes[0].open_stream(&alice, None).await;
+    watcher.until_unread_count().await;
+
+    let mut on_one = nodes[1].open_stream(&bob, None).await;
+    on_one.until_unread_count().await;
+    assert_eq!(data(&watcher.next_named("presence").await)["status"], "online");
+    let mut on_two = nodes[2].open_stream(&bob, None).await;
+    on_two.until_unread_count().await;
+
+    drop(on_one);
+    tokio::time::sleep(Duration::from_millis(600)).await; // past the grace period, bob still on node 2
+    nodes[1].notify("alice", "marker").await;
+    loop {
+        let event = watcher.next().await.unwrap();
+        assert_ne!(event.event, "presence", "bob is still online on another node: {event:?}");
+        if event.event == "notification" {
+            break;
+        }
+    }
+    let (_, views) = nodes[1].get_json("/v1/presence?user_ids=bob", &alice).await;
+    assert_eq!(views[0]["status"], "online", "every node sees it");
+
+    drop(on_two);
+    let offline = watcher.next_named("presence").await;
+    assert_eq!(data(&offline)["status"], "offline");
+    assert!(data(&offline)["last_seen_at"].is_string());
+    let (_, views) = nodes[2].get_json("/v1/presence?user_ids=bob", &alice).await;
+    assert_eq!(views[0]["status"], "offline");
+}

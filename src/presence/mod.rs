@@ -7,8 +7,12 @@
 //! Changes go as `presence` events to the users who share a conversation.
 //!
 //! [`Presence`] is the seam: [`LocalPresence`] keeps the state in this
-//! process; a multi-node implementation keeps it in shared storage (expiring
-//! keys with heartbeats) behind the same trait.
+//! process (one node); [`redis::RedisPresence`] keeps it in Redis with
+//! expiring leases renewed by heartbeats, so a user online on any node is
+//! online, and turns offline when their last stream on any node closes, or
+//! when the node holding it dies and its lease runs out.
+
+pub mod redis;
 
 use std::{
     collections::HashMap,
@@ -17,6 +21,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +58,7 @@ pub trait Presence: Send + Sync + 'static {
     /// The user chose a status.
     fn set_status(&self, user: &UserId, status: Status);
     /// The presence of `users` now.
-    fn get(&self, users: &[UserId]) -> Vec<PresenceView>;
+    fn get<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<PresenceView>>;
 }
 
 /// Presence kept in this process.
@@ -150,24 +155,28 @@ impl Inner {
         Some(PresenceView { user_id: user.to_string(), status: now, last_seen_at: state.last_seen_at })
     }
 
-    /// Sends a `presence` event to every user who shares a conversation.
     async fn announce(&self, view: PresenceView) {
-        let Ok(user) = UserId::parse(view.user_id.clone()) else { return };
-        let contacts = match chat::contacts(&self.db, &user).await {
-            Ok(contacts) => contacts,
-            Err(e) => {
-                tracing::warn!(error = %e, "presence not announced: contacts unavailable");
-                return;
-            }
-        };
-        let data = serde_json::to_string(&view).expect("presence payloads encode");
-        let events = contacts
-            .iter()
-            .filter_map(|contact| UserId::parse(contact.clone()).ok())
-            .map(|contact| Arc::new(Event::ephemeral(Topic::user(&contact), events::PRESENCE, &data)))
-            .collect();
-        self.hub.publish(events);
+        announce(&self.db, &self.hub, view).await;
     }
+}
+
+/// Sends a `presence` event to every user who shares a conversation.
+async fn announce(db: &DatabaseConnection, hub: &Hub, view: PresenceView) {
+    let Ok(user) = UserId::parse(view.user_id.clone()) else { return };
+    let contacts = match chat::contacts(db, &user).await {
+        Ok(contacts) => contacts,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence not announced: contacts unavailable");
+            return;
+        }
+    };
+    let data = serde_json::to_string(&view).expect("presence payloads encode");
+    let events = contacts
+        .iter()
+        .filter_map(|contact| UserId::parse(contact.clone()).ok())
+        .map(|contact| Arc::new(Event::ephemeral(Topic::user(&contact), events::PRESENCE, &data)))
+        .collect();
+    hub.publish(events);
 }
 
 impl Presence for LocalPresence {
@@ -199,14 +208,15 @@ impl Presence for LocalPresence {
         }
     }
 
-    fn get(&self, users: &[UserId]) -> Vec<PresenceView> {
+    fn get<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<PresenceView>> {
         let known = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
-        users
+        let views = users
             .iter()
             .map(|user| match known.get(user) {
                 Some(state) => PresenceView { user_id: user.to_string(), status: state.effective(), last_seen_at: state.last_seen_at },
                 None => PresenceView { user_id: user.to_string(), status: Status::Offline, last_seen_at: None },
             })
-            .collect()
+            .collect();
+        Box::pin(std::future::ready(views))
     }
 }
