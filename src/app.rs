@@ -22,7 +22,7 @@ use crate::{
     hub::{Hub, Registry, redis_bus::RedisBus},
     http,
     notifications::{Notifications, Policy},
-    ratelimit::{LocalRateLimiter, RateLimiter},
+    ratelimit::{LocalRateLimiter, RateLimiter, RedisRateLimiter},
     retention::Retention,
     store::{self, EventLog},
     stream::{StreamContext, StreamSettings},
@@ -90,9 +90,14 @@ impl Application {
             }
         };
         let log = Arc::new(EventLog::new(db.clone(), hub.clone()));
-        let local_limiter = Arc::new(LocalRateLimiter::new(settings.rate_limits));
-        local_limiter.spawn_housekeeping();
-        let limiter: Arc<dyn RateLimiter> = local_limiter;
+        let limiter: Arc<dyn RateLimiter> = match &settings.redis_url {
+            None => {
+                let local = Arc::new(LocalRateLimiter::new(settings.rate_limits));
+                local.spawn_housekeeping();
+                local
+            }
+            Some(url) => Arc::new(RedisRateLimiter::new(url, &settings.redis_namespace, settings.rate_limits)?),
+        };
         let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone() };
         let retention = Arc::new(Retention::new(log.clone(), settings.retention.clone()));
         let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry));

@@ -101,13 +101,6 @@ pub struct Notifications {
     policy: Policy,
 }
 
-/// What happens to one recipient of a publish.
-enum Fate {
-    Suppressed,
-    RateLimited(std::time::Duration),
-    Deliver,
-}
-
 impl Notifications {
     /// Use cases over `log`, under `policy`.
     pub fn new(log: Arc<EventLog>, policy: Policy) -> Self {
@@ -141,35 +134,26 @@ impl Notifications {
         let mut answer = Published { created: Vec::new(), suppressed: Vec::new(), rate_limited: Vec::new() };
         let mut longest_wait = std::time::Duration::ZERO;
         let preferences = self.preferences_for(write.conn(), &new).await?;
-        for user in &new.recipients {
-            let fate = if !new.critical && !preferences.get(user.as_str()).is_none_or(Preference::delivers) {
-                Fate::Suppressed
-            } else {
-                match self.policy.limiter.check_recipient(user, new.kind.as_str()) {
-                    Ok(()) => Fate::Deliver,
-                    Err(wait) => Fate::RateLimited(wait),
-                }
-            };
-            let over_limit = match fate {
-                Fate::Suppressed => {
-                    answer.suppressed.push(user.to_string());
-                    continue;
-                }
-                Fate::RateLimited(wait) => Some(wait),
-                Fate::Deliver => None,
-            };
+        let (suppressed, wanted): (Vec<&UserId>, Vec<&UserId>) = new
+            .recipients
+            .iter()
+            .partition(|user| !new.critical && !preferences.get(user.as_str()).is_none_or(Preference::delivers));
+        answer.suppressed = suppressed.iter().map(ToString::to_string).collect();
+        let wanted: Vec<UserId> = wanted.into_iter().cloned().collect();
+        let limits = self.policy.limiter.check_recipients(&wanted, new.kind.as_str()).await;
+        for (user, limit) in wanted.iter().zip(limits) {
             let group = match &new.group_key {
                 Some(group_key) => rows::unread_group(write.conn(), user, group_key).await?,
                 None => None,
             };
-            let row = match (group, over_limit) {
+            let row = match (group, limit) {
                 (Some(group), _) => rows::fold_into(write.conn(), group, &new, now).await?,
-                (None, Some(wait)) => {
+                (None, Err(wait)) => {
                     longest_wait = longest_wait.max(wait);
                     answer.rate_limited.push(user.to_string());
                     continue;
                 }
-                (None, None) => rows::insert(write.conn(), user, &new, now).await?,
+                (None, Ok(())) => rows::insert(write.conn(), user, &new, now).await?,
             };
             answer.created.push(send_notification(&mut write, user, row).await?);
         }

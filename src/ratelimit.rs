@@ -3,22 +3,24 @@
 //! Two limits protect users from floods: per recipient and type (a backend
 //! loop cannot bury one user in one kind of notification) and per caller for
 //! every write (one client cannot flood a conversation). Backends with the
-//! `publish` scope are limited per recipient only. The in-process
-//! implementation uses `governor`'s GCRA limiters; a Redis one can take its
-//! place behind [`RateLimiter`] when several nodes must share counts.
+//! `publish` scope are limited per recipient only. Both limits are GCRA
+//! (a burst, then a steady rate): [`LocalRateLimiter`] uses `governor` in
+//! this process; [`RedisRateLimiter`] runs the same algorithm in Redis, so
+//! that every node of a cluster counts against the same budget.
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
+use futures_util::future::BoxFuture;
 use governor::{DefaultKeyedRateLimiter, Quota, clock::{Clock, DefaultClock}};
 
 use crate::domain::UserId;
 
 /// The seam: answers whether one more action is allowed now, or how long to wait.
 pub trait RateLimiter: Send + Sync + 'static {
-    /// One more notification of `kind` for `recipient`.
-    fn check_recipient(&self, recipient: &UserId, kind: &str) -> Result<(), Duration>;
+    /// One more notification of `kind` for each recipient, answered in order.
+    fn check_recipients<'a>(&'a self, recipients: &'a [UserId], kind: &'a str) -> BoxFuture<'a, Vec<Result<(), Duration>>>;
     /// One more write request from `caller`.
-    fn check_caller(&self, caller: &UserId) -> Result<(), Duration>;
+    fn check_caller<'a>(&'a self, caller: &'a UserId) -> BoxFuture<'a, Result<(), Duration>>;
 }
 
 /// The limits, configurable.
@@ -83,15 +85,114 @@ impl LocalRateLimiter {
     }
 }
 
-impl RateLimiter for LocalRateLimiter {
+impl LocalRateLimiter {
     fn check_recipient(&self, recipient: &UserId, kind: &str) -> Result<(), Duration> {
         self.recipients
             .check_key(&(recipient.clone(), kind.to_owned()))
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    fn check_caller(&self, caller: &UserId) -> Result<(), Duration> {
+    fn check_one_caller(&self, caller: &UserId) -> Result<(), Duration> {
         self.callers.check_key(caller).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+impl RateLimiter for LocalRateLimiter {
+    fn check_recipients<'a>(&'a self, recipients: &'a [UserId], kind: &'a str) -> BoxFuture<'a, Vec<Result<(), Duration>>> {
+        Box::pin(std::future::ready(recipients.iter().map(|r| self.check_recipient(r, kind)).collect()))
+    }
+
+    fn check_caller<'a>(&'a self, caller: &'a UserId) -> BoxFuture<'a, Result<(), Duration>> {
+        Box::pin(std::future::ready(self.check_one_caller(caller)))
+    }
+}
+
+/// GCRA in one atomic Lua step: the key holds the theoretical arrival time
+/// (ms); answers 0 when allowed, else the milliseconds to wait.
+const GCRA: &str = r#"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local allow_at = tat - tolerance
+if now < allow_at then return math.ceil(allow_at - now) end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now) + 1000)
+return 0
+"#;
+
+/// Limits shared by every node through Redis. If Redis cannot be reached the
+/// request is allowed (and a warning logged): a limiter outage must not take
+/// publishing down with it.
+pub struct RedisRateLimiter {
+    client: redis::Client,
+    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    namespace: String,
+    /// (interval ms, tolerance ms) for recipients and callers.
+    recipient: (f64, f64),
+    caller: (f64, f64),
+}
+
+impl RedisRateLimiter {
+    /// Limits in the Redis at `url` under `namespace`.
+    pub fn new(url: &str, namespace: &str, settings: RateLimitSettings) -> anyhow::Result<Self> {
+        let gcra = |per: f64, count: u32, burst: u32| {
+            let interval = per / f64::from(count.max(1));
+            (interval, interval * f64::from(burst.max(1) - 1))
+        };
+        Ok(RedisRateLimiter {
+            client: redis::Client::open(url)?,
+            connection: tokio::sync::Mutex::new(None),
+            namespace: namespace.to_owned(),
+            recipient: gcra(60_000.0, settings.recipient_per_minute, settings.recipient_per_minute),
+            caller: gcra(1_000.0, settings.caller_per_second, settings.caller_burst),
+        })
+    }
+
+    async fn check(&self, keys: Vec<String>, (interval, tolerance): (f64, f64)) -> Vec<Result<(), Duration>> {
+        let allowed = || keys.iter().map(|_| Ok(())).collect();
+        let mut cached = self.connection.lock().await;
+        if cached.is_none() {
+            *cached = tokio::time::timeout(Duration::from_secs(1), self.client.get_multiplexed_async_connection())
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let Some(conn) = cached.as_mut() else {
+            tracing::warn!("rate limits: Redis unreachable, allowing");
+            return allowed();
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("EVAL").arg(GCRA).arg(1).arg(key).arg(now).arg(interval).arg(tolerance);
+        }
+        match pipe.query_async::<Vec<i64>>(conn).await {
+            Ok(waits) => waits
+                .into_iter()
+                .map(|wait| if wait <= 0 { Ok(()) } else { Err(Duration::from_millis(wait as u64)) })
+                .collect(),
+            Err(e) => {
+                *cached = None;
+                tracing::warn!(error = %e, "rate limits: Redis failed, allowing");
+                allowed()
+            }
+        }
+    }
+}
+
+impl RateLimiter for RedisRateLimiter {
+    fn check_recipients<'a>(&'a self, recipients: &'a [UserId], kind: &'a str) -> BoxFuture<'a, Vec<Result<(), Duration>>> {
+        let keys = recipients.iter().map(|r| format!("{}:rl:recipient:{kind}:{r}", self.namespace)).collect();
+        Box::pin(self.check(keys, self.recipient))
+    }
+
+    fn check_caller<'a>(&'a self, caller: &'a UserId) -> BoxFuture<'a, Result<(), Duration>> {
+        Box::pin(async move {
+            let key = format!("{}:rl:caller:{caller}", self.namespace);
+            self.check(vec![key], self.caller).await.pop().unwrap_or(Ok(()))
+        })
     }
 }
 
@@ -109,11 +210,11 @@ mod tests {
         let limiter = LocalRateLimiter::new(RateLimitSettings { recipient_per_minute: 1, caller_burst: 3, caller_per_second: 1 });
         let alice = UserId::parse("alice").unwrap();
         for _ in 0..3 {
-            assert!(limiter.check_caller(&alice).is_ok());
+            assert!(limiter.check_one_caller(&alice).is_ok());
         }
-        let wait = limiter.check_caller(&alice).unwrap_err();
+        let wait = limiter.check_one_caller(&alice).unwrap_err();
         assert!(wait <= Duration::from_secs(1));
-        assert!(limiter.check_caller(&UserId::parse("bob").unwrap()).is_ok(), "limits are per caller");
+        assert!(limiter.check_one_caller(&UserId::parse("bob").unwrap()).is_ok(), "limits are per caller");
     }
 
     #[test]

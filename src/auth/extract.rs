@@ -37,7 +37,7 @@ impl FromRequestParts<AppState> for AuthUser {
         let principal = verify(state, token)?;
         let writes = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
         if writes && !principal.has_scope(PUBLISH_SCOPE)
-            && let Err(wait) = state.limiter.check_caller(&principal.user)
+            && let Err(wait) = state.limiter.check_caller(&principal.user).await
         {
             return Err(ApiError::RateLimited { retry_after_secs: retry_after_secs(wait) });
         }

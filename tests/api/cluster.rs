@@ -212,3 +212,30 @@ async fn presence_is_shared_a_user_online_on_any_node_is_online() {
     let (_, views) = nodes[2].get_json("/v1/presence?user_ids=bob", &alice).await;
     assert_eq!(views[0]["status"], "offline");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_are_counted_across_nodes() {
+    let Some(nodes) = spawn_cluster(2, |settings| {
+        settings.rate_limits.recipient_per_minute = 2;
+        settings.rate_limits.caller_burst = 2;
+        settings.rate_limits.caller_per_second = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let body = json!({"user_id": "alice", "type": "ping", "title": "x"});
+    assert_eq!(nodes[0].publish_raw(&body).await.status(), StatusCode::CREATED);
+    assert_eq!(nodes[1].publish_raw(&body).await.status(), StatusCode::CREATED);
+    let third = nodes[0].publish_raw(&body).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS, "the recipient's budget is shared");
+    assert!(third.headers().contains_key("retry-after"));
+
+    let bob = nodes[0].token("bob");
+    for node in &nodes {
+        let (status, _) = node.post_json("/v1/notifications/read_all", &bob, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = nodes[1].post_json("/v1/notifications/read_all", &bob, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the caller's budget is shared");
+}
