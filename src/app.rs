@@ -17,7 +17,7 @@ use crate::{
     auth::JwtKeys,
     chat::Chat,
     presence::{LocalPresence, Presence, redis::RedisPresence},
-    typing::TypingTracker,
+    typing::{TypingState, TypingTracker},
     config::Settings,
     hub::{Hub, Registry, redis_bus::RedisBus},
     http,
@@ -100,7 +100,11 @@ impl Application {
         };
         let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone() };
         let retention = Arc::new(Retention::new(log.clone(), settings.retention.clone()));
-        let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry));
+        let typing_state = match &settings.redis_url {
+            None => TypingState::Local(Default::default()),
+            Some(url) => TypingState::Redis { client: redis::Client::open(url.as_str())?, namespace: settings.redis_namespace.clone() },
+        };
+        let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry, typing_state));
         let presence: Arc<dyn Presence> = match &settings.redis_url {
             None => Arc::new(LocalPresence::new(db.clone(), hub.clone(), settings.presence_grace)),
             Some(url) => Arc::new(RedisPresence::start(url, &settings.redis_namespace, db.clone(), hub.clone(), settings.presence_grace, shutdown.clone())?),

@@ -236,7 +236,7 @@ impl Chat {
     /// Says whether the caller is typing; the other members hear it.
     pub async fn typing(&self, caller: &UserId, id: i64, is_typing: bool) -> Result<(), ApiError> {
         rows::membership(self.log.db(), id, caller).await?.ok_or(ApiError::NotFound)?;
-        self.typing.update(id, caller, is_typing);
+        self.typing.update(id, caller, is_typing).await;
         Ok(())
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! `is_typing: true` starts an indicator (one `typing` event) or renews it
 //! (no event); without renewal it ends by itself after the expiry (default
-//! 5 s) with an `is_typing: false` event. The state is in this process; with
-//! several nodes it moves behind the same seam as presence.
+//! 5 s) with an `is_typing: false` event. The state lives in this process
+//! for one node, or in Redis for a cluster ([`TypingState`]), so that a
+//! renewal arriving at another node renews the same indicator. The node that
+//! started an indicator keeps the timer that ends it.
 
 use std::{
     collections::HashMap,
@@ -18,63 +20,135 @@ use crate::{
     hub::{Event, Hub},
 };
 
-/// Who is typing where, and until when.
+/// Where indicator state lives.
+pub enum TypingState {
+    /// (conversation, user) → deadline, in this process. A std mutex: map
+    /// operations only.
+    Local(Mutex<HashMap<(i64, UserId), Instant>>),
+    /// A key per indicator in Redis that expires by itself.
+    Redis { client: redis::Client, namespace: String },
+}
+
+/// What a request did to an indicator.
+enum Change {
+    Started,
+    Renewed,
+    Stopped,
+    Unchanged,
+}
+
+/// Who is typing where.
 pub struct TypingTracker {
     hub: Arc<Hub>,
     expiry: Duration,
-    /// (conversation, user) → (deadline, generation). A std mutex: held for
-    /// map operations only.
-    active: Mutex<HashMap<(i64, UserId), (Instant, u64)>>,
-    generations: std::sync::atomic::AtomicU64,
+    state: TypingState,
 }
 
 impl TypingTracker {
     /// A tracker publishing to `hub`, ending indicators after `expiry`.
-    pub fn new(hub: Arc<Hub>, expiry: Duration) -> Self {
-        TypingTracker { hub, expiry, active: Mutex::new(HashMap::new()), generations: Default::default() }
+    pub fn new(hub: Arc<Hub>, expiry: Duration, state: TypingState) -> Self {
+        TypingTracker { hub, expiry, state }
     }
 
     /// Applies a `typing` request.
-    pub fn update(self: &Arc<Self>, conversation: i64, user: &UserId, is_typing: bool) {
-        let key = (conversation, user.clone());
-        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        if is_typing {
-            let deadline = Instant::now() + self.expiry;
-            if let Some(entry) = active.get_mut(&key) {
-                entry.0 = deadline;
+    pub async fn update(self: &Arc<Self>, conversation: i64, user: &UserId, is_typing: bool) {
+        let change = match self.apply(conversation, user, is_typing).await {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::warn!(error = %e, "typing: state unavailable, indicator not sent");
                 return;
             }
-            let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            active.insert(key, (deadline, generation));
-            drop(active);
-            self.announce(conversation, user, true);
-            let tracker = self.clone();
-            let user = user.clone();
-            tokio::spawn(async move { tracker.expire(conversation, user, generation, deadline).await });
-        } else if active.remove(&key).is_some() {
-            drop(active);
-            self.announce(conversation, user, false);
+        };
+        match change {
+            Change::Started => {
+                self.announce(conversation, user, true);
+                let tracker = self.clone();
+                let user = user.clone();
+                tokio::spawn(async move { tracker.expire(conversation, user).await });
+            }
+            Change::Stopped => self.announce(conversation, user, false),
+            Change::Renewed | Change::Unchanged => {}
         }
     }
 
-    /// Ends the indicator at its deadline unless it was renewed or replaced.
-    async fn expire(self: Arc<Self>, conversation: i64, user: UserId, generation: u64, mut deadline: Instant) {
-        let key = (conversation, user);
-        loop {
-            tokio::time::sleep_until(deadline).await;
-            let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-            match active.get(&key) {
-                Some(&(current, entry_generation)) if entry_generation == generation => {
-                    if current > Instant::now() {
-                        deadline = current;
-                        continue;
+    async fn apply(&self, conversation: i64, user: &UserId, is_typing: bool) -> redis::RedisResult<Change> {
+        match &self.state {
+            TypingState::Local(active) => {
+                let mut active = active.lock().unwrap_or_else(|p| p.into_inner());
+                let key = (conversation, user.clone());
+                Ok(match (is_typing, active.contains_key(&key)) {
+                    (true, exists) => {
+                        active.insert(key, Instant::now() + self.expiry);
+                        if exists { Change::Renewed } else { Change::Started }
                     }
-                    active.remove(&key);
-                    drop(active);
-                    self.announce(conversation, &key.1, false);
+                    (false, true) => {
+                        active.remove(&key);
+                        Change::Stopped
+                    }
+                    (false, false) => Change::Unchanged,
+                })
+            }
+            TypingState::Redis { client, namespace } => {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let key = redis_key(namespace, conversation, user);
+                let ttl = self.expiry.as_millis() as u64;
+                if is_typing {
+                    let started: Option<String> = redis::cmd("SET").arg(&key).arg("typing").arg("PX").arg(ttl).arg("NX").query_async(&mut conn).await?;
+                    if started.is_some() {
+                        return Ok(Change::Started);
+                    }
+                    // Renew, unless it was stopped explicitly a moment ago.
+                    let renewed: Option<String> = redis::cmd("SET").arg(&key).arg("typing").arg("PX").arg(ttl).arg("XX").arg("GET").query_async(&mut conn).await?;
+                    Ok(if renewed.as_deref() == Some("stopped") { Change::Started } else { Change::Renewed })
+                } else {
+                    // A short tombstone tells the starting node's timer that
+                    // the end was already announced.
+                    let previous: Option<String> = redis::cmd("SET").arg(&key).arg("stopped").arg("PX").arg(ttl).arg("GET").query_async(&mut conn).await?;
+                    Ok(if previous.as_deref() == Some("typing") { Change::Stopped } else { Change::Unchanged })
+                }
+            }
+        }
+    }
+
+    /// Ends the indicator at its deadline unless renewed (then waits again)
+    /// or stopped explicitly (then says nothing more).
+    async fn expire(self: Arc<Self>, conversation: i64, user: UserId) {
+        let mut wait = self.expiry;
+        loop {
+            tokio::time::sleep(wait).await;
+            let remaining = match &self.state {
+                TypingState::Local(active) => {
+                    let mut active = active.lock().unwrap_or_else(|p| p.into_inner());
+                    let key = (conversation, user.clone());
+                    match active.get(&key).copied() {
+                        None => return,
+                        Some(deadline) if deadline > Instant::now() => Some(deadline - Instant::now()),
+                        Some(_) => {
+                            active.remove(&key);
+                            None
+                        }
+                    }
+                }
+                TypingState::Redis { client, namespace } => {
+                    let key = redis_key(namespace, conversation, &user);
+                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+                    let (value, ttl): (Option<String>, i64) = match redis::pipe().get(&key).pttl(&key).query_async(&mut conn).await {
+                        Ok(answer) => answer,
+                        Err(_) => return,
+                    };
+                    match value.as_deref() {
+                        Some("typing") if ttl > 0 => Some(Duration::from_millis(ttl as u64)),
+                        Some(_) => return,
+                        None => None,
+                    }
+                }
+            };
+            match remaining {
+                Some(more) => wait = more,
+                None => {
+                    self.announce(conversation, &user, false);
                     return;
                 }
-                _ => return,
             }
         }
     }
@@ -85,4 +159,8 @@ impl TypingTracker {
         let event = Event::ephemeral(Topic::conversation(conversation), events::TYPING, &data).excluding(user.clone());
         self.hub.publish(vec![Arc::new(event)]);
     }
+}
+
+fn redis_key(namespace: &str, conversation: i64, user: &UserId) -> String {
+    format!("{namespace}:typing:{conversation}:{user}")
 }

@@ -239,3 +239,35 @@ async fn rate_limits_are_counted_across_nodes() {
     let (status, _) = nodes[1].post_json("/v1/notifications/read_all", &bob, None).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the caller's budget is shared");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_typing_indicator_renewed_on_another_node_starts_once_and_ends_once() {
+    let Some(nodes) = spawn_cluster(3, |settings| settings.typing_expiry = Duration::from_millis(500)).await else { return };
+    let (alice, bob) = (nodes[0].token("alice"), nodes[0].token("bob"));
+    let conversation = nodes[0].create_conversation(&alice, &["bob"]).await;
+    let mut watcher = nodes[2].open_stream(&bob, None).await;
+    watcher.until_unread_count().await;
+    let path = format!("/v1/conversations/{}/typing", conversation["id"]);
+    for node in [&nodes[0], &nodes[1], &nodes[0]] {
+        let (status, _) = node.post_json(&path, &alice, Some(json!({"is_typing": true}))).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let started = watcher.next_named("typing").await;
+    assert_eq!(data(&started)["is_typing"], true);
+    let ended = watcher.next_named("typing").await;
+    assert_eq!(data(&ended)["is_typing"], false, "one start, then the end: no second start for renewals");
+
+    nodes[1].post_json(&path, &alice, Some(json!({"is_typing": true}))).await;
+    assert_eq!(data(&watcher.next_named("typing").await)["is_typing"], true);
+    nodes[0].post_json(&path, &alice, Some(json!({"is_typing": false}))).await;
+    assert_eq!(data(&watcher.next_named("typing").await)["is_typing"], false);
+    tokio::time::sleep(Duration::from_millis(800)).await; // past the expiry: no second end
+    nodes[0].notify("bob", "marker").await;
+    loop {
+        let event = watcher.next().await.unwrap();
+        assert_ne!(event.event, "typing", "the explicit stop was the only end");
+        if event.event == "notification" {
+            break;
+        }
+    }
+}
