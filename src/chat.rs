@@ -145,7 +145,8 @@ impl Chat {
 
     /// Sends a message. A retry with the same `client_message_id` from the
     /// same sender returns the stored message and sends nothing; the check
-    /// runs inside the write, and a unique index backs it.
+    /// runs inside the write, and a unique index backs it. Sending ends the
+    /// sender's typing indicator.
     pub async fn send(&self, caller: &UserId, id: i64, request: NewMessage) -> Result<Sent, ApiError> {
         validate_content(&request.content)?;
         validate_short("client_message_id", request.client_message_id.as_deref())?;
@@ -167,6 +168,8 @@ impl Chat {
         let message = Message::from(row);
         write.append(&Topic::conversation(id), events::MESSAGE, &message).await?;
         write.commit().await?;
+        // A sent message ends the sender's typing indicator, as people expect.
+        self.typing.update(id, caller, false).await;
         Ok(Sent { message, created: true })
     }
 

@@ -372,6 +372,14 @@ async fn typing_reaches_the_others_renews_silently_and_ends_by_itself() {
     app.notify("alice", "marker").await;
     let seen = until_marker(&mut alice_stream, "marker").await;
     assert!(seen.iter().all(|e| e.event != "typing"), "the typist does not hear herself: {seen:?}");
+
+    typing(true).await.unwrap();
+    assert_eq!(data(&bob_stream.next_named("typing").await)["is_typing"], true);
+    app.say(&alice, &conversation, "sent").await;
+    let stopped = bob_stream.next().await.unwrap();
+    assert_eq!(stopped.event, "message");
+    let stopped = bob_stream.next().await.unwrap();
+    assert_eq!((stopped.event.as_str(), data(&stopped)["is_typing"].clone()), ("typing", json!(false)), "sending ends the indicator");
 }
 
 #[tokio::test]
