@@ -242,16 +242,7 @@ impl Notifications {
 
     /// Marks one notification read and tells every stream of the user.
     pub async fn read(&self, user: &UserId, id: i64) -> Result<Notification, ApiError> {
-        let mut write = self.log.write().await?;
-        let now = truncate_to_millis(Utc::now());
-        let mut row = rows::find(write.conn(), user, id, now).await?.ok_or(ApiError::NotFound)?;
-        if row.read_at.is_none() {
-            mark_read_and_report(&mut write, user, &[id], now).await?;
-            announce_unread_count(&mut write, user).await?;
-            row.read_at = Some(now);
-        }
-        write.commit().await?;
-        Ok(row.into())
+        self.read_one(user, id, false).await
     }
 
     /// Marks every unread notification (optionally of one type) read.
@@ -273,10 +264,18 @@ impl Notifications {
 
     /// Records a click, which also marks the notification read.
     pub async fn click(&self, user: &UserId, id: i64) -> Result<Notification, ApiError> {
+        self.read_one(user, id, true).await
+    }
+
+    /// Marks one notification read (a no-op if it already is), recording a
+    /// click first when asked.
+    async fn read_one(&self, user: &UserId, id: i64, clicked: bool) -> Result<Notification, ApiError> {
         let mut write = self.log.write().await?;
         let now = truncate_to_millis(Utc::now());
         let mut row = rows::find(write.conn(), user, id, now).await?.ok_or(ApiError::NotFound)?;
-        rows::mark_clicked(write.conn(), id, now).await?;
+        if clicked {
+            rows::mark_clicked(write.conn(), id, now).await?;
+        }
         if row.read_at.is_none() {
             mark_read_and_report(&mut write, user, &[id], now).await?;
             announce_unread_count(&mut write, user).await?;
