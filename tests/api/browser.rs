@@ -1,37 +1,70 @@
 //! The page in a real browser: headless Chromium driven by playwright-core
-//! (`tests/browser/notification_center.mjs`) against the real server.
+//! (`tests/browser/*.mjs`) against the real server.
 
 use std::{path::PathBuf, time::Duration};
 
 use crate::helpers::spawn_app;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_shows_a_live_notification_bumps_the_badge_and_mark_all_read_clears_it() {
+/// Runs one browser script with `env`; `None` (after saying why) when
+/// Chromium or the node packages are missing outside CI.
+async fn run_browser_script(script: &str, env: &[(&str, String)]) -> Option<String> {
     let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let ready = folder.join("node_modules/playwright-core").exists() && PathBuf::from(&chromium).exists();
     if !ready {
-        let why = "the browser test needs Chromium and `npm ci` in tests/browser; `bash .ci/run` installs both";
+        let why = "the browser tests need Chromium and `npm ci` in tests/browser; `bash .ci/run` installs both";
         assert!(std::env::var_os("CI").is_none(), "{why}");
         eprintln!("SKIPPED: {why}");
-        return;
+        return None;
     }
-    let app = spawn_app().await;
     let screenshots = std::env::var("TIDINGS_SCREENSHOT_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
-    let run = tokio::process::Command::new("node")
-        .arg(folder.join("notification_center.mjs"))
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(folder.join(script))
         .current_dir(&folder)
-        .env("TIDINGS_URL", &app.base)
-        .env("TIDINGS_USER_ID", "browser-user")
-        .env("TIDINGS_USER_TOKEN", app.token("browser-user"))
-        .env("TIDINGS_PUBLISH_TOKEN", app.publisher_token())
         .env("TIDINGS_SCREENSHOT_DIR", screenshots)
         .env("CHROMIUM_PATH", chromium)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the browser test finishes").unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("the browser test finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "browser test failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("browser test passed"), "{stdout}");
+    assert!(output.status.success(), "{script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    Some(stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_live_notification_bumps_the_badge_and_mark_all_read_clears_it() {
+    let app = spawn_app().await;
+    let env = [
+        ("TIDINGS_URL", app.base.clone()),
+        ("TIDINGS_USER_ID", "browser-user".to_owned()),
+        ("TIDINGS_USER_TOKEN", app.token("browser-user")),
+        ("TIDINGS_PUBLISH_TOKEN", app.publisher_token()),
+    ];
+    if let Some(stdout) = run_browser_script("notification_center.mjs", &env).await {
+        assert!(stdout.contains("browser test passed"), "{stdout}");
+    }
+}
+
+/// Two users in two browsers: typing shows, the message arrives, the read
+/// tick comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_in_two_browsers_with_typing_and_read_ticks() {
+    let app = spawn_app().await;
+    let env = [
+        ("TIDINGS_URL", app.base.clone()),
+        ("TIDINGS_ALICE_ID", "alice".to_owned()),
+        ("TIDINGS_BOB_ID", "bob".to_owned()),
+        ("TIDINGS_ALICE_TOKEN", app.token("alice")),
+        ("TIDINGS_BOB_TOKEN", app.token("bob")),
+    ];
+    if let Some(stdout) = run_browser_script("chat.mjs", &env).await {
+        assert!(stdout.contains("chat browser test passed"), "{stdout}");
+    }
 }
