@@ -182,11 +182,16 @@ start_node() {
 }
 
 STATUS=0
+RUN_INDEX=0
 run_bench() {
   local scenario=$1 name=$2
   shift 2
   local rc=0
-  "$BENCH" "$scenario" "${TARGET_ARGS[@]}" --json "$RESULTS/$scenario-$name.json" "$@" || rc=$?
+  # Each run connects from its own 127.0.N.x, so that no run inherits the
+  # previous one's sockets in TIME_WAIT on the same source address.
+  RUN_INDEX=$((RUN_INDEX % 250 + 1))
+  "$BENCH" "$scenario" "${TARGET_ARGS[@]}" --json "$RESULTS/$scenario-$name.json" \
+    --source-base "127.0.$RUN_INDEX.2" "$@" || rc=$?
   if [ "$rc" -ne 0 ]; then
     log "$scenario against $name exited with $rc"
     if [ -n "$SMOKE" ] || [ "$name" = tidings ] || [ "$rc" -ge 2 ]; then STATUS=1; fi

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// `tidings-bench`: holds many SSE connections, publishes to them, and
 /// reports throughput, latency, loss and the server's memory and CPU.
 #[derive(Debug, Parser)]
-#[command(name = "tidings-bench", version, about)]
+#[command(name = "tidings-bench", version, about, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
