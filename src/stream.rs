@@ -162,7 +162,9 @@ fn frames(
         yield Ok(Bytes::from(format!("retry: {}\n\n", settings.retry.as_millis())));
 
         let mut windows = Windows { user: subscription.owner().clone(), windows: Vec::new() };
-        match chat::memberships_of(&ctx.db, &user).await {
+        // One-shot steps are boxed: their state is freed once done, instead
+        // of sizing the generator that every open stream keeps alive.
+        match Box::pin(chat::memberships_of(&ctx.db, &user)).await {
             Ok(memberships) => {
                 for membership in memberships {
                     let topic = Topic::conversation(membership.conversation_id);
@@ -179,7 +181,7 @@ fn frames(
 
         let start = match resume_from.as_deref() {
             None => Start::Fresh,
-            Some(raw) => match resume_point(&ctx.db, &user, &windows, raw).await {
+            Some(raw) => match Box::pin(resume_point(&ctx.db, &user, &windows, raw)).await {
                 Ok(Some(after)) => Start::After(after),
                 Ok(None) => {
                     yield Ok(encode_frame(None, events::RESET, "{}"));
@@ -199,7 +201,7 @@ fn frames(
                 cursor.last = after;
                 replay_from = Some(after);
             }
-            Start::Fresh => match fresh_state(&ctx.db, &user, &windows.audience(), settings.snapshot_limit).await {
+            Start::Fresh => match Box::pin(fresh_state(&ctx.db, &user, &windows.audience(), settings.snapshot_limit)).await {
                 Ok((frames, head)) => {
                     for (id, frame) in frames {
                         cursor.last = id;
@@ -226,7 +228,7 @@ fn frames(
         let mut report_unread = true;
         loop {
             if let Some(after) = replay_from.take() {
-                for await page in replay(ctx.db.clone(), user.clone(), windows.user.clone(), after, settings.replay_page) {
+                for await page in Box::pin(replay(ctx.db.clone(), user.clone(), windows.user.clone(), after, settings.replay_page)) {
                     match page {
                         Ok(page) => {
                             windows.windows = page.windows;
@@ -247,7 +249,7 @@ fn frames(
             }
             if report_unread {
                 report_unread = false;
-                match unread_frame(&ctx.db, &user, &windows.audience().topics()).await {
+                match Box::pin(unread_frame(&ctx.db, &user, &windows.audience().topics())).await {
                     Ok((position, frame)) => {
                         cursor.state_as_of = position;
                         yield Ok(frame);
