@@ -62,6 +62,10 @@ pub struct TargetArgs {
     /// Base URL of a Tidings server, e.g. `http://127.0.0.1:18080`.
     #[arg(long, conflicts_with_all = ["publish_url", "subscribe_url"])]
     pub tidings: Option<String>,
+    /// Tidings only: publish to this node instead of `--tidings` (which the
+    /// streams connect to), to measure delivery across a cluster's nodes.
+    #[arg(long, requires = "tidings")]
+    pub tidings_publish: Option<String>,
     /// Tidings' HS256 secret, to mint stream and publish tokens.
     #[arg(long, env = "TIDINGS_JWT_SECRET", hide_env_values = true)]
     pub secret: Option<String>,

@@ -36,7 +36,7 @@ pub struct Target {
 pub enum Kind {
     /// Tidings: per-user streams at `/v1/stream`, publishes at
     /// `/v1/notifications`, both authenticated with HS256 JWTs.
-    Tidings { base: String, secret: String, publish_token: String },
+    Tidings { base: String, publish_base: String, secret: String, publish_token: String },
     /// A channel hub: POST the message to `publish`, subscribe to
     /// `subscribe`; both contain `{channel}`.
     Template { publish: String, subscribe: String, ids: IdStyle },
@@ -124,8 +124,9 @@ impl Target {
             (Some(base), None, None) => {
                 let secret = args.secret.clone().context("--tidings needs --secret (or TIDINGS_JWT_SECRET)")?;
                 let base = base.trim_end_matches('/').to_owned();
+                let publish_base = args.tidings_publish.as_deref().map_or_else(|| base.clone(), |p| p.trim_end_matches('/').to_owned());
                 let publish_token = mint(&secret, "tidings-bench-publisher", Some("publish"))?;
-                Kind::Tidings { base, secret, publish_token }
+                Kind::Tidings { base, publish_base, secret, publish_token }
             }
             (None, Some(publish), Some(subscribe)) => {
                 if !publish.contains("{channel}") || !subscribe.contains("{channel}") {
@@ -176,8 +177,8 @@ impl Target {
     /// connections.
     pub fn posts_to_user(&self, user: &str, listeners: u32) -> Vec<PostSpec> {
         vec![match &self.kind {
-            Kind::Tidings { base, publish_token, .. } => PostSpec {
-                url: format!("{base}/v1/notifications"),
+            Kind::Tidings { publish_base, publish_token, .. } => PostSpec {
+                url: format!("{publish_base}/v1/notifications"),
                 bearer: Some(publish_token.clone()),
                 recipients: Recipients::One(user.into()),
                 listeners,
@@ -201,10 +202,10 @@ impl Target {
     /// the members with `user_ids`, 1000 per request.
     pub fn posts_to_audience(&self, room: &str, members: &[String]) -> Vec<PostSpec> {
         match &self.kind {
-            Kind::Tidings { base, publish_token, .. } => members
+            Kind::Tidings { publish_base, publish_token, .. } => members
                 .chunks(TIDINGS_MAX_RECIPIENTS)
                 .map(|chunk| PostSpec {
-                    url: format!("{base}/v1/notifications"),
+                    url: format!("{publish_base}/v1/notifications"),
                     bearer: Some(publish_token.clone()),
                     recipients: Recipients::Many(chunk.to_vec()),
                     listeners: chunk.len() as u32,

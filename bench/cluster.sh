@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Three Tidings nodes on one PostgreSQL database and one Redis, on this
+# machine, measured with tidings-bench:
+#   notify  streams on node 1, every notification published on node 2, so
+#           every event crosses nodes (tail reader + Redis doorbell);
+#   ingest  durable publishes per second through node 3.
+# Usage: bench/cluster.sh [--users N] [--rate R] [--duration S]
+# Needs PostgreSQL (BENCH_POSTGRES, default postgres://postgres@127.0.0.1:5432)
+# and Redis (BENCH_REDIS, default redis://127.0.0.1:6379). Creates a database
+# of its own and drops it, stops every process it started.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PG=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
+REDIS=${BENCH_REDIS:-redis://127.0.0.1:6379}
+USERS=5000 RATE=500 DURATION=15
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --users) USERS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    *) echo "cluster.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+done
+ulimit -n "$(ulimit -Hn)"
+
+echo "cluster.sh: building tidings and tidings-bench (release)" >&2
+(cd "$ROOT" && cargo build --release -q -p tidings -p tidings-bench)
+TIDINGS=$TARGET_DIR/release/tidings
+BENCH=$TARGET_DIR/release/tidings-bench
+
+DB=tidings_cluster_bench_$$
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+psql -q "$PG/postgres" -c "CREATE DATABASE $DB" >/dev/null
+
+SECRET="tidings-cluster-bench-$$-$(date +%s)"
+wait_port() {
+  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "cluster.sh: node on port $1 did not start" >&2; exit 1
+}
+start_node() {
+  env TIDINGS_BIND="127.0.0.1:$1" TIDINGS_DATABASE_URL="$PG/$DB" TIDINGS_REDIS_URL="$REDIS" \
+    TIDINGS_REDIS_NAMESPACE="bench-$$" TIDINGS_JWT_SECRET="$SECRET" RUST_LOG=warn \
+    TIDINGS_RECIPIENT_RATE_PER_MINUTE=1000000 TIDINGS_EVENTS_PER_USER=1000000 \
+    "$TIDINGS" serve >"$WORK/node-$1.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$1"
+}
+start_node 18091   # first alone: it applies the migrations
+start_node 18092
+start_node 18093
+NOTE="three nodes on one PostgreSQL $(psql -tA "$PG/postgres" -c 'show server_version' | cut -d' ' -f1) database and one Redis, all on this 2-core machine"
+
+echo "== notify: $USERS users on node 1, $RATE notifications/s published on node 2 for $DURATION s"
+"$BENCH" notify --tidings http://127.0.0.1:18091 --tidings-publish http://127.0.0.1:18092 --secret "$SECRET" \
+  --server-pid "${PIDS[0]}" --note "$NOTE; streams on node 1, publishes on node 2" \
+  --users "$USERS" --rate "$RATE" --duration "$DURATION" --strict
+echo "== ingest: durable publishes through node 3"
+"$BENCH" ingest --tidings http://127.0.0.1:18093 --secret "$SECRET" --server-pid "${PIDS[2]}" \
+  --note "$NOTE; PostgreSQL appends serialized by one advisory lock" --duration 10 --strict
