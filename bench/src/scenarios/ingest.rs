@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, args: &IngestArgs) -> anyhow::Result<Report> {
         report.problem(format!("{} publishes failed: {}", published.failed_requests, published.errors.join("; ")));
     }
     if ctx.target.is_tidings() {
-        report.note("Tidings answers 201 after the notification and its event are committed to SQLite (WAL, synchronous=NORMAL)");
+        report.note("Tidings answers 201 after the notification and its event are committed to its database");
     }
     Ok(report)
 }
