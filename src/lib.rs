@@ -5,22 +5,24 @@
 //!
 //! The modules, from the edge inwards:
 //!
-//! - [`config`]: settings from environment and flags, secrets redacted;
-//! - [`app`]: `Application::build` / `run_until_stopped`, the seam tests use;
-//! - [`http`]: one module per resource, thin handlers over the core;
-//! - [`auth`]: JWT verification and the extractors that yield a `Principal`;
-//! - [`error`]: the one error type, mapped once to the contract's body;
-//! - [`stream`]: one user's SSE stream, from resume point through replay to live;
-//! - [`notifications`]: the notification use cases, preferences and grouping;
-//! - [`chat`]: conversations, membership, messages and read receipts;
-//! - [`typing`] and [`presence`]: ephemeral state, never stored, behind seams;
-//! - [`ratelimit`]: per-recipient and per-caller limits behind a seam;
-//! - [`retention`]: pruning of old events and notifications;
-//! - [`domain`]: newtypes parsed at the edge and the rules that go with them;
-//! - [`store`]: SeaORM queries and the event log that orders everything;
-//! - [`hub`]: fan-out from committed events to the connections of their audience;
-//! - [`limits`]: the open-file limit that bounds a node's streams;
-//! - [`telemetry`]: logging.
+//! - [`config`] — settings from environment and flags, secrets redacted;
+//! - [`app`] — `Application::build` / `run_until_stopped`, the seam tests use;
+//! - [`http`] — one module per resource, thin handlers over the core;
+//! - [`auth`] — JWT verification and the extractors that yield a `Principal`;
+//! - [`error`] — the one error type, mapped once to the contract's body;
+//! - [`stream`] — one user's SSE stream, from resume point through replay to live;
+//! - [`notifications`] — the notification use cases, preferences and grouping;
+//! - [`chat`] — conversations, membership, messages and read receipts;
+//! - [`typing`] and [`presence`] — ephemeral state, never stored, behind seams;
+//! - [`ratelimit`] — per-recipient and per-caller limits behind a seam;
+//! - [`retention`] — pruning of old events and notifications;
+//! - [`domain`] — newtypes parsed at the edge and the rules that go with them;
+//! - [`store`] — SeaORM queries and the event log that orders everything;
+//! - [`hub`] — fan-out from committed events to the connections of their audience;
+//! - [`limits`] — the open-file limit that bounds a node's streams;
+//! - [`telemetry`] — logging.
+//!
+//! `main.rs` only parses the command line and wires these together.
 
 pub mod app;
 pub mod auth;

@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
     telemetry::init(if json_logs { telemetry::LogFormat::Json } else { telemetry::LogFormat::Text });
     let outcome = match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::Migrate(args)) => migrate(&args.database_url).await,
         Some(Command::Token(args)) => token(args),
     };

@@ -14,13 +14,16 @@ use crate::domain::Topic;
 
 const SHARDS: usize = 32;
 
+/// One shard: topic → the mailboxes listening to it.
+type Shard = Mutex<HashMap<Topic, Vec<Arc<Mailbox>>>>;
+
 /// Topic → mailboxes of this node. Delivering an event is one hash lookup
 /// and one push per listening connection; nobody else is woken. Sharded so
 /// that publishers and connecting streams rarely contend on one lock.
 pub struct Registry {
     hasher: RandomState,
     /// std mutexes: every critical section is a few map operations, no await.
-    shards: Box<[Mutex<HashMap<Topic, Vec<Arc<Mailbox>>>>]>,
+    shards: Box<[Shard]>,
     /// Mailboxes that overflowed (each then catches up from the log).
     overflows: AtomicU64,
 }
