@@ -271,3 +271,47 @@ async fn a_typing_indicator_renewed_on_another_node_starts_once_and_ends_once() 
         }
     }
 }
+
+/// Real processes this time: a node killed with SIGKILL (no graceful end)
+/// while a client streams from it. The client reconnects to another node
+/// with its last id and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_outright_is_recovered_from_by_reconnecting_elsewhere() {
+    let (Some(_), Ok(redis)) = (std::env::var(crate::helpers::POSTGRES_ENV).ok(), std::env::var(REDIS_ENV)) else {
+        eprintln!("SKIPPED: cluster tests need PostgreSQL and Redis (bash .ci/run sets them)");
+        return;
+    };
+    let database = crate::helpers::TestDatabase::create().await;
+    let namespace = format!("tidings-test-{}", rand::random::<u64>());
+    let env = [("TIDINGS_DATABASE_URL", database.url.as_str()), ("TIDINGS_REDIS_URL", redis.as_str()), ("TIDINGS_REDIS_NAMESPACE", namespace.as_str())];
+    let mut doomed = crate::helpers::spawn_node_process(&env).await;
+    let survivor = crate::helpers::spawn_node_process(&env).await;
+    let minter = crate::helpers::spawn_app().await; // mints tokens with the same secret
+    let (token, publisher) = (minter.token("alice"), minter.publisher_token());
+    let http = reqwest::Client::new();
+    let publish = |title: &'static str| {
+        http.post(format!("{}/v1/notifications", survivor.base))
+            .bearer_auth(&publisher)
+            .json(&json!({"user_id": "alice", "type": "t", "title": title}))
+            .send()
+    };
+
+    let response = http.get(format!("{}/v1/stream", doomed.base)).bearer_auth(&token).send().await.unwrap();
+    let mut stream = crate::helpers::EventStream::new(response);
+    stream.until_unread_count().await;
+    assert_eq!(publish("seen").await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(data(&stream.next_named("notification").await)["title"], "seen", "delivered across nodes");
+    let last = stream.last_id.clone().unwrap();
+
+    doomed.child.start_kill().unwrap();
+    doomed.child.wait().await.unwrap();
+    assert!(stream.ended().await, "the stream breaks with its node");
+    assert_eq!(publish("missed 1").await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(publish("missed 2").await.unwrap().status(), StatusCode::CREATED);
+
+    let response = http.get(format!("{}/v1/stream", survivor.base)).bearer_auth(&token).header("Last-Event-ID", &last).send().await.unwrap();
+    let mut resumed = crate::helpers::EventStream::new(response);
+    let (events, _) = resumed.until_unread_count().await;
+    let titles: Vec<_> = events.iter().map(|e| data(e)["title"].clone()).collect();
+    assert_eq!(titles, [json!("missed 1"), json!("missed 2")]);
+}

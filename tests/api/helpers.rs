@@ -401,3 +401,44 @@ pub async fn spawn_cluster(n: usize, configure: impl Fn(&mut Settings)) -> Optio
     }
     Some(nodes)
 }
+
+/// A `tidings serve` process of the real binary, for tests that kill it.
+pub struct NodeProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+/// Starts the binary with `env` (on top of a clean `TIDINGS_*` environment
+/// and the test secret) and waits until it listens.
+pub async fn spawn_node_process(env: &[(&str, &str)]) -> NodeProcess {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TIDINGS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("TIDINGS_BIND", "127.0.0.1:0")
+        .env("TIDINGS_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+        .env("TIDINGS_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("the binary starts");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line()).await.expect("the node logs").unwrap().expect("the node runs");
+        let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if entry["message"] == "listening" {
+            break entry["address"].as_str().unwrap().to_owned();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    NodeProcess { child, base: format!("http://{address}") }
+}
