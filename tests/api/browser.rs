@@ -14,7 +14,7 @@ async fn run_browser_script(script: &str, env: &[(&str, String)]) -> Option<Stri
     if !ready {
         let why = "the browser tests need Chromium and `npm ci` in tests/browser; `bash .ci/run` installs both";
         assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("SKIPPED: {why}");
+        crate::helpers::skip(why);
         return None;
     }
     let screenshots = std::env::var("TIDINGS_SCREENSHOT_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());

@@ -278,7 +278,7 @@ async fn a_typing_indicator_renewed_on_another_node_starts_once_and_ends_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_outright_is_recovered_from_by_reconnecting_elsewhere() {
     let (Some(_), Ok(redis)) = (std::env::var(crate::helpers::POSTGRES_ENV).ok(), std::env::var(REDIS_ENV)) else {
-        eprintln!("SKIPPED: cluster tests need PostgreSQL and Redis (bash .ci/run sets them)");
+        crate::helpers::skip("cluster tests need PostgreSQL and Redis (bash .ci/run sets them)");
         return;
     };
     let database = crate::helpers::TestDatabase::create().await;

@@ -372,7 +372,7 @@ pub async fn spawn_cluster(n: usize, configure: impl Fn(&mut Settings)) -> Optio
     let postgres = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty());
     let redis = std::env::var(REDIS_ENV).ok().filter(|v| !v.is_empty());
     let (Some(_), Some(redis)) = (postgres, redis) else {
-        eprintln!("SKIPPED: cluster tests need PostgreSQL and Redis: set {POSTGRES_ENV} and {REDIS_ENV} (bash .ci/run does)");
+        skip(&format!("cluster tests need PostgreSQL and Redis: set {POSTGRES_ENV} and {REDIS_ENV} (bash .ci/run does)"));
         return None;
     };
     let database = TestDatabase::create().await;
@@ -441,4 +441,11 @@ pub async fn spawn_node_process(env: &[(&str, &str)]) -> NodeProcess {
     // Keep draining its log so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     NodeProcess { child, base: format!("http://{address}") }
+}
+
+/// Says why a test is skipped, on the terminal even though the test
+/// harness captures `eprintln!` of passing tests.
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
 }
