@@ -31,7 +31,8 @@ pub enum TypingState {
 
 /// What a request did to an indicator.
 enum Change {
-    Started,
+    /// A new indicator, with its identity (in Redis) for the timer that ends it.
+    Started(u64),
     Renewed,
     Stopped,
     Unchanged,
@@ -60,11 +61,11 @@ impl TypingTracker {
             }
         };
         match change {
-            Change::Started => {
+            Change::Started(token) => {
                 self.announce(conversation, user, true);
                 let tracker = self.clone();
                 let user = user.clone();
-                tokio::spawn(async move { tracker.expire(conversation, user).await });
+                tokio::spawn(async move { tracker.expire(conversation, user, token).await });
             }
             Change::Stopped => self.announce(conversation, user, false),
             Change::Renewed | Change::Unchanged => {}
@@ -79,7 +80,7 @@ impl TypingTracker {
                 Ok(match (is_typing, active.contains_key(&key)) {
                     (true, exists) => {
                         active.insert(key, Instant::now() + self.expiry);
-                        if exists { Change::Renewed } else { Change::Started }
+                        if exists { Change::Renewed } else { Change::Started(0) }
                     }
                     (false, true) => {
                         active.remove(&key);
@@ -89,30 +90,33 @@ impl TypingTracker {
                 })
             }
             TypingState::Redis { client, namespace } => {
+                // The key holds the indicator's identity (a random token).
+                // Whoever ends an indicator first, the starting node's timer
+                // or an explicit stop, claims `<key>:ended:<token>`; only the
+                // claimant announces the end, so it is said exactly once.
                 let mut conn = client.get_multiplexed_async_connection().await?;
                 let key = redis_key(namespace, conversation, user);
                 let ttl = self.expiry.as_millis() as u64;
                 if is_typing {
-                    let started: Option<String> = redis::cmd("SET").arg(&key).arg("typing").arg("PX").arg(ttl).arg("NX").query_async(&mut conn).await?;
+                    let token = rand::random::<u64>();
+                    let started: Option<String> = redis::cmd("SET").arg(&key).arg(token).arg("PX").arg(ttl).arg("NX").query_async(&mut conn).await?;
                     if started.is_some() {
-                        return Ok(Change::Started);
+                        return Ok(Change::Started(token));
                     }
-                    // Renew, unless it was stopped explicitly a moment ago.
-                    let renewed: Option<String> = redis::cmd("SET").arg(&key).arg("typing").arg("PX").arg(ttl).arg("XX").arg("GET").query_async(&mut conn).await?;
-                    Ok(if renewed.as_deref() == Some("stopped") { Change::Started } else { Change::Renewed })
+                    let renewed: i64 = redis::cmd("PEXPIRE").arg(&key).arg(ttl).query_async(&mut conn).await?;
+                    Ok(if renewed == 1 { Change::Renewed } else { Change::Unchanged })
                 } else {
-                    // A short tombstone tells the starting node's timer that
-                    // the end was already announced.
-                    let previous: Option<String> = redis::cmd("SET").arg(&key).arg("stopped").arg("PX").arg(ttl).arg("GET").query_async(&mut conn).await?;
-                    Ok(if previous.as_deref() == Some("typing") { Change::Stopped } else { Change::Unchanged })
+                    let token: Option<u64> = redis::cmd("GETDEL").arg(&key).query_async(&mut conn).await?;
+                    let Some(token) = token else { return Ok(Change::Unchanged) };
+                    Ok(if claim_end(&mut conn, &key, token).await? { Change::Stopped } else { Change::Unchanged })
                 }
             }
         }
     }
 
     /// Ends the indicator at its deadline unless renewed (then waits again)
-    /// or stopped explicitly (then says nothing more).
-    async fn expire(self: Arc<Self>, conversation: i64, user: UserId) {
+    /// or ended by an explicit stop (then says nothing more).
+    async fn expire(self: Arc<Self>, conversation: i64, user: UserId, token: u64) {
         let mut wait = self.expiry;
         loop {
             tokio::time::sleep(wait).await;
@@ -132,14 +136,15 @@ impl TypingTracker {
                 TypingState::Redis { client, namespace } => {
                     let key = redis_key(namespace, conversation, &user);
                     let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
-                    let (value, ttl): (Option<String>, i64) = match redis::pipe().get(&key).pttl(&key).query_async(&mut conn).await {
-                        Ok(answer) => answer,
-                        Err(_) => return,
+                    let Ok((current, ttl)): redis::RedisResult<(Option<u64>, i64)> = redis::pipe().get(&key).pttl(&key).query_async(&mut conn).await else {
+                        return;
                     };
-                    match value.as_deref() {
-                        Some("typing") if ttl > 0 => Some(Duration::from_millis(ttl as u64)),
-                        Some(_) => return,
-                        None => None,
+                    match current {
+                        Some(current) if current == token && ttl > 0 => Some(Duration::from_millis(ttl as u64)),
+                        _ => match claim_end(&mut conn, &key, token).await {
+                            Ok(true) => None,
+                            _ => return,
+                        },
                     }
                 }
             };
@@ -159,6 +164,12 @@ impl TypingTracker {
         let event = Event::ephemeral(Topic::conversation(conversation), events::TYPING, &data).excluding(user.clone());
         self.hub.publish(vec![Arc::new(event)]);
     }
+}
+
+/// Claims the right to announce the end of indicator `token`; true once.
+async fn claim_end(conn: &mut redis::aio::MultiplexedConnection, key: &str, token: u64) -> redis::RedisResult<bool> {
+    let claimed: Option<String> = redis::cmd("SET").arg(format!("{key}:ended:{token}")).arg(1).arg("NX").arg("PX").arg(60_000).query_async(conn).await?;
+    Ok(claimed.is_some())
 }
 
 fn redis_key(namespace: &str, conversation: i64, user: &UserId) -> String {
