@@ -24,6 +24,7 @@ use crate::{
     notifications::{Notifications, Policy},
     ratelimit::{LocalRateLimiter, RateLimiter, RedisRateLimiter},
     retention::Retention,
+    shared_redis::SharedRedis,
     store::{self, EventLog},
     stream::{StreamContext, StreamSettings},
 };
@@ -102,7 +103,7 @@ impl Application {
         let retention = Arc::new(Retention::new(log.clone(), settings.retention.clone()));
         let typing_state = match &settings.redis_url {
             None => TypingState::Local(Default::default()),
-            Some(url) => TypingState::Redis { client: redis::Client::open(url.as_str())?, namespace: settings.redis_namespace.clone() },
+            Some(url) => TypingState::Redis { redis: Box::new(SharedRedis::open(url)?), namespace: settings.redis_namespace.clone() },
         };
         let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry, typing_state));
         let presence: Arc<dyn Presence> = match &settings.redis_url {

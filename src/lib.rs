@@ -20,6 +20,7 @@
 //! - [`store`] — SeaORM queries and the event log that orders everything;
 //! - [`hub`] — fan-out from committed events to the connections of their audience;
 //! - [`limits`] — the open-file limit that bounds a node's streams;
+//! - [`shared_redis`] — the lazily opened Redis connection of the cluster's shared state;
 //! - [`telemetry`] — logging.
 //!
 //! `main.rs` only parses the command line and wires these together.
@@ -37,6 +38,7 @@ pub mod notifications;
 pub mod presence;
 pub mod ratelimit;
 pub mod retention;
+pub mod shared_redis;
 pub mod store;
 pub mod stream;
 pub mod telemetry;

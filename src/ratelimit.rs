@@ -13,7 +13,7 @@ use std::{num::NonZeroU32, sync::Arc, time::Duration};
 use futures_util::future::BoxFuture;
 use governor::{DefaultKeyedRateLimiter, Quota, clock::{Clock, DefaultClock}};
 
-use crate::domain::UserId;
+use crate::{domain::UserId, shared_redis::SharedRedis};
 
 /// The seam: answers whether one more action is allowed now, or how long to wait.
 pub trait RateLimiter: Send + Sync + 'static {
@@ -126,8 +126,7 @@ return 0
 /// request is allowed (and a warning logged): a limiter outage must not take
 /// publishing down with it.
 pub struct RedisRateLimiter {
-    client: redis::Client,
-    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    redis: SharedRedis,
     namespace: String,
     /// (interval ms, tolerance ms) for recipients and callers.
     recipient: (f64, f64),
@@ -142,8 +141,7 @@ impl RedisRateLimiter {
             (interval, interval * f64::from(burst.max(1) - 1))
         };
         Ok(RedisRateLimiter {
-            client: redis::Client::open(url)?,
-            connection: tokio::sync::Mutex::new(None),
+            redis: SharedRedis::open(url)?,
             namespace: namespace.to_owned(),
             recipient: gcra(60_000.0, settings.recipient_per_minute, settings.recipient_per_minute),
             caller: gcra(1_000.0, settings.caller_per_second, settings.caller_burst),
@@ -152,14 +150,7 @@ impl RedisRateLimiter {
 
     async fn check(&self, keys: Vec<String>, (interval, tolerance): (f64, f64)) -> Vec<Result<(), Duration>> {
         let allowed = || keys.iter().map(|_| Ok(())).collect();
-        let mut cached = self.connection.lock().await;
-        if cached.is_none() {
-            *cached = tokio::time::timeout(Duration::from_secs(1), self.client.get_multiplexed_async_connection())
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
-        let Some(conn) = cached.as_mut() else {
+        let Ok(mut conn) = self.redis.connection().await else {
             tracing::warn!("rate limits: Redis unreachable, allowing");
             return allowed();
         };
@@ -168,13 +159,13 @@ impl RedisRateLimiter {
         for key in &keys {
             pipe.cmd("EVAL").arg(GCRA).arg(1).arg(key).arg(now).arg(interval).arg(tolerance);
         }
-        match pipe.query_async::<Vec<i64>>(conn).await {
+        match pipe.query_async::<Vec<i64>>(&mut conn).await {
             Ok(waits) => waits
                 .into_iter()
                 .map(|wait| if wait <= 0 { Ok(()) } else { Err(Duration::from_millis(wait as u64)) })
                 .collect(),
             Err(e) => {
-                *cached = None;
+                self.redis.forget().await;
                 tracing::warn!(error = %e, "rate limits: Redis failed, allowing");
                 allowed()
             }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::{
     domain::{Topic, UserId, chat::Typing, events},
     hub::{Event, Hub},
+    shared_redis::SharedRedis,
 };
 
 /// Where indicator state lives.
@@ -26,7 +27,7 @@ pub enum TypingState {
     /// operations only.
     Local(Mutex<HashMap<(i64, UserId), Instant>>),
     /// A key per indicator in Redis that expires by itself.
-    Redis { client: redis::Client, namespace: String },
+    Redis { redis: Box<SharedRedis>, namespace: String },
 }
 
 /// What a request did to an indicator.
@@ -56,6 +57,9 @@ impl TypingTracker {
         let change = match self.apply(conversation, user, is_typing).await {
             Ok(change) => change,
             Err(e) => {
+                if let TypingState::Redis { redis, .. } = &self.state {
+                    redis.forget().await;
+                }
                 tracing::warn!(error = %e, "typing: state unavailable, indicator not sent");
                 return;
             }
@@ -89,12 +93,12 @@ impl TypingTracker {
                     (false, false) => Change::Unchanged,
                 })
             }
-            TypingState::Redis { client, namespace } => {
+            TypingState::Redis { redis, namespace } => {
                 // The key holds the indicator's identity (a random token).
                 // Whoever ends an indicator first, the starting node's timer
                 // or an explicit stop, claims `<key>:ended:<token>`; only the
                 // claimant announces the end, so it is said exactly once.
-                let mut conn = client.get_multiplexed_async_connection().await?;
+                let mut conn = redis.connection().await?;
                 let key = redis_key(namespace, conversation, user);
                 let ttl = self.expiry.as_millis() as u64;
                 if is_typing {
@@ -133,9 +137,9 @@ impl TypingTracker {
                         }
                     }
                 }
-                TypingState::Redis { client, namespace } => {
+                TypingState::Redis { redis, namespace } => {
                     let key = redis_key(namespace, conversation, &user);
-                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+                    let Ok(mut conn) = redis.connection().await else { return };
                     let Ok((current, ttl)): redis::RedisResult<(Option<u64>, i64)> = redis::pipe().get(&key).pttl(&key).query_async(&mut conn).await else {
                         return;
                     };

@@ -22,7 +22,11 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::{Presence, PresenceView, Status, announce};
-use crate::{domain::{UserId, notification::truncate_to_millis}, hub::Hub};
+use crate::{
+    domain::{UserId, notification::truncate_to_millis},
+    hub::Hub,
+    shared_redis::SharedRedis,
+};
 
 /// How long a lease lives without renewal; heartbeats come at a third of it.
 const LEASE: Duration = Duration::from_secs(30);
@@ -33,9 +37,7 @@ pub struct RedisPresence {
 }
 
 struct Inner {
-    client: redis::Client,
-    /// Reused while it works; dropped and recreated after an error.
-    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    redis: SharedRedis,
     namespace: String,
     node: String,
     db: DatabaseConnection,
@@ -51,8 +53,7 @@ impl RedisPresence {
     /// Presence through the Redis at `url`; starts the heartbeat and sweeper.
     pub fn start(url: &str, namespace: &str, db: DatabaseConnection, hub: Arc<Hub>, grace: Duration, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner {
-            client: redis::Client::open(url)?,
-            connection: tokio::sync::Mutex::new(None),
+            redis: SharedRedis::open(url)?,
             namespace: namespace.to_owned(),
             node: format!("{:016x}", rand::random::<u64>()),
             db,
@@ -114,19 +115,11 @@ impl Inner {
     }
 
     async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let mut cached = self.connection.lock().await;
-        if let Some(connection) = cached.as_ref() {
-            return Ok(connection.clone());
-        }
-        let connection = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-        *cached = Some(connection.clone());
-        Ok(connection)
+        self.redis.connection().await
     }
 
     async fn forget_connection(&self) {
-        *self.connection.lock().await = None;
+        self.redis.forget().await;
     }
 
     fn now_ms() -> i64 {
