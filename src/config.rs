@@ -17,6 +17,10 @@ use crate::{
     retention::RetentionSettings, stream::StreamSettings,
 };
 
+/// The longest retention, in days: a hundred years. Beyond it, the days in
+/// seconds overflow, and "now minus the retention" leaves the calendar.
+const MAX_RETENTION_DAYS: u64 = 36_500;
+
 /// The database used when none is configured: a file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tidings.db?mode=rwc";
 
@@ -223,14 +227,15 @@ pub struct ServeArgs {
     /// Channels on by default for types a user never set: any of `web`, `email`, `push`.
     #[arg(long, env = "TIDINGS_DEFAULT_CHANNELS", default_value = "web", value_delimiter = ',')]
     pub default_channels: Vec<String>,
-    /// Days events are kept for resuming streams.
-    #[arg(long, env = "TIDINGS_EVENT_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Days events are kept for resuming streams (at most 36,500: the
+    /// retention cutoff is a date, and must stay one).
+    #[arg(long, env = "TIDINGS_EVENT_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_DAYS))]
     pub event_retention_days: u64,
     /// Events kept per user at most.
     #[arg(long, env = "TIDINGS_EVENTS_PER_USER", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub events_per_user: u64,
-    /// Days read, expired and deleted notifications are kept.
-    #[arg(long, env = "TIDINGS_NOTIFICATION_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Days read, expired and deleted notifications are kept (at most 36,500).
+    #[arg(long, env = "TIDINGS_NOTIFICATION_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_DAYS))]
     pub notification_retention_days: u64,
     /// Seconds a user stays online after their last stream closes.
     #[arg(long, env = "TIDINGS_PRESENCE_GRACE_SECS", default_value_t = 10)]
@@ -249,8 +254,8 @@ pub struct TokenArgs {
     /// Space-separated scopes, e.g. `publish`.
     #[arg(long)]
     pub scope: Option<String>,
-    /// Lifetime in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// Lifetime in seconds (at most a hundred years).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=crate::auth::keys::MAX_TTL.as_secs()))]
     pub ttl: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,

@@ -143,7 +143,11 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
     let user = principal.user.clone();
     let subscription = ctx.hub.subscribe(Topic::user(&user), Vec::new())?;
     let online = ctx.presence.connected(&user);
-    let expires = Instant::now() + principal.remaining();
+    // A token's `exp` is the client's number: `remaining` is capped, and
+    // were a clock still to overflow, the stream ends in a day instead of
+    // panicking (the client reconnects and resumes).
+    let now = Instant::now();
+    let expires = now.checked_add(principal.remaining()).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now);
     Ok(frames(ctx, user, subscription, online, resume_from, expires))
 }
 

@@ -33,9 +33,14 @@ pub struct JwtKeys {
     validation: Validation,
 }
 
-/// Why a key could not be loaded.
+/// The longest lifetime [`JwtKeys::mint`] gives a token: a hundred years.
+/// Longer ones cannot be told apart in practice, and far longer ones do not
+/// fit a clock (`tidings token --ttl 18446744073709551615`).
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Why a key could not be loaded, or a token not minted.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid JWT key: {0}")]
+#[error("{0}")]
 pub struct KeyError(String);
 
 impl JwtKeys {
@@ -46,7 +51,7 @@ impl JwtKeys {
         let (decoding, encoding, algorithm) = match source {
             KeySource::Secret(secret) => {
                 if secret.len() < 16 {
-                    return Err(KeyError("the HS256 secret must be at least 16 bytes".into()));
+                    return Err(KeyError("invalid JWT key: the HS256 secret must be at least 16 bytes".into()));
                 }
                 (DecodingKey::from_secret(secret), Some(EncodingKey::from_secret(secret)), Algorithm::HS256)
             }
@@ -54,9 +59,9 @@ impl JwtKeys {
                 let decoding = match algorithm {
                     Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
                     Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
-                    other => return Err(KeyError(format!("{other:?} is not supported; use RS256 or ES256"))),
+                    other => return Err(KeyError(format!("invalid JWT key: {other:?} is not supported; use RS256 or ES256"))),
                 }
-                .map_err(|e| KeyError(e.to_string()))?;
+                .map_err(|e| KeyError(format!("invalid JWT key: {e}")))?;
                 (decoding, None, *algorithm)
             }
         };
@@ -65,6 +70,9 @@ impl JwtKeys {
         // A stream ends exactly at `exp`; accepting tokens past it would let a
         // client reconnect into a stream that ends at once, in a loop.
         validation.leeway = 0;
+        // A token issued for later (`nbf`) is not valid yet; jsonwebtoken
+        // does not check that unless asked.
+        validation.validate_nbf = true;
         match audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
@@ -79,14 +87,19 @@ impl JwtKeys {
         Principal::from_claims(data.claims).ok_or_else(|| "the sub claim is not a valid user id".to_owned())
     }
 
-    /// Mints a token (HS256 only): for `tidings token`, the first-run demo and tests.
+    /// Mints a token (HS256 only): for `tidings token`, the first-run demo
+    /// and tests. A `ttl` over [`MAX_TTL`] is refused, not wrapped or panicked on.
     pub fn mint(&self, sub: &str, scope: Option<&str>, ttl: Duration) -> Result<String, KeyError> {
         let key = self
             .encoding
             .as_ref()
             .ok_or_else(|| KeyError("tokens can only be minted with an HS256 secret; with a public key, your identity provider mints them".into()))?;
+        if ttl > MAX_TTL {
+            return Err(KeyError(format!("the token lifetime (ttl) must be at most {} seconds", MAX_TTL.as_secs())));
+        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let claims = Claims { sub: sub.to_owned(), exp: (now + ttl).as_secs(), scope: scope.map(str::to_owned) };
+        let exp = now.checked_add(ttl).ok_or_else(|| KeyError("the token lifetime (ttl) is too long".into()))?;
+        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: scope.map(str::to_owned) };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|e| KeyError(e.to_string()))
     }
 
@@ -120,6 +133,21 @@ mod tests {
         let claims = Claims { sub: "alice".into(), exp: now - 1, scope: None };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123")).unwrap();
         assert!(keys().verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_lifetime_beyond_any_clock_is_refused_not_panicked_on() {
+        assert!(keys().mint("alice", None, Duration::from_secs(u64::MAX)).is_err());
+        assert!(keys().mint("alice", None, MAX_TTL + Duration::from_secs(1)).is_err());
+        assert!(keys().mint("alice", None, MAX_TTL).is_ok());
+    }
+
+    #[test]
+    fn a_token_that_claims_never_to_expire_has_a_bounded_remaining_time() {
+        let claims = Claims { sub: "alice".into(), exp: u64::MAX, scope: None };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123")).unwrap();
+        let principal = keys().verify(&token).unwrap();
+        assert_eq!(principal.remaining(), crate::auth::MAX_REMAINING);
     }
 
     #[test]

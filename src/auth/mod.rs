@@ -20,6 +20,12 @@ pub use keys::JwtKeys;
 /// The scope that lets a backend publish to any user and read statistics.
 pub const PUBLISH_SCOPE: &str = "publish";
 
+/// The longest time left that a token is taken to have. A validly signed
+/// token may claim an `exp` that no clock can reach (`2^64 - 1`); adding
+/// that to an `Instant` would panic, so anything beyond this counts as
+/// "never, in practice" and a stream of such a token ends after ten years.
+pub const MAX_REMAINING: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// The claims Tidings reads. `exp` is required: a stream ends when it passes.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -44,10 +50,11 @@ impl Principal {
         self.scopes.iter().any(|s| s == scope)
     }
 
-    /// Time left until the token expires (zero if it already has).
+    /// Time left until the token expires (zero if it already has), at most
+    /// [`MAX_REMAINING`], so that callers can add it to an `Instant` safely.
     pub fn remaining(&self) -> Duration {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Duration::from_secs(self.expires_at).saturating_sub(now)
+        Duration::from_secs(self.expires_at).saturating_sub(now).min(MAX_REMAINING)
     }
 
     fn from_claims(claims: Claims) -> Option<Self> {

@@ -115,3 +115,35 @@ async fn tokens_signed_by_an_identity_provider_verify_with_its_rs256_or_es256_pu
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: an HS256 token is not accepted in public-key mode");
     }
 }
+
+/// A token may be valid for longer than any clock can count: the stream
+/// must still open, deliver and keep running, not crash the connection.
+#[tokio::test]
+async fn a_stream_whose_token_expires_beyond_any_practical_time_opens_and_streams() {
+    let app = spawn_app().await;
+    for exp in [u64::MAX, 18_446_744_070_000_000_000, u64::from(u32::MAX) * 1_000_000] {
+        let token = signed(json!({"sub": "alice", "exp": exp}), SECRET);
+        let response = app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "exp {exp}");
+        let mut stream = EventStream::new(response);
+        stream.until_unread_count().await;
+        let published = app.notify("alice", &format!("for exp {exp}")).await;
+        assert_eq!(crate::helpers::data(&stream.next_named("notification").await), published, "exp {exp}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_is_refused_before_its_not_before_time() {
+    let app = spawn_app().await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let early = signed(json!({"sub": "alice", "exp": in_an_hour(), "nbf": now + 600}), SECRET);
+    for path in ["/v1/notifications", "/v1/stream"] {
+        let response = app.http.get(format!("{}{path}", app.base)).bearer_auth(&early).send().await.unwrap();
+        let (status, body) = into_json(response).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let ripe = signed(json!({"sub": "alice", "exp": in_an_hour(), "nbf": now - 10}), SECRET);
+    let (status, _) = app.get_json("/v1/notifications", &ripe).await;
+    assert_eq!(status, StatusCode::OK, "a token past its nbf is accepted");
+}

@@ -111,3 +111,20 @@ async fn tidings_migrate_creates_the_schema_and_exits() {
     use sea_orm::{EntityTrait, PaginatorTrait};
     assert_eq!(entity::event::Entity::find().count(&db).await.unwrap(), 0, "the events table exists");
 }
+
+#[tokio::test]
+async fn tidings_token_refuses_a_lifetime_too_long_to_represent_with_a_clear_error() {
+    for ttl in ["18446744073709551615", "18446744070000000000"] {
+        let output = tidings()
+            .args(["token", "--sub", "alice", "--ttl", ttl])
+            .env("TIDINGS_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "--ttl {ttl} is refused");
+        assert!(output.stdout.is_empty(), "no token is printed");
+        assert!(!stderr.contains("panicked"), "an error, not a crash: {stderr}");
+        assert!(stderr.contains("ttl"), "the error names the flag: {stderr}");
+    }
+}
