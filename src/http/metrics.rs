@@ -12,7 +12,7 @@ use std::{
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::header,
+    http::{Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -75,18 +75,54 @@ async fn scrape(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
 }
 
+/// The `route` label of every request that matched no route: one label,
+/// whatever the path, so that scanners cannot mint new series.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
 /// Middleware: counts every request by method, matched route and status,
 /// and records its latency (for the stream: the time to its headers).
+/// Labels come from closed sets only (see [`method_label`] and
+/// [`UNMATCHED_ROUTE`]): any client can send any method and path, and each
+/// new label value would be a series kept until the process ends.
 pub async fn record_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+        .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |path| path.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    counter!("tidings_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    counter!("tidings_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
     histogram!("tidings_http_request_duration_seconds", "method" => method, "route" => route).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The `method` label: the standard methods by name, anything else
+/// (`FOOBAR1`, which HTTP allows as an extension method) as `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_methods_share_one_label() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&Method::from_bytes(b"FOOBAR1").unwrap()), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()), "other", "methods are case-sensitive");
+    }
 }

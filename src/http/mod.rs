@@ -78,7 +78,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
                     let route = request
                         .extensions()
                         .get::<MatchedPath>()
-                        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+                        .map_or_else(|| metrics::UNMATCHED_ROUTE.to_owned(), |path| path.as_str().to_owned());
                     tracing::info_span!("request", method = %request.method(), route, user = Empty, status = Empty)
                 })
                 .on_request(())

@@ -257,3 +257,38 @@ async fn the_binary_logs_no_token_and_stops_promptly_on_sigterm_with_streams_ope
     assert!(!logs.contains("not.a.token"), "not even a bad one");
     assert!(!logs.contains(std::str::from_utf8(SECRET).unwrap()), "nor the secret");
 }
+
+/// Label values of `tidings_http_requests_total` series, as (method, route).
+fn request_series(text: &str) -> Vec<(String, String)> {
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..].split('"').next()?.to_owned())
+    };
+    text.lines()
+        .filter(|line| line.starts_with("tidings_http_requests_total{"))
+        .filter_map(|line| Some((label(line, "method")?, label(line, "route")?)))
+        .collect()
+}
+
+#[tokio::test]
+async fn unknown_methods_and_unmatched_paths_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    let marker = format!("zq{}", rand::random::<u32>());
+    for i in 0..50 {
+        let method = Method::from_bytes(format!("FOO{}{i}", marker.to_uppercase()).as_bytes()).unwrap();
+        let response = app.http.request(method, format!("{}/healthz", app.base)).send().await.unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+        let response = app.http.get(format!("{}/{marker}/{i}", app.base)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(!text.to_lowercase().contains(&marker), "no request's method or path became a label");
+    let series = request_series(&text);
+    let standard = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "other"];
+    assert!(series.iter().all(|(method, _)| standard.contains(&method.as_str())), "{series:?}");
+    assert!(series.iter().any(|(method, route)| method == "other" && route == "/healthz"), "{series:?}");
+    let unmatched: Vec<_> = series.iter().filter(|(_, route)| !route.starts_with('/')).collect();
+    assert!(unmatched.iter().all(|(_, route)| route == "unmatched"), "one label for every unmatched path: {unmatched:?}");
+    let others = series.iter().filter(|(method, _)| method == "other").count();
+    assert!(others <= 4, "the 50 methods share a few series: {series:?}");
+}
