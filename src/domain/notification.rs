@@ -119,9 +119,12 @@ impl PublishRequest {
             }
         }
         let kind = NotificationType::parse(&self.kind).map_err(|why| ApiError::invalid_field("type", format!("type {why}")))?;
-        let title_chars = self.title.chars().count();
-        if title_chars == 0 || title_chars > MAX_TITLE_CHARS || self.title.trim().is_empty() {
-            return Err(ApiError::invalid_field("title", "title must be 1-255 characters"));
+        // The same rule as conversation titles: 1-255 characters, no control
+        // characters (NUL breaks PostgreSQL text, line breaks break logs and
+        // e-mail subjects), and not only white space.
+        super::chat::validate_short("title", Some(&self.title))?;
+        if self.title.trim().is_empty() {
+            return Err(ApiError::invalid_field("title", "title must not be only white space"));
         }
         if self.body.chars().count() > MAX_BODY_CHARS {
             return Err(ApiError::invalid_field("body", "body must be at most 10000 characters"));
@@ -179,14 +182,16 @@ fn depth(value: &serde_json::Value) -> usize {
 
 /// An action URL is an absolute http(s) URL or a path on the page's origin:
 /// anything else (`javascript:`, `data:`) would be a script injection vector
-/// in every client that renders it as a link.
+/// in every client that renders it as a link. A path starts with exactly one
+/// `/`: browsers read `\` as `/`, so `/\evil.com`, like `//evil.com`, is a
+/// link to another host.
 fn validate_action_url(raw: &str) -> Result<(), ApiError> {
-    let invalid = || ApiError::invalid_field("action_url", "action_url must be an http(s) URL or a path starting with '/'");
+    let invalid = || ApiError::invalid_field("action_url", "action_url must be an http(s) URL or a path starting with a single '/'");
     if raw.is_empty() || raw.chars().count() > MAX_URL_CHARS || raw.chars().any(char::is_control) {
         return Err(invalid());
     }
-    if raw.starts_with('/') && !raw.starts_with("//") {
-        return Ok(());
+    if let Some(rest) = raw.strip_prefix('/') {
+        return if rest.starts_with(['/', '\\']) { Err(invalid()) } else { Ok(()) };
     }
     match url::Url::parse(raw) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
@@ -318,6 +323,8 @@ mod tests {
     fn scripts_are_not_action_urls() {
         assert!(validate_action_url("javascript:alert(1)").is_err());
         assert!(validate_action_url("//evil.example").is_err());
+        assert!(validate_action_url("/\\evil.example").is_err(), "browsers read a backslash as a slash");
+        assert!(validate_action_url("/search?q=a\\b").is_ok());
         assert!(validate_action_url("/posts/1").is_ok());
         assert!(validate_action_url("https://example.com/x").is_ok());
     }

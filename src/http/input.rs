@@ -55,22 +55,67 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
     })
 }
 
-/// Parses JSON, naming the field at fault when there is one.
+/// Parses a request body, naming the field at fault when there is one.
+///
+/// Every body of the API is a JSON object: anything else (`[...]`, `true`)
+/// is refused here, because serde would otherwise map an array onto a
+/// struct's fields by position. A missing or unknown field is named in
+/// `field` by its path (`title`, `items[2].title`); a syntax error names
+/// none, as no field is at fault.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(raw);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
         let message = format!("invalid JSON body: {}", err.inner());
-        if path.is_empty() || path == "." {
-            ApiError::bad_request(message)
-        } else {
-            ApiError::bad_field(path, message)
+        match field_at_fault(err.path(), err.inner()) {
+            Some(field) => ApiError::bad_field(field, message),
+            None => ApiError::bad_request(message),
         }
     })?;
     deserializer
         .end()
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     Ok(value)
+}
+
+/// The field a JSON error is about: the path where it happened (for an
+/// unknown field, its own key), plus the name serde gives for a missing
+/// field, whose error is raised at the enclosing object. `None` for syntax errors, and for paths that
+/// serde could not follow (shown as `?`): never a field that is not one.
+fn field_at_fault(path: &serde_path_to_error::Path, error: &serde_json::Error) -> Option<String> {
+    use serde_path_to_error::Segment;
+    if !error.is_data() {
+        return None;
+    }
+    let mut field = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Map { key } => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(key);
+            }
+            Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+            Segment::Enum { .. } => {}
+            Segment::Unknown => return None,
+        }
+    }
+    if let Some(name) = missing_field(&error.to_string()) {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(&name);
+    }
+    (!field.is_empty()).then_some(field)
+}
+
+/// The field serde names in "missing field `x`".
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split_once('`').map(|(name, _)| name.to_owned()).filter(|name| !name.is_empty())
 }
 
 /// A resource id from the path. An id that cannot exist is simply not found.
@@ -108,5 +153,48 @@ pub fn cursor_param(query: Option<&str>, name: &str) -> Result<Option<i64>, ApiE
             .filter(|c| *c > 0)
             .map(Some)
             .ok_or_else(|| ApiError::bad_field(name, format!("{name} must be a next_cursor value from an earlier page"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        title: String,
+        items: Option<Vec<Inner>>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        name: String,
+    }
+
+    fn field_of(raw: &str) -> Option<String> {
+        match parse_json::<Outer>(raw.as_bytes()) {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("{raw} must be refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_field_at_fault_is_named_by_its_path() {
+        assert_eq!(field_of(r#"{}"#).as_deref(), Some("title"));
+        assert_eq!(field_of(r#"{"title": 5}"#).as_deref(), Some("title"));
+        assert_eq!(field_of(r#"{"title": "x", "extra": 1}"#).as_deref(), Some("extra"));
+        assert_eq!(field_of(r#"{"title": "x", "items": [{"name": "a"}, {}]}"#).as_deref(), Some("items[1].name"));
+        assert_eq!(field_of(r#"{"title": "x", "items": [{"name": 1}]}"#).as_deref(), Some("items[0].name"));
+    }
+
+    #[test]
+    fn syntax_errors_and_bodies_that_are_not_objects_name_no_field() {
+        for raw in [r#"{"title": "x",}"#, r#"{"title" "x"}"#, r#"{"title": "#, r#"["x"]"#, "true", "", " null"] {
+            assert_eq!(field_of(raw), None, "{raw}");
+        }
     }
 }

@@ -67,6 +67,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::map_response(no_store_for_json))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(middleware::from_fn(metrics::record_request))
         .layer(
@@ -149,6 +150,22 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers(exposed)
             .allow_credentials(true),
     )
+}
+
+/// Middleware: every JSON answer, errors included, carries `Cache-Control:
+/// no-store` unless its handler chose otherwise. They hold one user's
+/// notifications and messages, which no shared cache or browser history
+/// should keep. The stream sets its own `no-cache`, as the contract says.
+async fn no_store_for_json<B>(mut response: Response<B>) -> Response<B> {
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if json && !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 async fn not_found() -> ApiError {

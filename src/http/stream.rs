@@ -42,10 +42,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     // The header wins: EventSource sets it on its own reconnections, while the
     // query parameter is what a page put in the URL when it first connected.
+    // A header that is not visible ASCII is still a resume point the client
+    // asked for: read lossily, it is garbage like any other and gets `reset`
+    // (dropping it would silently start afresh without telling the client).
     let resume_from = headers
         .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .or_else(|| query_param(uri.query(), "last_event_id"))
         .filter(|raw| !raw.trim().is_empty());
     let frames = stream::open(state.stream_context(), principal, resume_from).map_err(|refusal| match refusal {

@@ -129,3 +129,114 @@ async fn health_says_alive_and_readiness_says_the_database_answers() {
     let response = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "the process still lives");
 }
+
+/// Posts `raw` as the body of a publish, as a backend.
+async fn publish_text(app: &crate::helpers::TestApp, raw: &str) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .post(format!("{}/v1/notifications", app.base))
+        .bearer_auth(app.publisher_token())
+        .header("content-type", "application/json")
+        .body(raw.to_owned())
+        .send()
+        .await
+        .unwrap();
+    into_json(response).await
+}
+
+#[tokio::test]
+async fn a_missing_required_field_is_named_and_a_syntax_error_names_no_field() {
+    let app = spawn_app().await;
+    let (status, body) = publish_text(&app, r#"{"user_id": "alice", "type": "t"}"#).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(body["error"]["field"], "title", "{body}");
+    let (status, body) = publish_text(&app, r#"{"user_id": "alice", "title": "x"}"#).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(body["error"]["field"], "type", "{body}");
+    let (status, body) = publish_text(&app, r#"{"user_id": "alice", "type": "t", "title": "x", "surprise": 1}"#).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(body["error"]["field"], "surprise", "an unknown field is the field at fault: {body}");
+    for broken in [r#"{"user_id": "alice", "type": "t", "title": "x",}"#, r#"{"user_id": "alice", "type": "t", "#, r#"{"user_id" "alice"}"#] {
+        let (status, body) = publish_text(&app, broken).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+        let field = &body["error"]["field"];
+        assert!(field.is_null() || field.as_str().is_some_and(|f| !f.is_empty() && !f.contains('?')), "no '?' as a field for {broken}: {body}");
+    }
+    // A nested missing field is named by its path.
+    let (status, body) = app.post_json("/v1/conversations", &app.token("alice"), Some(json!({"title": "no members"}))).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(body["error"]["field"], "members", "{body}");
+    let (_, count) = app.get_json("/v1/notifications/unread_count", &app.token("alice")).await;
+    assert_eq!(count["count"], 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused_and_stores_nothing() {
+    let app = spawn_app().await;
+    for raw in [r#"["alice", null, "t", "by position"]"#, r#"[null, ["alice"], "t", "by position", "body"]"#, "true", "42", r#""text""#, "null"] {
+        let (status, body) = publish_text(&app, raw).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let alice = app.token("alice");
+    let (status, body) = app.post_json("/v1/conversations", &alice, Some(json!([null, ["bob"]]))).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    let (_, count) = app.get_json("/v1/notifications/unread_count", &alice).await;
+    assert_eq!(count["count"], 0, "nothing was stored");
+    let (_, conversations) = app.get_json("/v1/conversations", &alice).await;
+    assert_eq!(conversations, json!([]), "no conversation was created");
+}
+
+#[tokio::test]
+async fn control_characters_are_refused_in_notification_titles_and_types() {
+    let app = spawn_app().await;
+    for (field, value) in [("title", "nul\0here"), ("title", "bell\u{7}"), ("title", "line\nbreak"), ("title", "\u{9b}csi"), ("type", "t\0"), ("type", "t\n")] {
+        let mut body = json!({"user_id": "alice", "type": "t", "title": "x"});
+        body[field] = json!(value);
+        let (status, answer) = into_json(app.publish_raw(&body).await).await;
+        assert_error(status, &answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        assert_eq!(answer["error"]["field"], field, "for {value:?}");
+    }
+    let (_, count) = app.get_json("/v1/notifications/unread_count", &app.token("alice")).await;
+    assert_eq!(count["count"], 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn an_action_url_must_be_http_or_a_path_on_this_origin() {
+    let app = spawn_app().await;
+    for bad in ["/\\evil.com", "//evil.com", "/\\/evil.com", "\\\\evil.com", "javascript:alert(1)", "data:text/html,x", "evil.com", " /x"] {
+        let body = json!({"user_id": "alice", "type": "t", "title": "x", "action_url": bad});
+        let (status, answer) = into_json(app.publish_raw(&body).await).await;
+        assert_error(status, &answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        assert_eq!(answer["error"]["field"], "action_url", "for {bad:?}");
+    }
+    let (_, count) = app.get_json("/v1/notifications/unread_count", &app.token("alice")).await;
+    assert_eq!(count["count"], 0, "nothing was stored");
+    for good in ["/invoices/42", "/", "/search?q=a\\b", "https://example.com/x", "http://example.com"] {
+        let body = json!({"user_id": "alice", "type": "t", "title": "x", "action_url": good});
+        let response = app.publish_raw(&body).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "for {good:?}");
+    }
+}
+
+#[tokio::test]
+async fn api_json_answers_are_never_cached() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let answers = [
+        app.request(Method::GET, "/v1/notifications", &alice).send().await.unwrap(),
+        app.request(Method::GET, "/v1/notifications/unread_count", &alice).send().await.unwrap(),
+        app.request(Method::GET, "/v1/preferences", &alice).send().await.unwrap(),
+        app.request(Method::GET, "/v1/conversations", &alice).send().await.unwrap(),
+        app.publish_raw(&json!({"user_id": "alice", "type": "t", "title": "x"})).await,
+        app.request(Method::GET, "/v1/notifications", "bad-token").send().await.unwrap(),
+        app.request(Method::GET, "/v1/nothing-here", &alice).send().await.unwrap(),
+        app.request(Method::POST, "/v1/notifications/12345/read", &alice).send().await.unwrap(),
+    ];
+    for answer in answers {
+        let url = answer.url().clone();
+        assert!(answer.headers()["content-type"].to_str().unwrap().starts_with("application/json"), "{url}");
+        assert_eq!(answer.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{url} ({})", answer.status());
+    }
+    let stream = app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(stream.headers()["cache-control"], "no-cache", "the stream keeps the contract's header");
+}

@@ -278,3 +278,26 @@ async fn a_client_resumes_without_loss_against_a_restarted_server() {
     assert_eq!(replayed, missed);
     assert_eq!(count, 3);
 }
+
+#[tokio::test]
+async fn a_last_event_id_that_is_not_ascii_gets_reset_like_other_garbage() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    let unread = app.notify("alice", "unread").await;
+    for bad in ["\u{e9}t\u{e9}".as_bytes(), b"12\xff", "\u{661}\u{662}".as_bytes()] {
+        let response = app
+            .http
+            .get(format!("{}/v1/stream", app.base))
+            .bearer_auth(&token)
+            .header("Last-Event-ID", reqwest::header::HeaderValue::from_bytes(bad).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let mut stream = crate::helpers::EventStream::new(response);
+        let (events, count) = stream.until_unread_count().await;
+        assert_eq!(events[0].event, "reset", "for {bad:?}");
+        assert_eq!(data(&events[1]), unread);
+        assert_eq!(count, 1);
+    }
+}
