@@ -11,8 +11,9 @@ use serde_json::json;
 use crate::helpers::{PATIENCE, REDIS_ENV, data, into_json, spawn_app_with, spawn_cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
 async fn a_subscriber_on_one_node_gets_what_is_published_on_the_others() {
-    let Some(nodes) = spawn_cluster(3, |_| {}).await else { return };
+    let nodes = spawn_cluster(3, |_| {}).await;
     let mut stream = nodes[0].open_stream(&nodes[0].token("alice"), None).await;
     stream.until_unread_count().await;
     nodes[1].notify("alice", "from node 1").await;
@@ -30,8 +31,9 @@ async fn a_subscriber_on_one_node_gets_what_is_published_on_the_others() {
 /// Publishers on every node while the subscriber hops from node to node
 /// with its last id: the exact set, in order, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
 async fn a_subscriber_hopping_between_nodes_during_publishing_on_all_nodes_gets_everything_once_in_order() {
-    let Some(nodes) = spawn_cluster(3, |_| {}).await else { return };
+    let nodes = spawn_cluster(3, |_| {}).await;
     let nodes = Arc::new(nodes);
     let token = nodes[0].token("alice");
     let mut stream = nodes[0].open_stream(&token, None).await;
@@ -84,8 +86,9 @@ async fn a_subscriber_hopping_between_nodes_during_publishing_on_all_nodes_gets_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
 async fn killing_the_bus_connections_loses_nothing() {
-    let Some(nodes) = spawn_cluster(2, |_| {}).await else { return };
+    let nodes = spawn_cluster(2, |_| {}).await;
     let mut stream = nodes[0].open_stream(&nodes[0].token("alice"), None).await;
     stream.until_unread_count().await;
     nodes[1].notify("alice", "before the kill").await;
@@ -118,8 +121,9 @@ async fn killing_the_bus_connections_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
 async fn clients_of_a_node_that_dies_resume_elsewhere_without_loss() {
-    let Some(mut nodes) = spawn_cluster(3, |_| {}).await else { return };
+    let mut nodes = spawn_cluster(3, |_| {}).await;
     let token = nodes[0].token("alice");
     let mut stream = nodes[0].open_stream(&token, None).await;
     stream.until_unread_count().await;
@@ -141,8 +145,9 @@ async fn clients_of_a_node_that_dies_resume_elsewhere_without_loss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
 async fn an_idempotency_key_holds_when_the_retry_lands_on_another_node() {
-    let Some(nodes) = spawn_cluster(2, |_| {}).await else { return };
+    let nodes = spawn_cluster(2, |_| {}).await;
     let body = json!({"user_id": "alice", "type": "t", "title": "once"});
     let mut answers = Vec::new();
     for node in &nodes {
@@ -179,8 +184,9 @@ async fn readiness_says_when_the_bus_is_unreachable_and_local_streams_keep_worki
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
 async fn presence_is_shared_a_user_online_on_any_node_is_online() {
-    let Some(nodes) = spawn_cluster(3, |settings| settings.presence_grace = Duration::from_millis(300)).await else { return };
+    let nodes = spawn_cluster(3, |settings| settings.presence_grace = Duration::from_millis(300)).await;
     let (alice, bob) = (nodes[0].token("alice"), nodes[0].token("bob"));
     nodes[0].create_conversation(&alice, &["bob"]).await;
     let mut watcher = nodes[0].open_stream(&alice, None).await;
@@ -214,16 +220,14 @@ async fn presence_is_shared_a_user_online_on_any_node_is_online() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
 async fn rate_limits_are_counted_across_nodes() {
-    let Some(nodes) = spawn_cluster(2, |settings| {
+    let nodes = spawn_cluster(2, |settings| {
         settings.rate_limits.recipient_per_minute = 2;
         settings.rate_limits.caller_burst = 2;
         settings.rate_limits.caller_per_second = 1;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let body = json!({"user_id": "alice", "type": "ping", "title": "x"});
     assert_eq!(nodes[0].publish_raw(&body).await.status(), StatusCode::CREATED);
     assert_eq!(nodes[1].publish_raw(&body).await.status(), StatusCode::CREATED);
@@ -241,8 +245,9 @@ async fn rate_limits_are_counted_across_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
 async fn a_typing_indicator_renewed_on_another_node_starts_once_and_ends_once() {
-    let Some(nodes) = spawn_cluster(3, |settings| settings.typing_expiry = Duration::from_millis(500)).await else { return };
+    let nodes = spawn_cluster(3, |settings| settings.typing_expiry = Duration::from_millis(500)).await;
     let (alice, bob) = (nodes[0].token("alice"), nodes[0].token("bob"));
     let conversation = nodes[0].create_conversation(&alice, &["bob"]).await;
     let mut watcher = nodes[2].open_stream(&bob, None).await;
@@ -276,11 +281,11 @@ async fn a_typing_indicator_renewed_on_another_node_starts_once_and_ends_once() 
 /// while a client streams from it. The client reconnects to another node
 /// with its last id and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
 async fn a_node_killed_outright_is_recovered_from_by_reconnecting_elsewhere() {
-    let (Some(_), Ok(redis)) = (std::env::var(crate::helpers::POSTGRES_ENV).ok(), std::env::var(REDIS_ENV)) else {
-        crate::helpers::skip("cluster tests need PostgreSQL and Redis (bash .ci/run sets them)");
-        return;
-    };
+    let why = "cluster tests need PostgreSQL and Redis";
+    crate::helpers::required_env(crate::helpers::POSTGRES_ENV, why);
+    let redis = crate::helpers::required_env(REDIS_ENV, why);
     let database = crate::helpers::TestDatabase::create().await;
     let namespace = format!("tidings-test-{}", rand::random::<u64>());
     let env = [("TIDINGS_DATABASE_URL", database.url.as_str()), ("TIDINGS_REDIS_URL", redis.as_str()), ("TIDINGS_REDIS_NAMESPACE", namespace.as_str())];

@@ -365,16 +365,37 @@ impl TestApp {
 /// The environment variable naming the Redis server for cluster tests.
 pub const REDIS_ENV: &str = "TIDINGS_TEST_REDIS";
 
-/// `n` nodes on one PostgreSQL database and one Redis, or `None` (with the
-/// reason printed) when either is not configured. `bash .ci/run` runs the
-/// suite a second time with both set, so CI skips nothing.
-pub async fn spawn_cluster(n: usize, configure: impl Fn(&mut Settings)) -> Option<Vec<TestApp>> {
-    let postgres = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty());
-    let redis = std::env::var(REDIS_ENV).ok().filter(|v| !v.is_empty());
-    let (Some(_), Some(redis)) = (postgres, redis) else {
-        skip(&format!("cluster tests need PostgreSQL and Redis: set {POSTGRES_ENV} and {REDIS_ENV} (bash .ci/run does)"));
-        return None;
-    };
+/// The value of the environment variable `name`, or a panic saying `why`.
+/// Tests that need a service are `#[ignore]`d, so plain `cargo test` lists
+/// them as ignored; run with `--include-ignored` (as `bash .ci/run` does),
+/// a missing service fails the test instead of passing it silently.
+pub fn required_env(name: &str, why: &str) -> String {
+    match std::env::var(name).ok().filter(|value| !value.is_empty()) {
+        Some(value) => value,
+        None => panic!("{why}: set {name} (bash .ci/run does)"),
+    }
+}
+
+/// Waits until `app` answers `/readyz` with 200 (a Redis node has connected).
+pub async fn until_ready(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let ready = app.http.get(format!("{}/readyz", app.base)).send().await.map(|r| r.status());
+        if matches!(ready, Ok(StatusCode::OK)) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the node becomes ready: {ready:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `n` nodes on one PostgreSQL database and one Redis. Panics when either
+/// is not configured: cluster tests are `#[ignore]`d, and run by
+/// `bash .ci/run` with both set.
+pub async fn spawn_cluster(n: usize, configure: impl Fn(&mut Settings)) -> Vec<TestApp> {
+    let why = "cluster tests need PostgreSQL and Redis";
+    required_env(POSTGRES_ENV, why);
+    let redis = required_env(REDIS_ENV, why);
     let database = TestDatabase::create().await;
     let namespace = format!("tidings-test-{}", rand::random::<u64>());
     let mut nodes = Vec::with_capacity(n);
@@ -390,16 +411,9 @@ pub async fn spawn_cluster(n: usize, configure: impl Fn(&mut Settings)) -> Optio
         );
     }
     for node in &nodes {
-        let ready = node.http.get(format!("{}/readyz", node.base));
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let mut ready = ready.try_clone().unwrap().send().await.unwrap().status();
-        while ready != StatusCode::OK {
-            assert!(tokio::time::Instant::now() < deadline, "the node connects to Redis");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            ready = node.http.get(format!("{}/readyz", node.base)).send().await.unwrap().status();
-        }
+        until_ready(node).await;
     }
-    Some(nodes)
+    nodes
 }
 
 /// A `tidings serve` process of the real binary, for tests that kill it.
@@ -441,11 +455,4 @@ pub async fn spawn_node_process(env: &[(&str, &str)]) -> NodeProcess {
     // Keep draining its log so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     NodeProcess { child, base: format!("http://{address}") }
-}
-
-/// Says why a test is skipped, on the terminal even though the test
-/// harness captures `eprintln!` of passing tests.
-pub fn skip(reason: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
 }
