@@ -82,6 +82,11 @@ struct UserState {
     last_seen_at: Option<DateTime<Utc>>,
     /// What the user's contacts were last told.
     announced: Option<Status>,
+    /// The last stream closed and the grace period has not yet passed: the
+    /// user still counts as connected, so that a read agrees with the
+    /// events (none is sent until the grace period ends) and with
+    /// [`redis::RedisPresence`], whose lease lives on as long.
+    lingering: bool,
     /// Bumped on every connect, so a pending "offline after grace" can see
     /// that the user came back.
     generation: u64,
@@ -89,7 +94,7 @@ struct UserState {
 
 impl UserState {
     fn effective(&self) -> Status {
-        if self.streams == 0 {
+        if self.streams == 0 && !self.lingering {
             Status::Offline
         } else {
             self.chosen.unwrap_or(Status::Online)
@@ -119,6 +124,7 @@ impl Drop for Connection {
             if state.streams > 0 {
                 return;
             }
+            state.lingering = true;
             state.generation
         };
         let inner = self.inner.clone();
@@ -133,6 +139,7 @@ impl Drop for Connection {
                     if state.streams > 0 || state.generation != generation {
                         return;
                     }
+                    state.lingering = false;
                     state.last_seen_at = Some(truncate_to_millis(Utc::now()));
                     inner.change(&user, state)
                 };

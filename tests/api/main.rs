@@ -13,5 +13,6 @@ mod errors;
 mod notifications;
 mod operations;
 mod policy;
+mod presence;
 mod resume;
 mod stream;
