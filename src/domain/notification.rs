@@ -59,7 +59,7 @@ pub struct PublishRequest {
     #[serde(rename = "type")]
     #[schema(example = "comment.created")]
     pub kind: String,
-    /// 1-255 characters.
+    /// 1-255 characters, no control characters.
     pub title: String,
     /// At most 10,000 characters.
     #[serde(default)]
@@ -67,7 +67,8 @@ pub struct PublishRequest {
     /// A JSON object of at most 16 KiB, nested at most 16 levels deep.
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
-    /// An http(s) URL or a path starting with `/`.
+    /// An absolute http(s) URL, or a path starting with a single `/`
+    /// (not `//` or `/\`, which browsers read as another host).
     pub action_url: Option<String>,
     /// When the notification disappears; must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
