@@ -393,6 +393,19 @@ mod tests {
     }
 
     #[test]
+    fn durations_that_would_overflow_a_clock_or_a_calendar_are_refused_at_parse_time() {
+        for args in [
+            &["tidings", "--event-retention-days", "1000000000"][..],
+            &["tidings", "--notification-retention-days", "213503982334601"],
+            &["tidings", "token", "--sub", "alice", "--ttl", "18446744073709551615"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["tidings", "--event-retention-days", "36500"]).is_ok());
+        assert!(Cli::try_parse_from(["tidings", "token", "--sub", "alice", "--ttl", "86400"]).is_ok());
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact_url("postgres://u:hunter2@h/db"), "postgres://u:redacted@h/db");
         assert!(format!("{:?}", KeySource::Secret(b"hunter2hunter2hunter2".to_vec())).contains("redacted"));
