@@ -73,6 +73,20 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Reads one already parsed JSON value (an item of a batch) as `T`,
+/// naming the field at fault like [`parse_json`].
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = format!("invalid item: {}", err.inner());
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(message)
+        } else {
+            ApiError::bad_field(path, message)
+        }
+    })
+}
+
 /// A resource id from the path. An id that cannot exist is simply not found.
 pub fn path_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or(ApiError::NotFound)

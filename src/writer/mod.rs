@@ -138,16 +138,19 @@ impl Writer {
     }
 
     fn enqueue(&self, job: Job) -> Result<(), ApiError> {
+        // Counted before it is sent, so the writer's decrement never runs first.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.queue.try_send(job) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 Err(ApiError::Overloaded { retry_after_secs: 1 })
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ApiError::Unavailable("the writer stopped".into())),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(ApiError::Unavailable("the writer stopped".into()))
+            }
         }
     }
 

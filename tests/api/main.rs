@@ -15,3 +15,4 @@ mod operations;
 mod policy;
 mod resume;
 mod stream;
+mod writer;
