@@ -25,8 +25,9 @@ use crate::{
     ratelimit::{LocalRateLimiter, RateLimiter, RedisRateLimiter},
     retention::Retention,
     shared_redis::SharedRedis,
-    store::{self, EventLog},
+    store,
     stream::{StreamContext, StreamSettings},
+    writer::Writer,
 };
 
 /// What every handler can reach: cheap to clone, each part shared.
@@ -41,6 +42,8 @@ pub struct AppState {
     /// Per-caller limits on writes, checked by the auth extractors.
     pub limiter: Arc<dyn RateLimiter>,
     pub retention: Arc<Retention>,
+    /// The node's one writer, for `/metrics`.
+    pub writer: Arc<Writer>,
     pub stream: Arc<StreamSettings>,
     /// Cancelled when the server stops; every open stream watches it.
     pub shutdown: CancellationToken,
@@ -73,10 +76,13 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, wires and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = store::connect(&settings.database_url)
+        let db = store::connect_with(&settings.database_url, 16, settings.sqlite_synchronous)
             .await
             .with_context(|| format!("connecting to {}", crate::config::redact_url(&settings.database_url)))?;
         Migrator::up(&db, None).await.context("applying migrations")?;
+        let write_db = store::connect_with(&settings.database_url, 1, settings.sqlite_synchronous)
+            .await
+            .context("opening the writer's connection")?;
         let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref())?);
         http::metrics::exporter();
         let shutdown = CancellationToken::new();
@@ -90,7 +96,7 @@ impl Application {
                 Arc::new(Hub::new(registry, bus, settings.mailbox_capacity, settings.limits.streams))
             }
         };
-        let log = Arc::new(EventLog::new(db.clone(), hub.clone()));
+        let writer = Writer::start(write_db, hub.clone(), settings.writer);
         let limiter: Arc<dyn RateLimiter> = match &settings.redis_url {
             None => {
                 let local = Arc::new(LocalRateLimiter::new(settings.rate_limits));
@@ -99,8 +105,11 @@ impl Application {
             }
             Some(url) => Arc::new(RedisRateLimiter::new(url, &settings.redis_namespace, settings.rate_limits)?),
         };
-        let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone() };
-        let retention = Arc::new(Retention::new(log.clone(), settings.retention.clone()));
+        // In a cluster another node may change a preference: trust a cached
+        // one only briefly there.
+        let preference_ttl = settings.redis_url.as_ref().map(|_| Duration::from_secs(2));
+        let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone(), preference_ttl };
+        let retention = Arc::new(Retention::new(writer.clone(), db.clone(), settings.retention.clone()));
         let typing_state = match &settings.redis_url {
             None => TypingState::Local(Default::default()),
             Some(url) => TypingState::Redis { redis: Box::new(SharedRedis::open(url)?), namespace: settings.redis_namespace.clone() },
@@ -110,7 +119,7 @@ impl Application {
             None => Arc::new(LocalPresence::new(db.clone(), hub.clone(), settings.presence_grace)),
             Some(url) => Arc::new(RedisPresence::start(url, &settings.redis_namespace, db.clone(), hub.clone(), settings.presence_grace, shutdown.clone())?),
         };
-        let chat = Arc::new(Chat::new(log.clone(), typing));
+        let chat = Arc::new(Chat::new(writer.clone(), db.clone(), typing));
         let listener = TcpListener::bind(&settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -120,14 +129,15 @@ impl Application {
         };
         let http = http::HttpSettings::from_settings(&settings);
         let state = AppState {
-            db,
+            db: db.clone(),
             keys,
             hub,
-            notifications: Arc::new(Notifications::new(log, policy)),
+            notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy)),
             chat,
             presence,
             limiter,
             retention,
+            writer,
             stream: Arc::new(settings.stream),
             shutdown,
         };

@@ -1,7 +1,7 @@
 //! Chat use cases: conversations, membership, messages, read receipts and
 //! typing, all delivered over the same per-user stream.
 //!
-//! Every change is one event-log write. Messages, edits, deletions and
+//! Every change is one job of the [`Writer`]. Messages, edits, deletions and
 //! receipts are single events on the conversation's topic, delivered to the
 //! members connected to each node through the registry: the cost of an
 //! event is one append plus one push per connected member, never a query per
@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::{
     domain::{
@@ -23,8 +23,9 @@ use crate::{
     },
     error::ApiError,
     hub::RouteChange,
-    store::{EventLog, LogWrite, chat as rows},
+    store::chat as rows,
     typing::TypingTracker,
+    writer::{LogWrite, Writer},
 };
 
 /// What sending a message did.
@@ -36,14 +37,16 @@ pub struct Sent {
 
 /// Chat over the event log.
 pub struct Chat {
-    log: Arc<EventLog>,
+    writer: Arc<Writer>,
+    /// The pool, for reads.
+    db: DatabaseConnection,
     typing: Arc<TypingTracker>,
 }
 
 impl Chat {
-    /// Chat use cases over `log`.
-    pub fn new(log: Arc<EventLog>, typing: Arc<TypingTracker>) -> Self {
-        Chat { log, typing }
+    /// Chat use cases writing through `writer` and reading from `db`.
+    pub fn new(writer: Arc<Writer>, db: DatabaseConnection, typing: Arc<TypingTracker>) -> Self {
+        Chat { writer, db, typing }
     }
 
     /// Creates a conversation of the caller and `members`; each member
@@ -60,29 +63,34 @@ impl Chat {
                 members.push(user);
             }
         }
-        let mut write = self.log.write().await?;
-        let now = truncate_to_millis(Utc::now());
-        let row = rows::create_conversation(write.conn(), request.title, caller, now).await?;
-        let member_ids: Vec<String> = members.iter().map(ToString::to_string).collect();
-        let fresh = Conversation {
-            id: row.id,
-            title: row.title.clone(),
-            members: member_ids,
-            created_at: row.created_at,
-            last_message: None,
-            unread_count: 0,
-        };
-        for member in &members {
-            let joined = join_event(&mut write, member, &fresh).await?;
-            rows::add_member(write.conn(), row.id, member, joined, now).await?;
-        }
-        write.commit().await?;
-        Ok(fresh)
+        let (caller, title) = (caller.clone(), request.title);
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let now = truncate_to_millis(Utc::now());
+                    let row = rows::create_conversation(write.conn(), title, &caller, now).await?;
+                    let member_ids: Vec<String> = members.iter().map(ToString::to_string).collect();
+                    let fresh = Conversation {
+                        id: row.id,
+                        title: row.title.clone(),
+                        members: member_ids,
+                        created_at: row.created_at,
+                        last_message: None,
+                        unread_count: 0,
+                    };
+                    for member in &members {
+                        let joined = join_event(write, member, &fresh).await?;
+                        rows::add_member(write.conn(), row.id, member, joined, now).await?;
+                    }
+                    Ok(fresh)
+                })
+            })
+            .await
     }
 
     /// The caller's conversations, most recent activity first.
     pub async fn list(&self, caller: &UserId) -> Result<Vec<Conversation>, ApiError> {
-        let db = self.log.db();
+        let db = &self.db;
         let mut found = Vec::new();
         for membership in rows::memberships_of(db, caller).await? {
             if let Some(row) = rows::conversation(db, membership.conversation_id).await? {
@@ -96,7 +104,7 @@ impl Chat {
 
     /// One conversation, for a member; 404 for anyone else.
     pub async fn get(&self, caller: &UserId, id: i64) -> Result<Conversation, ApiError> {
-        let db = self.log.db();
+        let db = &self.db;
         let membership = rows::membership(db, id, caller).await?.ok_or(ApiError::NotFound)?;
         let row = rows::conversation(db, id).await?.ok_or(ApiError::NotFound)?;
         view(db, &row, caller, membership.last_read_message_id).await
@@ -105,42 +113,50 @@ impl Chat {
     /// Adds `user` (by any member). The new member receives the conversation
     /// and every later event of it; the others receive the new member list.
     pub async fn add_member(&self, caller: &UserId, id: i64, user: UserId) -> Result<Conversation, ApiError> {
-        let mut write = self.log.write().await?;
-        let membership = rows::membership(write.conn(), id, caller).await?.ok_or(ApiError::NotFound)?;
-        let row = rows::conversation(write.conn(), id).await?.ok_or(ApiError::NotFound)?;
-        if rows::membership(write.conn(), id, &user).await?.is_some() {
-            return view(write.conn(), &row, caller, membership.last_read_message_id).await;
-        }
-        let mut members = rows::member_ids(write.conn(), id).await?;
-        members.push(user.to_string());
-        let now = truncate_to_millis(Utc::now());
-        let newcomer = Conversation { members: members.clone(), ..view(write.conn(), &row, &user, None).await? };
-        let joined = join_event(&mut write, &user, &newcomer).await?;
-        rows::add_member(write.conn(), id, &user, joined, now).await?;
-        announce_change(&mut write, &row, &members, Some(&user)).await?;
-        let answer = view(write.conn(), &row, caller, membership.last_read_message_id).await?;
-        write.commit().await?;
-        Ok(answer)
+        let caller = caller.clone();
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let membership = rows::membership(write.conn(), id, &caller).await?.ok_or(ApiError::NotFound)?;
+                    let row = rows::conversation(write.conn(), id).await?.ok_or(ApiError::NotFound)?;
+                    if rows::membership(write.conn(), id, &user).await?.is_some() {
+                        return view(write.conn(), &row, &caller, membership.last_read_message_id).await;
+                    }
+                    let mut members = rows::member_ids(write.conn(), id).await?;
+                    members.push(user.to_string());
+                    let now = truncate_to_millis(Utc::now());
+                    let newcomer = Conversation { members: members.clone(), ..view(write.conn(), &row, &user, None).await? };
+                    let joined = join_event(write, &user, &newcomer).await?;
+                    rows::add_member(write.conn(), id, &user, joined, now).await?;
+                    announce_change(write, &row, &members, Some(&user)).await?;
+                    view(write.conn(), &row, &caller, membership.last_read_message_id).await
+                })
+            })
+            .await
     }
 
     /// Removes `user`; only the user themself may (to leave). Their streams
     /// stop receiving the conversation at that point of the log.
     pub async fn leave(&self, caller: &UserId, id: i64, user: &UserId) -> Result<(), ApiError> {
-        let mut write = self.log.write().await?;
-        rows::membership(write.conn(), id, caller).await?.ok_or(ApiError::NotFound)?;
-        if caller != user {
-            return Err(ApiError::Forbidden("members can only remove themselves".into()));
-        }
-        let row = rows::conversation(write.conn(), id).await?.ok_or(ApiError::NotFound)?;
-        let members: Vec<String> = rows::member_ids(write.conn(), id).await?.into_iter().filter(|m| m != user.as_str()).collect();
-        let farewell = Conversation { members: members.clone(), ..view(write.conn(), &row, user, None).await? };
-        let data = serde_json::to_string(&farewell).map_err(|e| ApiError::Internal(e.into()))?;
-        let route = RouteChange { conversation: Topic::conversation(id), joined: false };
-        let left = write.append_routed(&Topic::user(user), events::CONVERSATION, &data, route).await?;
-        rows::remove_member(write.conn(), id, user, left).await?;
-        announce_change(&mut write, &row, &members, None).await?;
-        write.commit().await?;
-        Ok(())
+        let (caller, user) = (caller.clone(), user.clone());
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    rows::membership(write.conn(), id, &caller).await?.ok_or(ApiError::NotFound)?;
+                    if caller != user {
+                        return Err(ApiError::Forbidden("members can only remove themselves".into()));
+                    }
+                    let row = rows::conversation(write.conn(), id).await?.ok_or(ApiError::NotFound)?;
+                    let members: Vec<String> = rows::member_ids(write.conn(), id).await?.into_iter().filter(|m| m != user.as_str()).collect();
+                    let farewell = Conversation { members: members.clone(), ..view(write.conn(), &row, &user, None).await? };
+                    let data = serde_json::to_string(&farewell).map_err(|e| ApiError::Internal(e.into()))?;
+                    let route = RouteChange { conversation: Topic::conversation(id), joined: false };
+                    let left = write.append_routed(&Topic::user(&user), events::CONVERSATION, &data, route).await?;
+                    rows::remove_member(write.conn(), id, &user, left).await?;
+                    announce_change(write, &row, &members, None).await
+                })
+            })
+            .await
     }
 
     /// Sends a message. A retry with the same `client_message_id` from the
@@ -150,32 +166,41 @@ impl Chat {
     pub async fn send(&self, caller: &UserId, id: i64, request: NewMessage) -> Result<Sent, ApiError> {
         validate_content(&request.content)?;
         validate_short("client_message_id", request.client_message_id.as_deref())?;
-        let mut write = self.log.write().await?;
-        rows::membership(write.conn(), id, caller).await?.ok_or(ApiError::NotFound)?;
-        if let Some(client_id) = &request.client_message_id
-            && let Some(existing) = rows::by_client_id(write.conn(), id, caller, client_id).await?
-        {
-            return Ok(Sent { message: existing.into(), created: false });
+        let sender = caller.clone();
+        let sent = self
+            .writer
+            .run(move |write| {
+                Box::pin(async move {
+                    rows::membership(write.conn(), id, &sender).await?.ok_or(ApiError::NotFound)?;
+                    if let Some(client_id) = &request.client_message_id
+                        && let Some(existing) = rows::by_client_id(write.conn(), id, &sender, client_id).await?
+                    {
+                        return Ok(Sent { message: existing.into(), created: false });
+                    }
+                    if let Some(reply_to) = request.reply_to
+                        && rows::message(write.conn(), id, reply_to).await?.is_none()
+                    {
+                        return Err(ApiError::invalid_field("reply_to", "reply_to must be a message of this conversation"));
+                    }
+                    let now = truncate_to_millis(Utc::now());
+                    let row = rows::insert_message(write.conn(), id, &sender, request.content, request.client_message_id, request.reply_to, now).await?;
+                    rows::touch(write.conn(), id, now).await?;
+                    let message = Message::from(row);
+                    write.append(&Topic::conversation(id), events::MESSAGE, &message).await?;
+                    Ok(Sent { message, created: true })
+                })
+            })
+            .await?;
+        if sent.created {
+            // A sent message ends the sender's typing indicator, as people expect.
+            self.typing.update(id, caller, false).await;
         }
-        if let Some(reply_to) = request.reply_to
-            && rows::message(write.conn(), id, reply_to).await?.is_none()
-        {
-            return Err(ApiError::invalid_field("reply_to", "reply_to must be a message of this conversation"));
-        }
-        let now = truncate_to_millis(Utc::now());
-        let row = rows::insert_message(write.conn(), id, caller, request.content, request.client_message_id, request.reply_to, now).await?;
-        rows::touch(write.conn(), id, now).await?;
-        let message = Message::from(row);
-        write.append(&Topic::conversation(id), events::MESSAGE, &message).await?;
-        write.commit().await?;
-        // A sent message ends the sender's typing indicator, as people expect.
-        self.typing.update(id, caller, false).await;
-        Ok(Sent { message, created: true })
+        Ok(sent)
     }
 
     /// A page of messages, newest first.
     pub async fn history(&self, caller: &UserId, id: i64, before: Option<i64>, limit: u64) -> Result<MessagePage, ApiError> {
-        let db = self.log.db();
+        let db = &self.db;
         rows::membership(db, id, caller).await?.ok_or(ApiError::NotFound)?;
         let mut found = rows::messages(db, id, before, limit + 1).await?;
         let next_cursor = if found.len() as u64 > limit {
@@ -190,55 +215,70 @@ impl Chat {
     /// Edits a message (its sender only).
     pub async fn edit(&self, caller: &UserId, id: i64, message_id: i64, content: String) -> Result<Message, ApiError> {
         validate_content(&content)?;
-        let mut write = self.log.write().await?;
-        let mut row = own_message(&write, caller, id, message_id).await?;
-        if row.deleted_at.is_some() {
-            return Err(ApiError::invalid_field("content", "a deleted message cannot be edited"));
-        }
-        row.content = Some(content);
-        row.edited_at = Some(truncate_to_millis(Utc::now()));
-        let message = Message::from(rows::save_message(write.conn(), row).await?);
-        write.append(&Topic::conversation(id), events::MESSAGE_UPDATED, &message).await?;
-        write.commit().await?;
-        Ok(message)
+        let caller = caller.clone();
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let mut row = own_message(write, &caller, id, message_id).await?;
+                    if row.deleted_at.is_some() {
+                        return Err(ApiError::invalid_field("content", "a deleted message cannot be edited"));
+                    }
+                    row.content = Some(content);
+                    row.edited_at = Some(truncate_to_millis(Utc::now()));
+                    let message = Message::from(rows::save_message(write.conn(), row).await?);
+                    write.append(&Topic::conversation(id), events::MESSAGE_UPDATED, &message).await?;
+                    Ok(message)
+                })
+            })
+            .await
     }
 
     /// Deletes a message (its sender only): the content goes, a tombstone stays.
     pub async fn delete(&self, caller: &UserId, id: i64, message_id: i64) -> Result<(), ApiError> {
-        let mut write = self.log.write().await?;
-        let mut row = own_message(&write, caller, id, message_id).await?;
-        if row.deleted_at.is_some() {
-            return Ok(());
-        }
-        row.content = None;
-        row.deleted_at = Some(truncate_to_millis(Utc::now()));
-        let message = Message::from(rows::save_message(write.conn(), row).await?);
-        write.append(&Topic::conversation(id), events::MESSAGE_DELETED, &message).await?;
-        write.commit().await?;
-        Ok(())
+        let caller = caller.clone();
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let mut row = own_message(write, &caller, id, message_id).await?;
+                    if row.deleted_at.is_some() {
+                        return Ok(());
+                    }
+                    row.content = None;
+                    row.deleted_at = Some(truncate_to_millis(Utc::now()));
+                    let message = Message::from(rows::save_message(write.conn(), row).await?);
+                    write.append(&Topic::conversation(id), events::MESSAGE_DELETED, &message).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     /// Moves the caller's read mark forward to `message_id` (never back) and
     /// tells the other members with a `read` receipt.
     pub async fn read(&self, caller: &UserId, id: i64, message_id: i64) -> Result<ConversationUnread, ApiError> {
-        let mut write = self.log.write().await?;
-        let membership = rows::membership(write.conn(), id, caller).await?.ok_or(ApiError::NotFound)?;
-        if rows::message(write.conn(), id, message_id).await?.is_none() {
-            return Err(ApiError::invalid_field("message_id", "message_id must be a message of this conversation"));
-        }
-        let mark = rows::advance_read_mark(write.conn(), id, caller, message_id).await?;
-        if membership.last_read_message_id < Some(mark) {
-            let receipt = ReadReceipt { conversation_id: id, user_id: caller.to_string(), message_id: mark, at: truncate_to_millis(Utc::now()) };
-            write.append(&Topic::conversation(id), events::READ, &receipt).await?;
-        }
-        let unread_count = rows::unread_count(write.conn(), id, caller, Some(mark)).await?;
-        write.commit().await?;
-        Ok(ConversationUnread { unread_count })
+        let caller = caller.clone();
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let membership = rows::membership(write.conn(), id, &caller).await?.ok_or(ApiError::NotFound)?;
+                    if rows::message(write.conn(), id, message_id).await?.is_none() {
+                        return Err(ApiError::invalid_field("message_id", "message_id must be a message of this conversation"));
+                    }
+                    let mark = rows::advance_read_mark(write.conn(), id, &caller, message_id).await?;
+                    if membership.last_read_message_id < Some(mark) {
+                        let receipt = ReadReceipt { conversation_id: id, user_id: caller.to_string(), message_id: mark, at: truncate_to_millis(Utc::now()) };
+                        write.append(&Topic::conversation(id), events::READ, &receipt).await?;
+                    }
+                    let unread_count = rows::unread_count(write.conn(), id, &caller, Some(mark)).await?;
+                    Ok(ConversationUnread { unread_count })
+                })
+            })
+            .await
     }
 
     /// Says whether the caller is typing; the other members hear it.
     pub async fn typing(&self, caller: &UserId, id: i64, is_typing: bool) -> Result<(), ApiError> {
-        rows::membership(self.log.db(), id, caller).await?.ok_or(ApiError::NotFound)?;
+        rows::membership(&self.db, id, caller).await?.ok_or(ApiError::NotFound)?;
         self.typing.update(id, caller, is_typing).await;
         Ok(())
     }
@@ -246,7 +286,7 @@ impl Chat {
 
 /// The caller's own message in a conversation they belong to: 404 when the
 /// conversation or message is not theirs to see, 403 when it is someone else's.
-async fn own_message(write: &LogWrite, caller: &UserId, id: i64, message_id: i64) -> Result<entity::message::Model, ApiError> {
+async fn own_message(write: &mut LogWrite, caller: &UserId, id: i64, message_id: i64) -> Result<entity::message::Model, ApiError> {
     rows::membership(write.conn(), id, caller).await?.ok_or(ApiError::NotFound)?;
     let row = rows::message(write.conn(), id, message_id).await?.ok_or(ApiError::NotFound)?;
     if row.sender_id != caller.as_str() {

@@ -30,6 +30,10 @@ pub struct Settings {
     /// Address to listen on; port 0 picks a free one (tests).
     pub bind: String,
     pub database_url: String,
+    /// How SQLite syncs commits (ignored on PostgreSQL).
+    pub sqlite_synchronous: crate::store::SqliteSync,
+    /// The write queue and batch sizes.
+    pub writer: crate::writer::WriterSettings,
     pub keys: KeySource,
     /// When set, every token must carry this `aud`.
     pub jwt_audience: Option<String>,
@@ -69,6 +73,8 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
+            .field("writer", &self.writer)
             .field("keys", &self.keys)
             .field("jwt_audience", &self.jwt_audience)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
@@ -191,6 +197,13 @@ pub struct ServeArgs {
     /// Reconnection delay suggested to clients (`retry:`), in milliseconds.
     #[arg(long, env = "TIDINGS_RETRY_MS", default_value_t = 3000)]
     pub retry_ms: u64,
+    /// SQLite only: `normal` survives a crash of the process, `full` also
+    /// power loss (one fsync per write batch).
+    #[arg(long, env = "TIDINGS_SQLITE_SYNCHRONOUS", value_enum, default_value_t = crate::store::SqliteSync::Normal)]
+    pub sqlite_synchronous: crate::store::SqliteSync,
+    /// Writes that may wait for the writer; beyond it a write gets 503 with `Retry-After`.
+    #[arg(long, env = "TIDINGS_WRITE_QUEUE", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub write_queue: u64,
     /// Events a stream may fall behind before it catches up from the log.
     #[arg(long, env = "TIDINGS_MAILBOX_CAPACITY", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub mailbox_capacity: u64,
@@ -270,6 +283,8 @@ impl ServeArgs {
         Ok(Settings {
             bind: self.bind,
             database_url: self.database.database_url,
+            sqlite_synchronous: self.sqlite_synchronous,
+            writer: crate::writer::WriterSettings { queue_capacity: self.write_queue as usize, ..Default::default() },
             keys: resolved.source,
             jwt_audience: self.keys.jwt_audience,
             redis_url: self.redis_url,

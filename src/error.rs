@@ -42,6 +42,10 @@ pub enum ApiError {
     /// 503 `unavailable`: a dependency (the database) does not answer.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 `unavailable` with `Retry-After`: the node's write queue is full.
+    /// Refusing at once keeps memory bounded and tells clients when to retry.
+    #[error("the server is busy, retry in {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
     /// 500 `internal`: logged with its cause, answered generically.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -75,6 +79,23 @@ impl ApiError {
         }
     }
 
+    /// The same error again, for each of several callers that share one
+    /// failure (a write batch that did not commit). An internal cause is
+    /// carried as its message.
+    pub fn replica(&self) -> ApiError {
+        match self {
+            ApiError::Unauthorized => ApiError::Unauthorized,
+            ApiError::Forbidden(m) => ApiError::Forbidden(m.clone()),
+            ApiError::NotFound => ApiError::NotFound,
+            ApiError::Invalid { status, message, field } => ApiError::Invalid { status: *status, message: message.clone(), field: field.clone() },
+            ApiError::PayloadTooLarge(m) => ApiError::PayloadTooLarge(m.clone()),
+            ApiError::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs: *retry_after_secs },
+            ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+            ApiError::Overloaded { retry_after_secs } => ApiError::Overloaded { retry_after_secs: *retry_after_secs },
+            ApiError::Internal(cause) => ApiError::Internal(anyhow::anyhow!("{cause:#}")),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -83,7 +104,7 @@ impl ApiError {
             ApiError::Invalid { status, .. } => *status,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,7 +117,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid_request",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -128,34 +149,36 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
+impl ApiError {
+    /// The contract's error object for this error; an internal cause is
+    /// logged here and answered generically.
+    pub fn detail(&self) -> ErrorDetail {
+        let message = match self {
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "request failed");
                 "internal error".to_owned()
             }
             other => other.to_string(),
         };
-        let field = match &self {
+        let field = match self {
             ApiError::Invalid { field, .. } => field.clone(),
             _ => None,
         };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message,
-                field,
-            },
-        };
+        ErrorDetail { code: self.code().to_owned(), message, field }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = ErrorBody { error: self.detail() };
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::RateLimited { retry_after_secs } => {
+            ApiError::RateLimited { retry_after_secs } | ApiError::Overloaded { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

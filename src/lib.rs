@@ -17,7 +17,8 @@
 //! - [`ratelimit`] — per-recipient and per-caller limits behind a seam;
 //! - [`retention`] — pruning of old events and notifications;
 //! - [`domain`] — newtypes parsed at the edge and the rules that go with them;
-//! - [`store`] — SeaORM queries and the event log that orders everything;
+//! - [`writer`] — the one writer per node: group commit, ids in commit order, back-pressure;
+//! - [`store`] — SeaORM queries, run inside the writer's transactions or on the read pool;
 //! - [`hub`] — fan-out from committed events to the connections of their audience;
 //! - [`limits`] — the open-file limit that bounds a node's streams;
 //! - [`shared_redis`] — the lazily opened Redis connection of the cluster's shared state;
@@ -43,6 +44,7 @@ pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod typing;
+pub mod writer;
 
 pub use app::{AppState, Application};
 pub use config::Settings;

@@ -10,20 +10,26 @@
 //!   Statistics are computed from the notifications that remain, so they
 //!   cover that window.
 //!
-//! Pruning runs as a write on the event log: it is serialized with every
-//! append, and never interleaves with a publish.
+//! Pruning runs as small jobs of the writer, so that it never holds a batch
+//! open for more than a few milliseconds: first one job raises the history
+//! floors (a client resuming from below one gets `reset` from then on, even
+//! while the events are still there), then jobs of at most
+//! [`CHUNK`] rows each delete what lies below them.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, sea_query::{ExprTrait, OnConflict},
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, sea_query::{ExprTrait, OnConflict},
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::store::EventLog;
+use crate::{error::ApiError, store::unread, writer::Writer};
 use entity::{event, history_floor, notification};
+
+/// Most rows one pruning job deletes.
+pub const CHUNK: u64 = 2000;
 
 /// How much history is kept.
 #[derive(Debug, Clone)]
@@ -58,14 +64,16 @@ pub struct Pruned {
 
 /// The pruning task.
 pub struct Retention {
-    log: Arc<EventLog>,
+    writer: Arc<Writer>,
+    /// The pool, for the reads that decide what to prune.
+    db: DatabaseConnection,
     settings: RetentionSettings,
 }
 
 impl Retention {
-    /// Pruning of `log` under `settings`.
-    pub fn new(log: Arc<EventLog>, settings: RetentionSettings) -> Self {
-        Retention { log, settings }
+    /// Pruning through `writer` under `settings`.
+    pub fn new(writer: Arc<Writer>, db: DatabaseConnection, settings: RetentionSettings) -> Self {
+        Retention { writer, db, settings }
     }
 
     /// Runs every `interval` until `shutdown`.
@@ -88,9 +96,46 @@ impl Retention {
     }
 
     /// One pruning pass.
-    pub async fn run_once(&self) -> Result<Pruned, DbErr> {
-        let write = self.log.write().await?;
-        let conn = write.conn();
+    pub async fn run_once(&self) -> Result<Pruned, ApiError> {
+        let floors = self.floors().await?;
+        let mut pruned = Pruned::default();
+        if !floors.is_empty() {
+            let raised = floors.clone();
+            self.writer
+                .run(move |write| {
+                    Box::pin(async move {
+                        for (topic, floor) in &raised {
+                            set_floor(write.conn(), topic, *floor).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await?;
+        }
+        for (topic, floor) in floors {
+            loop {
+                let topic = topic.clone();
+                let deleted = self.writer.run(move |write| Box::pin(async move { Ok(delete_events_below(write.conn(), &topic, floor).await?) })).await?;
+                pruned.events += deleted;
+                if deleted < CHUNK {
+                    break;
+                }
+            }
+        }
+        let horizon = Utc::now() - chrono::Duration::from_std(self.settings.notification_max_age).unwrap_or(chrono::Duration::MAX);
+        loop {
+            let deleted = self.writer.run(move |write| Box::pin(async move { Ok(delete_notifications_before(write.conn(), horizon).await?) })).await?;
+            pruned.notifications += deleted;
+            if deleted < CHUNK {
+                break;
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Per topic, the newest id to prune: by age, then by count.
+    async fn floors(&self) -> Result<BTreeMap<String, i64>, DbErr> {
+        let conn = &self.db;
         let mut floors: BTreeMap<String, i64> = BTreeMap::new();
 
         let cutoff = Utc::now() - chrono::Duration::from_std(self.settings.event_max_age).unwrap_or(chrono::Duration::MAX);
@@ -131,32 +176,60 @@ impl Retention {
                 raise(&mut floors, topic, floor);
             }
         }
-
-        let mut pruned = Pruned::default();
-        for (topic, floor) in floors {
-            pruned.events += event::Entity::delete_many()
-                .filter(event::Column::Topic.eq(&topic))
-                .filter(event::Column::Id.lte(floor))
-                .exec(conn)
-                .await?
-                .rows_affected;
-            set_floor(conn, &topic, floor).await?;
-        }
-
-        let horizon = Utc::now() - chrono::Duration::from_std(self.settings.notification_max_age).unwrap_or(chrono::Duration::MAX);
-        pruned.notifications = notification::Entity::delete_many()
-            .filter(
-                Condition::any()
-                    .add(notification::Column::ReadAt.lt(horizon))
-                    .add(notification::Column::ExpiresAt.lt(horizon))
-                    .add(notification::Column::DeletedAt.lt(horizon)),
-            )
-            .exec(conn)
-            .await?
-            .rows_affected;
-        write.commit().await?;
-        Ok(pruned)
+        Ok(floors)
     }
+}
+
+/// Deletes up to [`CHUNK`] events of `topic` at or below `floor`.
+async fn delete_events_below(conn: &impl ConnectionTrait, topic: &str, floor: i64) -> Result<u64, DbErr> {
+    let ids: Vec<i64> = event::Entity::find()
+        .select_only()
+        .column(event::Column::Id)
+        .filter(event::Column::Topic.eq(topic))
+        .filter(event::Column::Id.lte(floor))
+        .limit(CHUNK)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(event::Entity::delete_many().filter(event::Column::Id.is_in(ids)).exec(conn).await?.rows_affected)
+}
+
+/// Deletes up to [`CHUNK`] notifications read, expired or deleted before
+/// `horizon`, taking the expired unread ones out of their users' counters.
+async fn delete_notifications_before(conn: &impl ConnectionTrait, horizon: chrono::DateTime<Utc>) -> Result<u64, DbErr> {
+    let doomed: Vec<(i64, String, bool)> = notification::Entity::find()
+        .select_only()
+        .column(notification::Column::Id)
+        .column(notification::Column::UserId)
+        .column_as(notification::Column::ReadAt.is_null().and(notification::Column::DeletedAt.is_null()), "counted")
+        .filter(
+            Condition::any()
+                .add(notification::Column::ReadAt.lt(horizon))
+                .add(notification::Column::ExpiresAt.lt(horizon))
+                .add(notification::Column::DeletedAt.lt(horizon)),
+        )
+        .limit(CHUNK)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    let mut deltas: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for (_, user, counted) in &doomed {
+        if *counted {
+            *deltas.entry(user.clone()).or_default() -= 1;
+        }
+    }
+    let ids: Vec<i64> = doomed.iter().map(|(id, _, _)| *id).collect();
+    let deleted = notification::Entity::delete_many().filter(notification::Column::Id.is_in(ids)).exec(conn).await?.rows_affected;
+    if !deltas.is_empty() {
+        unread::adjust(conn, &deltas).await?;
+    }
+    Ok(deleted)
 }
 
 fn raise(floors: &mut BTreeMap<String, i64>, topic: String, floor: i64) {

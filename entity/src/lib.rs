@@ -12,3 +12,4 @@ pub mod member_period;
 pub mod message;
 pub mod notification;
 pub mod preference;
+pub mod unread_counter;

@@ -11,6 +11,7 @@ mod m20261122_000001_core;
 mod m20261122_000002_policy;
 mod m20261122_000003_chat;
 mod m20261122_000004_event_routes;
+mod m20261202_000005_unread_counters;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_policy::Migration),
             Box::new(m20261122_000003_chat::Migration),
             Box::new(m20261122_000004_event_routes::Migration),
+            Box::new(m20261202_000005_unread_counters::Migration),
         ]
     }
 }

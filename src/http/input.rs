@@ -80,6 +80,20 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Reads one already parsed JSON value (an item of a batch) as `T`,
+/// naming the field at fault like [`parse_json`].
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = format!("invalid item: {}", err.inner());
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(message)
+        } else {
+            ApiError::bad_field(path, message)
+        }
+    })
+}
+
 /// The field a JSON error is about: the path where it happened (for an
 /// unknown field, its own key), plus the name serde gives for a missing
 /// field, whose error is raised at the enclosing object. `None` for syntax errors, and for paths that

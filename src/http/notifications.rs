@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::{JsonBody, OptionalJsonBody, cursor_param, limit_param, parse_json, path_id, query_param};
+use super::input::{JsonBody, OptionalJsonBody, cursor_param, limit_param, parse_json, parse_value, path_id, query_param};
 use crate::{
     app::AppState,
     auth::{AuthUser, Publisher},
@@ -19,8 +19,11 @@ use crate::{
         notification::{Notification, NotificationType, PublishRequest},
     },
     error::{ApiError, ErrorBody},
-    notifications::{IdempotencyKey, ListQuery, Page, Published, ReadAllResult},
+    notifications::{IdempotencyKey, ListQuery, Page, PublishOutcome, Published, ReadAllResult},
 };
+
+/// Most items in one batch publish.
+pub const MAX_BATCH_ITEMS: usize = 1000;
 
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -29,6 +32,7 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(publish, list))
+        .routes(routes!(publish_batch))
         .routes(routes!(unread_count))
         .routes(routes!(read_all))
         .routes(routes!(remove))
@@ -46,25 +50,68 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn publish(State(state): State<AppState>, Publisher(caller): Publisher, headers: HeaderMap, body: JsonBody<PublishRequest>) -> Result<Response, ApiError> {
-    let key = match headers.get("idempotency-key") {
-        None => None,
+    let key = idempotency_key(&headers, &body.raw)?;
+    let new = body.value.validate(chrono::Utc::now())?;
+    let outcome = state.notifications.publish(&caller.user, key, new).await?;
+    Ok(respond(outcome, StatusCode::CREATED))
+}
+
+/// The body of `POST /v1/notifications/batch`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 1,000 bodies of `POST /v1/notifications`.
+    #[schema(value_type = Vec<PublishRequest>)]
+    items: Vec<serde_json::Value>,
+}
+
+/// Publishes up to 1,000 notifications in one request (scope `publish`):
+/// each item succeeds or fails alone, and the answer lists, in order, what
+/// each would have got alone or its error. The cheap way for a backend to
+/// send a digest or a job's results.
+#[utoipa::path(post, path = "/notifications/batch", tag = "notifications", security(("bearer" = [])),
+    request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Covers the whole batch: a retry with the same key and body gets the first answer")),
+    responses(
+        (status = 200, description = "`{\"results\": [...]}`: per item `{created, suppressed, rate_limited}` or `{error}`"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn publish_batch(State(state): State<AppState>, Publisher(caller): Publisher, headers: HeaderMap, body: JsonBody<BatchRequest>) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers, &body.raw)?;
+    let items = body.value.items;
+    if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::bad_field("items", "items must hold 1 to 1000 notifications"));
+    }
+    let now = chrono::Utc::now();
+    let items = items.into_iter().map(|item| parse_value::<PublishRequest>(item).and_then(|request| request.validate(now))).collect();
+    let outcome = state.notifications.publish_batch(&caller.user, key, items).await?;
+    Ok(respond(outcome, StatusCode::OK))
+}
+
+/// The `Idempotency-Key` header, with the fingerprint of the body it came with.
+fn idempotency_key<'a>(headers: &'a HeaderMap, raw: &[u8]) -> Result<Option<IdempotencyKey<'a>>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
         Some(value) => {
             let key = value
                 .to_str()
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
                 .ok_or_else(|| ApiError::invalid_field("Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters"))?;
-            Some(IdempotencyKey { key, request_hash: fingerprint(&body.raw)? })
+            Ok(Some(IdempotencyKey { key, request_hash: fingerprint(raw)? }))
         }
-    };
-    let new = body.value.validate(chrono::Utc::now())?;
-    let outcome = state.notifications.publish(&caller.user, key, new).await?;
-    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::CREATED);
+    }
+}
+
+/// A publish answer as stored: its status and JSON body, marked when it
+/// is the remembered answer to an earlier request.
+fn respond(outcome: PublishOutcome, default: StatusCode) -> Response {
+    let status = StatusCode::from_u16(outcome.status).unwrap_or(default);
     let mut response = (status, [(header::CONTENT_TYPE, "application/json")], outcome.body).into_response();
     if outcome.replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 /// SHA-256 of the body's JSON value: key order and white space do not make

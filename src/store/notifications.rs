@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Select, Set, sea_query::Expr,
 };
 
@@ -21,10 +21,11 @@ pub fn visible(user: &UserId, now: DateTime<Utc>) -> Select<Notifications> {
         .filter(Condition::any().add(Column::ExpiresAt.is_null()).add(Column::ExpiresAt.gt(now)))
 }
 
-/// Stores one recipient's copy; `event_id` is set by [`set_event_id`] once
-/// the event that carries it is appended.
-pub async fn insert(conn: &impl ConnectionTrait, user: &UserId, new: &NewNotification, now: DateTime<Utc>) -> Result<Model, DbErr> {
+/// Stores one recipient's copy with the ids the writer allocated for it and
+/// for the event that carries it.
+pub async fn insert(conn: &impl ConnectionTrait, id: i64, event_id: i64, user: &UserId, new: &NewNotification, now: DateTime<Utc>) -> Result<Model, DbErr> {
     notification::ActiveModel {
+        id: Set(id),
         user_id: Set(user.as_str().to_owned()),
         kind: Set(new.kind.as_str().to_owned()),
         title: Set(new.title.clone()),
@@ -39,8 +40,7 @@ pub async fn insert(conn: &impl ConnectionTrait, user: &UserId, new: &NewNotific
         read_at: Set(None),
         clicked_at: Set(None),
         deleted_at: Set(None),
-        event_id: Set(0),
-        ..Default::default()
+        event_id: Set(event_id),
     }
     .insert(conn)
     .await
@@ -59,8 +59,8 @@ pub async fn unread_group(conn: &impl ConnectionTrait, user: &UserId, group_key:
 }
 
 /// Folds a new notification into its group: one more in `count`, the newest
-/// content, a fresh `updated_at` and expiry.
-pub async fn fold_into(conn: &impl ConnectionTrait, group: Model, new: &NewNotification, now: DateTime<Utc>) -> Result<Model, DbErr> {
+/// content, a fresh `updated_at` and expiry, and the event that carries it.
+pub async fn fold_into(conn: &impl ConnectionTrait, group: Model, new: &NewNotification, event_id: i64, now: DateTime<Utc>) -> Result<Model, DbErr> {
     let count = group.count + 1;
     let mut row: notification::ActiveModel = group.into();
     row.count = Set(count);
@@ -70,27 +70,13 @@ pub async fn fold_into(conn: &impl ConnectionTrait, group: Model, new: &NewNotif
     row.action_url = Set(new.action_url.clone());
     row.expires_at = Set(new.expires_at);
     row.updated_at = Set(now);
+    row.event_id = Set(event_id);
     row.update(conn).await
-}
-
-/// Records which event last carried the notification.
-pub async fn set_event_id(conn: &impl ConnectionTrait, id: i64, event_id: i64) -> Result<(), DbErr> {
-    Notifications::update_many()
-        .col_expr(Column::EventId, Expr::value(event_id))
-        .filter(Column::Id.eq(id))
-        .exec(conn)
-        .await?;
-    Ok(())
 }
 
 /// One visible notification of `user`.
 pub async fn find(conn: &impl ConnectionTrait, user: &UserId, id: i64, now: DateTime<Utc>) -> Result<Option<Model>, DbErr> {
     visible(user, now).filter(Column::Id.eq(id)).one(conn).await
-}
-
-/// How many visible notifications of `user` are unread.
-pub async fn unread_count(conn: &impl ConnectionTrait, user: &UserId, now: DateTime<Utc>) -> Result<u64, DbErr> {
-    visible(user, now).filter(Column::ReadAt.is_null()).count(conn).await
 }
 
 /// The newest `limit` unread ones, returned oldest first: what a stream

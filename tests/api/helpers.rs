@@ -111,6 +111,8 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
         database_url: database.url.clone(),
+        sqlite_synchronous: tidings::store::SqliteSync::Normal,
+        writer: tidings::writer::WriterSettings::default(),
         keys: KeySource::Secret(SECRET.to_vec()),
         jwt_audience: None,
         redis_url: None,

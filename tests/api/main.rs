@@ -16,3 +16,4 @@ mod policy;
 mod presence;
 mod resume;
 mod stream;
+mod writer;

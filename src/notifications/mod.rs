@@ -1,0 +1,604 @@
+//! Notification use cases. Each write is a job of the [`Writer`]: it
+//! changes rows, appends the events reporting the change, and announces the
+//! user's new unread count, all in one transaction. What is not the write
+//! (preferences, rate limits, an idempotency key already answered) is
+//! settled before the job is queued, so it never holds the writer. A plain
+//! publish (no idempotency key, no group key) is stored set-based with the
+//! other plain publishes of its batch. Each read is a plain query.
+
+pub mod preference_cache;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+use serde::Serialize;
+
+use crate::{
+    domain::{
+        Topic, UserId,
+        events::{self, NotificationDeleted, NotificationRead, UnreadCount},
+        notification::{NewNotification, Notification, NotificationType, truncate_to_millis},
+        preference::{Channels, Preference, PreferenceUpdate},
+    },
+    error::ApiError,
+    ratelimit::{RateLimiter, retry_after_secs},
+    store::{event_log, idempotency, notifications as rows, preferences, unread},
+    writer::{LogWrite, PlainPublish, Writer},
+};
+use preference_cache::PreferenceCache;
+
+/// Most ids one `notification.read` event carries; a larger read-all is split.
+pub const READ_EVENT_MAX_IDS: usize = 500;
+
+/// The answer to a publish, kept verbatim for idempotent retries.
+pub struct PublishOutcome {
+    pub status: u16,
+    /// The JSON body.
+    pub body: String,
+    /// True when this is the remembered answer to an earlier request.
+    pub replayed: bool,
+}
+
+/// An `Idempotency-Key` with the fingerprint of the body it came with.
+pub struct IdempotencyKey<'a> {
+    pub key: &'a str,
+    pub request_hash: String,
+}
+
+/// The `201` body of a publish.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Published {
+    /// One notification per recipient who receives it: new ones, and
+    /// grouped ones updated in place (`count` + 1).
+    pub created: Vec<Notification>,
+    /// Recipients whose preferences turn this type off.
+    pub suppressed: Vec<String>,
+    /// Recipients over their limit for this type (without a group to fold into).
+    pub rate_limited: Vec<String>,
+}
+
+/// A page of notifications, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Page {
+    pub items: Vec<Notification>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// The answer of `read_all`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReadAllResult {
+    /// How many notifications became read.
+    pub updated: u64,
+}
+
+/// Delivery statistics of one type.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TypeStats {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Notifications delivered (each grouped update counts).
+    pub sent: u64,
+    pub read: u64,
+    pub clicked: u64,
+    /// `read / sent`, 0 when nothing was sent.
+    pub read_rate: f64,
+    /// `clicked / sent`, 0 when nothing was sent.
+    pub click_rate: f64,
+}
+
+/// What a list asks for, already validated.
+pub struct ListQuery {
+    pub unread_only: bool,
+    pub kind: Option<String>,
+    pub cursor: Option<i64>,
+    pub limit: u64,
+}
+
+/// The operator's policy for publishing.
+pub struct Policy {
+    /// Channels of a type the user never changed.
+    pub default_channels: Channels,
+    pub limiter: Arc<dyn RateLimiter>,
+    /// How long a cached preference is trusted: `None` on a single node,
+    /// where every change passes through this process.
+    pub preference_ttl: Option<Duration>,
+}
+
+/// Notifications: publish, read, list, preferences.
+pub struct Notifications {
+    writer: Arc<Writer>,
+    /// The pool, for reads.
+    db: DatabaseConnection,
+    policy: Policy,
+    preferences: PreferenceCache,
+}
+
+/// Who gets a publish, decided before it is queued.
+struct Audience {
+    /// Recipients whose preferences turn the type off.
+    suppressed: Vec<String>,
+    /// The others, in request order, each with its rate-limit verdict.
+    wanted: Vec<(UserId, Result<(), Duration>)>,
+}
+
+impl Audience {
+    /// Recipients within their limit.
+    fn allowed(&self) -> Vec<UserId> {
+        self.wanted.iter().filter(|(_, limit)| limit.is_ok()).map(|(user, _)| user.clone()).collect()
+    }
+
+    /// Recipients over their limit, and the longest wait among them.
+    fn limited(&self) -> (Vec<String>, Duration) {
+        let mut longest = Duration::ZERO;
+        let users = self
+            .wanted
+            .iter()
+            .filter_map(|(user, limit)| limit.err().map(|wait| (user, wait)))
+            .map(|(user, wait)| {
+                longest = longest.max(wait);
+                user.to_string()
+            })
+            .collect();
+        (users, longest)
+    }
+}
+
+/// One item of a batch publish, validated or not.
+pub type BatchItem = Result<NewNotification, ApiError>;
+
+impl Notifications {
+    /// Use cases writing through `writer` and reading from `db`, under `policy`.
+    pub fn new(writer: Arc<Writer>, db: DatabaseConnection, policy: Policy) -> Self {
+        let preferences = PreferenceCache::new(policy.preference_ttl);
+        Notifications { writer, db, policy, preferences }
+    }
+
+    /// Stores one notification per recipient and sends each to its owner,
+    /// unless the recipient's preferences turn the type off (suppressed) or
+    /// the recipient is over the limit for it (rate limited; a notification
+    /// with a group key still folds into an unread group). When every
+    /// recipient is rate limited the whole request is refused with 429.
+    ///
+    /// With an idempotency key, a retry with the same body gets the first
+    /// answer and creates nothing; the check runs again inside the write,
+    /// so two racing retries cannot both create.
+    pub async fn publish(&self, caller: &UserId, key: Option<IdempotencyKey<'_>>, new: NewNotification) -> Result<PublishOutcome, ApiError> {
+        if let Some(key) = &key
+            && let Some(earlier) = self.remembered(caller, key).await?
+        {
+            return Ok(earlier);
+        }
+        let audience = self.audience(&new).await?;
+        let now = truncate_to_millis(Utc::now());
+        if key.is_none() && new.group_key.is_none() {
+            let published = self.publish_plain(vec![(Arc::new(new), audience)], now).await?.pop();
+            let published = published.unwrap_or_else(|| Err(ApiError::Internal(anyhow::anyhow!("a publish got no answer"))))?;
+            return outcome(&published);
+        }
+        let key = key.map(|k| (k.key.to_owned(), k.request_hash));
+        let caller = caller.clone();
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    if let Some((key, hash)) = &key
+                        && let Some(earlier) = idempotency::find(write.conn(), caller.as_str(), key).await?
+                    {
+                        return replay(earlier, hash);
+                    }
+                    let published = publish_in(write, &new, audience, now).await?;
+                    let answer = outcome(&published)?;
+                    if let Some((key, hash)) = &key {
+                        let stored = idempotency::StoredAnswer { request_hash: hash.clone(), status: 201, body: answer.body.clone() };
+                        idempotency::remember(write.conn(), caller.as_str(), key, &stored).await?;
+                    }
+                    Ok(answer)
+                })
+            })
+            .await
+    }
+
+    /// Publishes up to 1,000 notifications in one request: each item gets
+    /// the answer it would have had alone, or its own error, and a failed
+    /// item stores nothing. Without an idempotency key the plain items go to
+    /// the writer as one set-based job; with one, the whole batch is one job
+    /// that also remembers the answer.
+    pub async fn publish_batch(&self, caller: &UserId, key: Option<IdempotencyKey<'_>>, items: Vec<BatchItem>) -> Result<PublishOutcome, ApiError> {
+        if let Some(key) = &key
+            && let Some(earlier) = self.remembered(caller, key).await?
+        {
+            return Ok(earlier);
+        }
+        let now = truncate_to_millis(Utc::now());
+        let mut prepared = Vec::with_capacity(items.len());
+        for item in items {
+            prepared.push(match item {
+                Ok(new) => self.audience(&new).await.map(|audience| (new, audience)),
+                Err(e) => Err(e),
+            });
+        }
+        let results = match key {
+            Some(key) => {
+                let (key, hash) = (key.key.to_owned(), key.request_hash);
+                let caller = caller.clone();
+                return self
+                    .writer
+                    .run(move |write| {
+                        Box::pin(async move {
+                            if let Some(earlier) = idempotency::find(write.conn(), caller.as_str(), &key).await? {
+                                return replay(earlier, &hash);
+                            }
+                            let mut results = Vec::with_capacity(prepared.len());
+                            for item in prepared {
+                                results.push(match item {
+                                    Ok((new, audience)) => publish_alone(write, &new, audience, now).await?,
+                                    Err(e) => Err(e),
+                                });
+                            }
+                            let answer = batch_outcome(results)?;
+                            let stored = idempotency::StoredAnswer { request_hash: hash, status: 200, body: answer.body.clone() };
+                            idempotency::remember(write.conn(), caller.as_str(), &key, &stored).await?;
+                            Ok(answer)
+                        })
+                    })
+                    .await;
+            }
+            None => self.publish_items(prepared, now).await,
+        };
+        batch_outcome(results)
+    }
+
+    /// The items of a batch without a key: plain ones together in one job,
+    /// grouped ones each as its own job, all queued before any is awaited.
+    async fn publish_items(&self, prepared: Vec<Result<(NewNotification, Audience), ApiError>>, now: DateTime<Utc>) -> Vec<Result<Published, ApiError>> {
+        let mut results: Vec<Option<Result<Published, ApiError>>> = Vec::with_capacity(prepared.len());
+        let mut plain = Vec::new();
+        let mut plain_slots = Vec::new();
+        let mut grouped = Vec::new();
+        for (slot, item) in prepared.into_iter().enumerate() {
+            results.push(None);
+            match item {
+                Err(e) => results[slot] = Some(Err(e)),
+                Ok((new, audience)) if new.group_key.is_none() => {
+                    plain_slots.push(slot);
+                    plain.push((Arc::new(new), audience));
+                }
+                Ok((new, audience)) => {
+                    let job = self.writer.run(move |write| Box::pin(async move { publish_in(write, &new, audience, now).await }));
+                    grouped.push((slot, job));
+                }
+            }
+        }
+        let (plain_results, grouped_results) = tokio::join!(self.publish_plain(plain, now), futures_util::future::join_all(grouped.into_iter().map(|(slot, job)| async move { (slot, job.await) })));
+        match plain_results {
+            Ok(plain_results) => {
+                for (slot, result) in plain_slots.into_iter().zip(plain_results) {
+                    results[slot] = Some(result);
+                }
+            }
+            Err(e) => {
+                for slot in plain_slots {
+                    results[slot] = Some(Err(e.replica()));
+                }
+            }
+        }
+        for (slot, result) in grouped_results {
+            results[slot] = Some(result);
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::Internal(anyhow::anyhow!("a batch item got no answer"))))).collect()
+    }
+
+    /// Plain publishes (no group, no key): the recipients within their
+    /// limits are stored by the writer set-based; one result per item.
+    async fn publish_plain(&self, items: Vec<(Arc<NewNotification>, Audience)>, now: DateTime<Utc>) -> Result<Vec<Result<Published, ApiError>>, ApiError> {
+        let mut results: Vec<Result<Published, ApiError>> = Vec::with_capacity(items.len());
+        let mut queued = Vec::new();
+        let mut queued_slots = Vec::new();
+        for (slot, (new, audience)) in items.into_iter().enumerate() {
+            let (rate_limited, longest_wait) = audience.limited();
+            if !new.recipients.is_empty() && rate_limited.len() == new.recipients.len() {
+                results.push(Err(ApiError::RateLimited { retry_after_secs: retry_after_secs(longest_wait) }));
+                continue;
+            }
+            let allowed = audience.allowed();
+            results.push(Ok(Published { created: Vec::new(), suppressed: audience.suppressed, rate_limited }));
+            if !allowed.is_empty() {
+                queued_slots.push(slot);
+                queued.push(PlainPublish { new, recipients: allowed, now });
+            }
+        }
+        if queued.is_empty() {
+            return Ok(results);
+        }
+        let created = self.writer.publish(queued).await;
+        match created {
+            Ok(created) => {
+                for (slot, rows) in queued_slots.into_iter().zip(created) {
+                    if let Ok(published) = &mut results[slot] {
+                        published.created = rows;
+                    }
+                }
+            }
+            Err(e) => {
+                for slot in queued_slots {
+                    results[slot] = Err(e.replica());
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// The remembered answer to `key`, or a conflict if it came with
+    /// another body; read outside the writer, so retries cost it nothing.
+    async fn remembered(&self, caller: &UserId, key: &IdempotencyKey<'_>) -> Result<Option<PublishOutcome>, ApiError> {
+        match idempotency::find(&self.db, caller.as_str(), key.key).await? {
+            Some(earlier) => replay(earlier, &key.request_hash).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Splits the recipients by preference and checks their rate limits.
+    async fn audience(&self, new: &NewNotification) -> Result<Audience, ApiError> {
+        let preferences = self.preferences.for_type(&self.db, &new.recipients, new.kind.as_str()).await?;
+        let (suppressed, wanted): (Vec<&UserId>, Vec<&UserId>) = new
+            .recipients
+            .iter()
+            .partition(|user| !new.critical && !preferences.get(user.as_str()).is_none_or(Preference::delivers));
+        let wanted: Vec<UserId> = wanted.into_iter().cloned().collect();
+        let limits = self.policy.limiter.check_recipients(&wanted, new.kind.as_str()).await;
+        Ok(Audience { suppressed: suppressed.iter().map(ToString::to_string).collect(), wanted: wanted.into_iter().zip(limits).collect() })
+    }
+
+    /// The user's preferences: every type they changed or received, with
+    /// the operator's default where they never chose.
+    pub async fn preferences(&self, user: &UserId) -> Result<Vec<Preference>, ApiError> {
+        let db = &self.db;
+        let mut by_type: std::collections::BTreeMap<String, Preference> = preferences::received_types(db, user)
+            .await?
+            .into_iter()
+            .map(|kind| (kind.clone(), Preference { kind, enabled: true, channels: self.policy.default_channels }))
+            .collect();
+        for row in preferences::of_user(db, user).await? {
+            by_type.insert(row.kind.clone(), Preference::from(row));
+        }
+        Ok(by_type.into_values().collect())
+    }
+
+    /// Sets the user's preference for one type.
+    pub async fn set_preference(&self, user: &UserId, kind: &NotificationType, update: PreferenceUpdate) -> Result<Preference, ApiError> {
+        let channels = update.channels.unwrap_or_default().resolve(self.policy.default_channels);
+        let (owner, type_name) = (user.clone(), kind.as_str().to_owned());
+        let row = self
+            .writer
+            .run(move |write| Box::pin(async move { Ok(preferences::upsert(write.conn(), &owner, &type_name, update.enabled, channels).await?) }))
+            .await?;
+        self.preferences.invalidate(user, kind.as_str());
+        Ok(Preference::from(row))
+    }
+
+    /// Per-type statistics, computed from the stored notifications.
+    pub async fn stats(&self, kind: Option<&NotificationType>, since: Option<chrono::DateTime<Utc>>) -> Result<Vec<TypeStats>, ApiError> {
+        let rows = rows::stats(&self.db, kind.map(NotificationType::as_str), since).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, sent, read, clicked)| {
+                let (sent, read, clicked) = (sent.max(0) as u64, read.max(0) as u64, clicked.max(0) as u64);
+                let rate = |n: u64| if sent == 0 { 0.0 } else { n as f64 / sent as f64 };
+                TypeStats { kind, sent, read, clicked, read_rate: rate(read), click_rate: rate(clicked) }
+            })
+            .collect())
+    }
+
+    /// A page of the user's notifications, newest first.
+    pub async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, ApiError> {
+        let filter = rows::ListFilter {
+            unread_only: query.unread_only,
+            kind: query.kind.as_deref(),
+            before_id: query.cursor,
+            limit: query.limit + 1,
+        };
+        let mut found = rows::list(&self.db, user, filter, Utc::now()).await?;
+        let next_cursor = if found.len() as u64 > query.limit {
+            found.truncate(query.limit as usize);
+            found.last().map(|row| row.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items: found.into_iter().map(Notification::from).collect(), next_cursor })
+    }
+
+    /// The user's unread count.
+    pub async fn unread_count(&self, user: &UserId) -> Result<u64, ApiError> {
+        Ok(unread::count(&self.db, user, Utc::now()).await?)
+    }
+
+    /// Marks one notification read and tells every stream of the user.
+    pub async fn read(&self, user: &UserId, id: i64) -> Result<Notification, ApiError> {
+        self.read_one(user, id, false).await
+    }
+
+    /// Marks every unread notification (optionally of one type) read.
+    pub async fn read_all(&self, user: &UserId, kind: Option<&str>) -> Result<u64, ApiError> {
+        let (user, kind) = (user.clone(), kind.map(str::to_owned));
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let now = truncate_to_millis(Utc::now());
+                    let ids = rows::unread_ids(write.conn(), &user, kind.as_deref(), now).await?;
+                    if ids.is_empty() {
+                        return Ok(0);
+                    }
+                    let mut updated = 0;
+                    for chunk in ids.chunks(READ_EVENT_MAX_IDS) {
+                        updated += mark_read_and_report(write, &user, chunk, now).await?;
+                    }
+                    announce_unread_count(write, &user, -(updated as i64)).await?;
+                    Ok(updated)
+                })
+            })
+            .await
+    }
+
+    /// Records a click, which also marks the notification read.
+    pub async fn click(&self, user: &UserId, id: i64) -> Result<Notification, ApiError> {
+        self.read_one(user, id, true).await
+    }
+
+    /// Marks one notification read (a no-op if it already is), recording a
+    /// click first when asked.
+    async fn read_one(&self, user: &UserId, id: i64, clicked: bool) -> Result<Notification, ApiError> {
+        let user = user.clone();
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let now = truncate_to_millis(Utc::now());
+                    let mut row = rows::find(write.conn(), &user, id, now).await?.ok_or(ApiError::NotFound)?;
+                    if clicked {
+                        rows::mark_clicked(write.conn(), id, now).await?;
+                    }
+                    if row.read_at.is_none() {
+                        let changed = mark_read_and_report(write, &user, &[id], now).await?;
+                        announce_unread_count(write, &user, -(changed as i64)).await?;
+                        row.read_at = Some(now);
+                    }
+                    Ok(row.into())
+                })
+            })
+            .await
+    }
+
+    /// Deletes a notification for its owner.
+    pub async fn delete(&self, user: &UserId, id: i64) -> Result<(), ApiError> {
+        let user = user.clone();
+        self.writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let now = truncate_to_millis(Utc::now());
+                    let row = rows::find(write.conn(), &user, id, now).await?.ok_or(ApiError::NotFound)?;
+                    rows::mark_deleted(write.conn(), id, now).await?;
+                    write.append(&Topic::user(&user), events::NOTIFICATION_DELETED, &NotificationDeleted { id }).await?;
+                    if row.read_at.is_none() {
+                        announce_unread_count(write, &user, -1).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+}
+
+/// An earlier answer to the same key: given again if the body matches.
+fn replay(earlier: idempotency::StoredAnswer, request_hash: &str) -> Result<PublishOutcome, ApiError> {
+    if earlier.request_hash != request_hash {
+        return Err(ApiError::invalid_field("Idempotency-Key", "this Idempotency-Key was already used with a different request body"));
+    }
+    Ok(PublishOutcome { status: earlier.status, body: earlier.body, replayed: true })
+}
+
+/// The `201` answer of one publish.
+fn outcome(published: &Published) -> Result<PublishOutcome, ApiError> {
+    let body = serde_json::to_string(published).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(PublishOutcome { status: 201, body, replayed: false })
+}
+
+/// One entry of a batch answer: the item's answer, or its error.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchEntry {
+    Published(Published),
+    Failed { error: crate::error::ErrorDetail },
+}
+
+/// The `200` answer of a batch publish.
+fn batch_outcome(results: Vec<Result<Published, ApiError>>) -> Result<PublishOutcome, ApiError> {
+    #[derive(Serialize)]
+    struct Answer {
+        results: Vec<BatchEntry>,
+    }
+    let results = results
+        .into_iter()
+        .map(|result| match result {
+            Ok(published) => BatchEntry::Published(published),
+            Err(e) => BatchEntry::Failed { error: e.detail() },
+        })
+        .collect();
+    let body = serde_json::to_string(&Answer { results }).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(PublishOutcome { status: 200, body, replayed: false })
+}
+
+/// One publish inside a batch job, in its own savepoint so that a failed
+/// item stores nothing: the outer `Result` is the batch's, the inner the item's.
+async fn publish_alone(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>) -> Result<Result<Published, ApiError>, ApiError> {
+    write.savepoint().await?;
+    let result = publish_in(write, new, audience, now).await;
+    write.end_savepoint(result.is_ok()).await?;
+    Ok(result)
+}
+
+/// A publish inside the writer, one recipient at a time: folds into an
+/// unread group where there is one, else stores a new copy for recipients
+/// within their limit.
+async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>) -> Result<Published, ApiError> {
+    let mut answer = Published { created: Vec::new(), suppressed: audience.suppressed, rate_limited: Vec::new() };
+    let mut longest_wait = Duration::ZERO;
+    for (user, limit) in audience.wanted {
+        let group = match &new.group_key {
+            Some(group_key) => rows::unread_group(write.conn(), &user, group_key).await?,
+            None => None,
+        };
+        let event_id = match (&group, limit) {
+            (None, Err(wait)) => {
+                longest_wait = longest_wait.max(wait);
+                answer.rate_limited.push(user.to_string());
+                continue;
+            }
+            _ => write.event_id().await?,
+        };
+        let (row, added) = match group {
+            Some(group) => (rows::fold_into(write.conn(), group, new, event_id.get(), now).await?, 0),
+            None => {
+                let id = write.notification_id().await?;
+                (rows::insert(write.conn(), id, event_id.get(), &user, new, now).await?, 1)
+            }
+        };
+        let notification = Notification::from(row);
+        write.append_with_id(event_id, &Topic::user(&user), events::NOTIFICATION, &notification).await?;
+        announce_unread_count(write, &user, added).await?;
+        answer.created.push(notification);
+    }
+    if !new.recipients.is_empty() && answer.rate_limited.len() == new.recipients.len() {
+        return Err(ApiError::RateLimited { retry_after_secs: retry_after_secs(longest_wait) });
+    }
+    Ok(answer)
+}
+
+/// Marks `ids` read and appends one `notification.read` event for them.
+async fn mark_read_and_report(write: &mut LogWrite, user: &UserId, ids: &[i64], now: chrono::DateTime<Utc>) -> Result<u64, ApiError> {
+    let changed = rows::mark_read(write.conn(), ids, now).await?;
+    write.append(&Topic::user(user), events::NOTIFICATION_READ, &NotificationRead { ids }).await?;
+    Ok(changed)
+}
+
+/// Moves the user's unread counter by `delta` inside the write and queues
+/// the `unread_count` state event that follows the write's events.
+async fn announce_unread_count(write: &mut LogWrite, user: &UserId, delta: i64) -> Result<(), ApiError> {
+    let stored = if delta == 0 {
+        unread::stored(write.conn(), &[user.as_str()]).await?.get(user.as_str()).copied().unwrap_or(0)
+    } else {
+        unread::adjust_one(write.conn(), user, delta).await?
+    };
+    let expired = unread::expired(write.conn(), &[user.as_str()], Utc::now()).await?.get(user.as_str()).copied().unwrap_or(0);
+    write.announce(&Topic::user(user), events::UNREAD_COUNT, &UnreadCount { count: unread::visible(stored, expired) });
+    Ok(())
+}
+
+/// The log position and unread count a stream reports when it starts or
+/// catches up. The position is read first: the count then reflects at least
+/// every event up to it, so a stream that skips queued counts at or below
+/// that position never skips one fresher than what it sent.
+pub async fn unread_state(conn: &impl sea_orm::ConnectionTrait, user: &UserId, topics: &[Topic]) -> Result<(crate::domain::EventId, u64), sea_orm::DbErr> {
+    let position = event_log::head(conn, topics).await?;
+    let count = unread::count(conn, user, Utc::now()).await?;
+    Ok((position, count))
+}

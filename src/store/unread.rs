@@ -1,0 +1,106 @@
+//! Unread counters: the count a user sees, without counting rows.
+//!
+//! The writer keeps `unread_counters.count` equal to the user's notifications
+//! that are neither read nor deleted, in the same transaction as each change.
+//! Expiry needs no write, so the count shown is the counter minus the user's
+//! expired unread notifications, which a partial index finds directly (it
+//! holds only unread notifications that have an expiry).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Expr, ExprTrait, OnConflict},
+};
+
+use crate::domain::UserId;
+use entity::{notification, unread_counter};
+
+/// Rows per multi-row statement: well under SQLite's bound-variable limit.
+const CHUNK: usize = 1000;
+
+/// Adds `delta` to each user's counter (creating it), once per user, and
+/// returns the counters afterwards.
+pub async fn adjust(conn: &impl ConnectionTrait, deltas: &HashMap<String, i64>) -> Result<HashMap<String, i64>, DbErr> {
+    let mut after = HashMap::with_capacity(deltas.len());
+    let deltas: Vec<(&String, &i64)> = deltas.iter().collect();
+    for chunk in deltas.chunks(CHUNK) {
+        let rows = chunk.iter().map(|(user, delta)| unread_counter::ActiveModel {
+            user_id: sea_orm::Set((*user).clone()),
+            count: sea_orm::Set(**delta),
+        });
+        let on_conflict = OnConflict::column(unread_counter::Column::UserId)
+            .value(
+                unread_counter::Column::Count,
+                Expr::col((unread_counter::Entity, unread_counter::Column::Count))
+                    .add(Expr::col((sea_orm::sea_query::Alias::new("excluded"), unread_counter::Column::Count))),
+            )
+            .to_owned();
+        let stored = unread_counter::Entity::insert_many(rows)
+            .on_conflict(on_conflict)
+            .exec_with_returning(conn)
+            .await?;
+        after.extend(stored.into_iter().map(|row| (row.user_id, row.count)));
+    }
+    Ok(after)
+}
+
+/// Adds `delta` to one user's counter and returns it afterwards.
+pub async fn adjust_one(conn: &impl ConnectionTrait, user: &UserId, delta: i64) -> Result<i64, DbErr> {
+    let deltas = HashMap::from([(user.as_str().to_owned(), delta)]);
+    Ok(adjust(conn, &deltas).await?.remove(user.as_str()).unwrap_or(0))
+}
+
+/// The stored counters of `users` (zero where none is stored).
+pub async fn stored(conn: &impl ConnectionTrait, users: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
+    let mut found = HashMap::with_capacity(users.len());
+    for chunk in users.chunks(CHUNK) {
+        let rows: Vec<(String, i64)> = unread_counter::Entity::find()
+            .select_only()
+            .column(unread_counter::Column::UserId)
+            .column(unread_counter::Column::Count)
+            .filter(unread_counter::Column::UserId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+/// How many unread notifications of each of `users` have expired by `now`:
+/// what the counters hold that the users no longer see.
+pub async fn expired(conn: &impl ConnectionTrait, users: &[&str], now: DateTime<Utc>) -> Result<HashMap<String, i64>, DbErr> {
+    let mut found = HashMap::new();
+    for chunk in users.chunks(CHUNK) {
+        let rows: Vec<(String, i64)> = notification::Entity::find()
+            .select_only()
+            .column(notification::Column::UserId)
+            .column_as(notification::Column::Id.count(), "expired")
+            .filter(notification::Column::UserId.is_in(chunk.iter().copied()))
+            .filter(notification::Column::ExpiresAt.is_not_null())
+            .filter(notification::Column::ExpiresAt.lte(now))
+            .filter(notification::Column::ReadAt.is_null())
+            .filter(notification::Column::DeletedAt.is_null())
+            .group_by(notification::Column::UserId)
+            .into_tuple()
+            .all(conn)
+            .await?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+/// The unread count `user` sees at `now`: two key lookups.
+pub async fn count(conn: &impl ConnectionTrait, user: &UserId, now: DateTime<Utc>) -> Result<u64, DbErr> {
+    let users = [user.as_str()];
+    let stored = stored(conn, &users).await?.get(user.as_str()).copied().unwrap_or(0);
+    let expired = expired(conn, &users, now).await?.get(user.as_str()).copied().unwrap_or(0);
+    Ok(visible(stored, expired))
+}
+
+/// The count shown from a counter and its expired part; never negative.
+pub fn visible(stored: i64, expired: i64) -> u64 {
+    u64::try_from(stored - expired).unwrap_or(0)
+}
