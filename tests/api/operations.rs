@@ -13,6 +13,7 @@ use crate::helpers::{EventStream, PATIENCE, SECRET, into_json, spawn_app, spawn_
 const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/stream"),
     ("post", "/v1/notifications"),
+    ("post", "/v1/notifications/batch"),
     ("get", "/v1/notifications"),
     ("get", "/v1/notifications/unread_count"),
     ("post", "/v1/notifications/{id}/read"),
