@@ -80,24 +80,26 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// Reads one already parsed JSON value (an item of a batch) as `T`,
-/// naming the field at fault like [`parse_json`].
+/// Reads one already parsed JSON value (an item of a batch) as `T`, by
+/// the rules of [`parse_json`]: an object only, the field at fault named.
 pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request("invalid item: an item must be a JSON object"));
+    }
     serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
         let message = format!("invalid item: {}", err.inner());
-        if path.is_empty() || path == "." {
-            ApiError::bad_request(message)
-        } else {
-            ApiError::bad_field(path, message)
+        match field_at_fault(err.path(), err.inner()) {
+            Some(field) => ApiError::bad_field(field, message),
+            None => ApiError::bad_request(message),
         }
     })
 }
 
 /// The field a JSON error is about: the path where it happened (for an
 /// unknown field, its own key), plus the name serde gives for a missing
-/// field, whose error is raised at the enclosing object. `None` for syntax errors, and for paths that
-/// serde could not follow (shown as `?`): never a field that is not one.
+/// field, whose error is raised at the enclosing object. `None` for syntax
+/// errors, and for paths that serde could not follow (shown as `?`): never
+/// a field that is not one.
 fn field_at_fault(path: &serde_path_to_error::Path, error: &serde_json::Error) -> Option<String> {
     use serde_path_to_error::Segment;
     if !error.is_data() {

@@ -240,3 +240,28 @@ async fn api_json_answers_are_never_cached() {
     let stream = app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(stream.headers()["cache-control"], "no-cache", "the stream keeps the contract's header");
 }
+
+#[tokio::test]
+async fn batch_items_follow_the_same_rules_as_single_bodies_each_failing_alone() {
+    let app = spawn_app().await;
+    let items = json!([
+        {"user_id": "alice", "type": "t", "title": "fine"},
+        ["alice", null, "t", "by position", "", null, null, null, null, false],
+        {"user_id": "alice", "type": "t"},
+        true,
+        {"user_id": "alice", "type": "t", "title": "x", "surprise": 1},
+        {"user_id": "alice", "type": "t", "title": "nul\u{0}"},
+    ]);
+    let (status, body) = app.post_json("/v1/notifications/batch", &app.publisher_token(), Some(json!({"items": items}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6, "{body}");
+    assert!(results[0]["created"].is_array(), "{body}");
+    for (i, field) in [(1, None), (2, Some("title")), (3, None), (4, Some("surprise")), (5, Some("title"))] {
+        let error = &results[i]["error"];
+        assert_eq!(error["code"], "invalid_request", "item {i}: {body}");
+        assert_eq!(error["field"].as_str(), field, "item {i}: {body}");
+    }
+    let (_, count) = app.get_json("/v1/notifications/unread_count", &app.token("alice")).await;
+    assert_eq!(count["count"], 1, "only the valid item was stored");
+}
