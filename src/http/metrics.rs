@@ -57,6 +57,11 @@ async fn scrape(State(state): State<AppState>) -> Response {
     counter!("tidings_catch_ups_total").absolute(stats.catch_ups.load(Ordering::Relaxed));
     counter!("tidings_mailbox_overflows_total").absolute(state.hub.overflows());
     counter!("tidings_refused_streams_total").absolute(stats.refused_streams.load(Ordering::Relaxed));
+    let writer = state.writer.stats();
+    counter!("tidings_write_batches_total").absolute(writer.batches.load(Ordering::Relaxed));
+    counter!("tidings_write_jobs_total").absolute(writer.jobs.load(Ordering::Relaxed));
+    counter!("tidings_write_refused_total").absolute(writer.refused.load(Ordering::Relaxed));
+    gauge!("tidings_write_queue_depth").set(writer.queued.load(Ordering::Relaxed) as f64);
     let (size, idle) = match state.db.get_database_backend() {
         DbBackend::Sqlite => {
             let pool = state.db.get_sqlite_connection_pool();

@@ -116,7 +116,7 @@ impl Writer {
     pub fn start(db: DatabaseConnection, hub: Arc<Hub>, settings: WriterSettings) -> Arc<Writer> {
         let (queue, jobs) = mpsc::channel(settings.queue_capacity.max(1));
         let stats = Arc::new(WriterStats::default());
-        let task = WriterTask { db, hub, settings, stats: stats.clone() };
+        let task = WriterTask { db, hub, settings, stats: stats.clone(), ids: tokio::sync::Mutex::new(None) };
         tokio::spawn(task.run(jobs));
         Arc::new(Writer { queue, stats })
     }
@@ -325,6 +325,10 @@ struct WriterTask {
     hub: Arc<Hub>,
     settings: WriterSettings,
     stats: Arc<WriterStats>,
+    /// Where the id sequences stand, kept across batches on SQLite (this
+    /// task is the file's only writer); dropped after a failed batch so the
+    /// next one reads them again.
+    ids: tokio::sync::Mutex<Option<Ids>>,
 }
 
 impl WriterTask {
@@ -379,14 +383,19 @@ impl WriterTask {
         if txn.get_database_backend() == DbBackend::Postgres {
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({LOG_LOCK})")).await?;
         }
-        let mut ids = Ids::start(&txn).await?;
+        let mut kept = self.ids.lock().await;
+        // Taken out for the batch: if the batch fails, it is not put back.
+        let mut ids = match kept.take() {
+            Some(ids) => ids,
+            None => Ids::start(&txn).await?,
+        };
         let mut outbox = Vec::new();
         let mut plain: Vec<publish::PublishJob> = Vec::new();
         for job in queued.by_ref() {
             match job {
                 Job::Publish(job) => plain.push(job),
                 Job::Run(mut work) => {
-                    publish::flush(&txn, &mut ids, std::mem::take(&mut plain), &mut outbox, finished).await?;
+                    publish::flush(&txn, &mut ids, std::mem::take(&mut plain), &mut outbox, finished, false).await?;
                     let savepoint = txn.begin().await?;
                     let mut write = LogWrite { txn: savepoint, outbox: Vec::new(), last_appended: None, ids, marks: Vec::new() };
                     let ok = AssertUnwindSafe(work.run(&mut write)).catch_unwind().await.unwrap_or_else(|_| {
@@ -405,8 +414,14 @@ impl WriterTask {
                 }
             }
         }
-        publish::flush(&txn, &mut ids, plain, &mut outbox, finished).await?;
+        // Plain publishes alone in their batch need no savepoint: if they
+        // fail, the batch fails with them.
+        let alone = finished.is_empty();
+        publish::flush(&txn, &mut ids, plain, &mut outbox, finished, alone).await?;
         txn.commit().await?;
+        if matches!(ids, Ids::Local { .. }) {
+            *kept = Some(ids);
+        }
         Ok(outbox)
     }
 }
