@@ -28,6 +28,12 @@ pub enum Command {
     Ingest(Run<IngestArgs>),
     /// A subscriber resumes K events behind: time until it has them all.
     Catchup(Run<CatchupArgs>),
+    /// Tidings only: durable batch publishes (N notifications per request)
+    /// at concurrency C, nobody listening.
+    Batch(Run<BatchArgs>),
+    /// Tidings only: chat messages into N two-member conversations, each
+    /// receiver with one open stream.
+    Chat(Run<ChatArgs>),
     /// Prints saved reports of one scenario side by side, with the ratio of
     /// the first (Tidings) to each other one.
     Table(TableArgs),
@@ -224,6 +230,43 @@ pub struct CatchupArgs {
     /// Seconds one resume may take before it counts as failed.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+}
+
+/// `batch`.
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Notifications per batch request (Tidings takes 1 to 1,000), each to
+    /// a different user.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub items: u64,
+    /// Batch requests in flight.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Distinct recipients, taken in turn (nobody is connected); at least
+    /// `--items`, so that no batch names a user twice.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u64,
+}
+
+/// `chat`.
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// Two-member conversations; the receiving member of each holds one
+    /// stream (in the coordinator's process).
+    #[arg(long, default_value_t = 1_000)]
+    pub conversations: u64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Sends in flight (also: conversations created at once during setup).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Seconds to wait for outstanding deliveries after the last send.
+    #[arg(long, default_value_t = 15)]
+    pub drain: u64,
 }
 
 /// `table`.

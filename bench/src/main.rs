@@ -5,7 +5,8 @@
 //!
 //! - [`cli`]: the arguments;
 //! - [`target`]: the hub under test and how to subscribe and publish to it;
-//! - [`scenarios`]: `idle`, `notify`, `fanout`, `ingest`, `catchup`;
+//! - [`scenarios`]: `idle`, `notify`, `fanout`, `ingest`, `catchup`, and
+//!   the Tidings-only `batch` and `chat`;
 //! - [`fleet`] / [`worker`] / [`protocol`]: connection worker processes
 //!   (several, each under the open-file limit, each from its own 127.0.0.x)
 //!   and how the coordinator talks to them;
@@ -50,6 +51,8 @@ fn main() -> ExitCode {
         Command::Fanout(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::fanout::run(ctx, args).await })),
         Command::Ingest(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::ingest::run(ctx, args).await })),
         Command::Catchup(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::catchup::run(ctx, args).await })),
+        Command::Batch(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::batch::run(ctx, args).await })),
+        Command::Chat(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::chat::run(ctx, args).await })),
     };
     match outcome {
         Ok(code) => code,

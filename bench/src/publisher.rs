@@ -101,14 +101,7 @@ struct Sent {
 impl Publisher {
     /// A publisher whose messages carry `filler_bytes` of body text.
     pub fn new(concurrency: usize, filler_bytes: usize) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .http1_only()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(concurrency.max(1) * 2)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Publisher { client, filler: "x".repeat(filler_bytes) })
+        Ok(Publisher { client: api_client(concurrency)?, filler: "x".repeat(filler_bytes) })
     }
 
     /// Sends message `seq` with the given requests, concurrently. Each
@@ -160,6 +153,18 @@ impl Publisher {
         };
         (sent_ns, started.elapsed().as_micros() as u64, result)
     }
+}
+
+/// A keep-alive client for API requests (publishes, batches, chat sends),
+/// pooling enough connections for `concurrency` requests in flight.
+pub fn api_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(concurrency.max(1) * 2)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()?)
 }
 
 /// Reads a Tidings answer: every recipient must be in `created`; one

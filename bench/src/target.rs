@@ -148,6 +148,25 @@ impl Target {
         matches!(self.kind, Kind::Tidings { .. })
     }
 
+    /// Tidings only: the base URL requests go to (`--tidings-publish` if
+    /// given) and the token with scope `publish`, for scenarios that use
+    /// Tidings' own API (`batch`, `chat`) rather than the common publish.
+    pub fn tidings_api(&self) -> Option<(&str, &str)> {
+        match &self.kind {
+            Kind::Tidings { publish_base, publish_token, .. } => Some((publish_base, publish_token)),
+            Kind::Template { .. } => None,
+        }
+    }
+
+    /// Tidings only: a user token (no scope) for `user`, to call the API as
+    /// that user (create a conversation, send a message).
+    pub fn user_token(&self, user: &str) -> anyhow::Result<String> {
+        match &self.kind {
+            Kind::Tidings { secret, .. } => mint(secret, user, None),
+            Kind::Template { .. } => bail!("user tokens exist only for Tidings"),
+        }
+    }
+
     /// Whether a subscriber can resume from an event id (for `catchup`).
     pub fn resumes(&self) -> bool {
         match &self.kind {

@@ -5,7 +5,9 @@
 //! server probe, unique names) and the live-delivery procedure that `notify`
 //! and `fanout` both are: connect, publish on a schedule, drain, reconcile.
 
+pub mod batch;
 pub mod catchup;
+pub mod chat;
 pub mod fanout;
 pub mod idle;
 pub mod ingest;
