@@ -8,8 +8,11 @@
 #                             seconds; exits non-zero if Tidings lost,
 #                             duplicated or misrouted an event
 #
-# SCENARIO is idle, notify, fanout, ingest, catchup, or all. Options after
-# `--` go to every `tidings-bench SCENARIO` run (e.g. `-- --streams 2000`).
+# SCENARIO is idle, notify, fanout, ingest, catchup, batch, chat, or all.
+# Options after `--` go to every `tidings-bench SCENARIO` run (e.g.
+# `-- --streams 2000`). batch and chat use Tidings' own API (batch
+# publishing, conversations), which no peer has: they run against Tidings
+# alone, whatever --peers says.
 #
 # Each hub is started fresh for each scenario on 127.0.0.1 and stopped
 # after it; every process started here is stopped on exit. Peers install
@@ -20,9 +23,11 @@
 # BENCH_TIDINGS_PORT / BENCH_NCHAN_PORT / BENCH_NODE_PORT (18080-18082),
 # BENCH_TIDINGS_BIN (a tidings binary to measure instead of building one).
 #
-# Tidings runs with its defaults except two limits a benchmark would trip:
-# TIDINGS_RECIPIENT_RATE_PER_MINUTE (120 a minute per user and type) and
-# TIDINGS_EVENTS_PER_USER (10,000 events of history per user).
+# Tidings runs with its defaults except the limits a benchmark would trip:
+# TIDINGS_RECIPIENT_RATE_PER_MINUTE (120 a minute per user and type),
+# TIDINGS_EVENTS_PER_USER (10,000 events of history per user) and
+# TIDINGS_CLIENT_BURST / TIDINGS_CLIENT_RATE_PER_SECOND (a user token's
+# writes: burst 50, 10/s; chat's senders send faster).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +37,7 @@ PORT_NCHAN=${BENCH_NCHAN_PORT:-18081}
 PORT_NODE=${BENCH_NODE_PORT:-18082}
 SECRET="tidings-bench-secret-$(date +%s)-$$"
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 SCENARIO=$1
@@ -43,7 +48,7 @@ PROFILE=release
 OUT=""
 case "$SCENARIO" in
   smoke) SMOKE=1; PEERS=""; PROFILE=dev ;;
-  idle|notify|fanout|ingest|catchup|all) ;;
+  idle|notify|fanout|ingest|catchup|batch|chat|all) ;;
   -h|--help) usage ;;
   *) echo "compare.sh: unknown scenario '$SCENARIO'" >&2; usage ;;
 esac
@@ -153,6 +158,7 @@ start_tidings() {
       TIDINGS_DATABASE_URL="sqlite://$dir/tidings.db?mode=rwc" \
       TIDINGS_JWT_SECRET="$SECRET" RUST_LOG=warn \
       TIDINGS_RECIPIENT_RATE_PER_MINUTE=1000000 TIDINGS_EVENTS_PER_USER=1000000 \
+      TIDINGS_CLIENT_BURST=1000000 TIDINGS_CLIENT_RATE_PER_SECOND=1000000 \
       "$TIDINGS" serve >"$WORK/tidings.log" 2>&1) &
   SERVER_PID=$!
   wait_port "$PORT_TIDINGS" tidings
@@ -207,13 +213,17 @@ if [ -n "$SMOKE" ]; then
   run_bench fanout tidings "${common[@]}" --members 1100 --rate 4 --duration 2 --drain 10 "${EXTRA[@]}"
   run_bench ingest tidings "${common[@]}" --concurrency 4 --duration 1 --users 20 "${EXTRA[@]}"
   run_bench catchup tidings "${common[@]}" --events 300 --repeat 2 --timeout 20 "${EXTRA[@]}"
+  run_bench batch tidings "${common[@]}" --items 50 --concurrency 2 --duration 2 "${EXTRA[@]}"
+  run_bench chat tidings "${common[@]}" --conversations 20 --concurrency 4 --duration 2 --drain 5 "${EXTRA[@]}"
   stop_server
-  if [ "$STATUS" -eq 0 ]; then echo "smoke: 5 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
+  if [ "$STATUS" -eq 0 ]; then echo "smoke: 7 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
   exit "$STATUS"
 fi
 
 # --- comparison -----------------------------------------------------------
-if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout ingest catchup); else SCENARIOS=("$SCENARIO"); fi
+if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout ingest catchup batch chat); else SCENARIOS=("$SCENARIO"); fi
+# Scenarios of Tidings' own API: no peer has an equivalent.
+TIDINGS_ONLY=" batch chat "
 IFS=, read -r -a PEER_LIST <<<"$PEERS"
 for scenario in "${SCENARIOS[@]}"; do
   files=()
@@ -223,6 +233,10 @@ for scenario in "${SCENARIOS[@]}"; do
       tidings|nchan|node) ;;
       *) echo "compare.sh: unknown peer '$name' (nchan, node)" >&2; exit 2 ;;
     esac
+    if [ "$name" != tidings ] && [[ "$TIDINGS_ONLY" == *" $scenario "* ]]; then
+      log "$scenario: Tidings only (no equivalent on $name); skipping $name"
+      continue
+    fi
     log "$scenario: starting $name"
     "start_$name" "$scenario"
     run_bench "$scenario" "$name" "${EXTRA[@]}"
