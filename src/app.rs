@@ -76,11 +76,11 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, wires and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = store::connect_with(&settings.database_url, 16, settings.sqlite_synchronous)
+        let db = store::connect_with(&settings.database_url, store::Pool::Readers { connections: 16 }, settings.sqlite_synchronous)
             .await
             .with_context(|| format!("connecting to {}", crate::config::redact_url(&settings.database_url)))?;
         Migrator::up(&db, None).await.context("applying migrations")?;
-        let write_db = store::connect_with(&settings.database_url, 1, settings.sqlite_synchronous)
+        let write_db = store::connect_with(&settings.database_url, store::Pool::Writer, settings.sqlite_synchronous)
             .await
             .context("opening the writer's connection")?;
         let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref())?);
@@ -142,6 +142,7 @@ impl Application {
             shutdown,
         };
         state.retention.clone().spawn(state.shutdown.clone());
+        store::spawn_checkpointer(state.db.clone(), state.shutdown.clone());
         Ok(Application {
             listener,
             metrics_listener,

@@ -37,14 +37,33 @@ pub enum SqliteSync {
 /// Opens the read pool: several connections, so that replays and lists
 /// read while the writer writes. See [`connect_with`].
 pub async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
-    connect_with(url, 16, SqliteSync::Normal).await
+    connect_with(url, Pool::Readers { connections: 16 }, SqliteSync::Normal).await
 }
 
-/// Opens a pool of `connections`. SQLite gets WAL (readers never block the
-/// writer), the given `synchronous` level, foreign keys and a busy timeout.
-/// The writer opens its own pool of one, so it never waits for a connection
-/// behind readers.
-pub async fn connect_with(url: &str, connections: u32, sync: SqliteSync) -> Result<DatabaseConnection, sea_orm::DbErr> {
+/// Which pool to open.
+#[derive(Debug, Clone, Copy)]
+pub enum Pool {
+    /// The read pool, of this many connections.
+    Readers { connections: u32 },
+    /// The writer's own connection.
+    Writer,
+}
+
+/// WAL pages after which the writer checkpoints inline, as a safety net:
+/// normally [`spawn_checkpointer`] keeps the WAL far smaller, off the
+/// writer's path.
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "16384";
+
+/// Opens a pool. SQLite gets WAL (readers never block the writer), the
+/// given `synchronous` level, foreign keys, a busy timeout and temporary
+/// data in memory (statement journals of multi-row inserts then cost no
+/// file writes). The writer's connection checkpoints the WAL only as a
+/// last resort, so commits do not pay for copying pages into the database.
+pub async fn connect_with(url: &str, pool: Pool, sync: SqliteSync) -> Result<DatabaseConnection, sea_orm::DbErr> {
+    let connections = match pool {
+        Pool::Readers { connections } => connections,
+        Pool::Writer => 1,
+    };
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(connections)
@@ -54,17 +73,48 @@ pub async fn connect_with(url: &str, connections: u32, sync: SqliteSync) -> Resu
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(move |opts| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-            opts.journal_mode(SqliteJournalMode::Wal)
+            let opts = opts
+                .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(match sync {
                     SqliteSync::Normal => SqliteSynchronous::Normal,
                     SqliteSync::Full => SqliteSynchronous::Full,
                 })
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
+                .pragma("temp_store", "memory")
+                .pragma("journal_size_limit", "67108864");
+            match pool {
+                Pool::Writer => opts.pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES),
+                Pool::Readers { .. } => opts,
+            }
         });
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
         tracing::debug!("SQLite in WAL mode");
     }
     Ok(db)
+}
+
+/// SQLite: checkpoints the WAL every second from the read pool, so that the
+/// writer's commits never copy pages into the database themselves. A
+/// passive checkpoint never blocks the writer or a reader; what a reader
+/// still needs waits for the next one.
+pub fn spawn_checkpointer(db: DatabaseConnection, shutdown: tokio_util::sync::CancellationToken) {
+    use sea_orm::ConnectionTrait;
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            if let Err(e) = db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await {
+                tracing::debug!(error = %e, "WAL checkpoint skipped");
+            }
+        }
+    });
 }
