@@ -25,7 +25,7 @@ use crate::{
     hub::RouteChange,
     store::chat as rows,
     typing::TypingTracker,
-    writer::{LogWrite, Writer},
+    writer::{LogWrite, PlainSend, Writer},
 };
 
 /// What sending a message did.
@@ -167,7 +167,31 @@ impl Chat {
         validate_content(&request.content)?;
         validate_short("client_message_id", request.client_message_id.as_deref())?;
         let sender = caller.clone();
-        let sent = self
+        let sent = if request.reply_to.is_none() {
+            let plain = PlainSend {
+                conversation_id: id,
+                sender,
+                content: request.content,
+                client_message_id: request.client_message_id,
+                now: truncate_to_millis(Utc::now()),
+            };
+            let (message, created) = self.writer.send(plain).await?;
+            Sent { message, created }
+        } else {
+            self.send_replying(caller, id, request).await?
+        };
+        if sent.created {
+            // A sent message ends the sender's typing indicator, as people expect.
+            self.typing.update(id, caller, false).await;
+        }
+        Ok(sent)
+    }
+
+    /// A reply: the message it answers must be of the conversation, which
+    /// the set-based send does not check, so it runs as its own job.
+    async fn send_replying(&self, caller: &UserId, id: i64, request: NewMessage) -> Result<Sent, DomainError> {
+        let sender = caller.clone();
+        self
             .writer
             .run(move |write| {
                 Box::pin(async move {
@@ -190,12 +214,7 @@ impl Chat {
                     Ok(Sent { message, created: true })
                 })
             })
-            .await?;
-        if sent.created {
-            // A sent message ends the sender's typing indicator, as people expect.
-            self.typing.update(id, caller, false).await;
-        }
-        Ok(sent)
+            .await
     }
 
     /// A page of messages, newest first.

@@ -35,6 +35,7 @@
 
 pub mod ids;
 pub mod publish;
+pub mod send;
 
 use std::{
     panic::AssertUnwindSafe,
@@ -61,6 +62,7 @@ use crate::{
 use entity::event;
 use ids::Ids;
 pub use publish::{PlainPublish, Recipients};
+pub use send::{PlainSend, SendOutcome};
 
 /// The advisory lock that serializes batches across nodes on PostgreSQL
 /// ("tidings" in ASCII, truncated): any constant works if every node uses it.
@@ -137,6 +139,14 @@ impl Writer {
         answer.await.unwrap_or_else(|_| Err(DomainError::Unavailable("the writer stopped".into())))
     }
 
+    /// Stores a chat message without `reply_to` set-based in the next
+    /// batch: the message, and whether it is new.
+    pub async fn send(&self, send: PlainSend) -> SendOutcome {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Job::Send(send::SendJob { send, reply }))?;
+        answer.await.unwrap_or_else(|_| Err(DomainError::Unavailable("the writer stopped".into())))
+    }
+
     fn enqueue(&self, job: Job) -> Result<(), DomainError> {
         // Counted before it is sent, so the writer's decrement never runs first.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -164,13 +174,14 @@ impl Writer {
 enum Job {
     Run(Box<dyn Work>),
     Publish(publish::PublishJob),
+    Send(send::SendJob),
 }
 
 impl Job {
     /// Notification rows the job may write, for the batch cap.
     fn rows(&self) -> usize {
         match self {
-            Job::Run(_) => 1,
+            Job::Run(_) | Job::Send(_) => 1,
             Job::Publish(job) => job.rows(),
         }
     }
@@ -318,6 +329,7 @@ impl LogWrite {
 enum Finished {
     Work(Box<dyn Work>),
     Publish(publish::PublishJob, Result<Vec<Vec<crate::domain::notification::Notification>>, DomainError>),
+    Send(send::SendJob, SendOutcome),
 }
 
 struct WriterTask {
@@ -369,6 +381,7 @@ impl WriterTask {
                 finished.extend(queued.map(|job| match job {
                     Job::Run(work) => Finished::Work(work),
                     Job::Publish(job) => Finished::Publish(job, Err(failure.clone())),
+                    Job::Send(job) => Finished::Send(job, Err(failure.clone())),
                 }));
                 answer(finished, Some(&failure));
             }
@@ -391,11 +404,17 @@ impl WriterTask {
         };
         let mut outbox = Vec::new();
         let mut plain: Vec<publish::PublishJob> = Vec::new();
+        let mut sends: Vec<send::SendJob> = Vec::new();
+        // Set-based writes need a savepoint of their own only when closure
+        // jobs share the batch; alone, if they fail, the batch fails with them.
+        let shared = queued.as_slice().iter().any(|job| matches!(job, Job::Run(_)));
         for job in queued.by_ref() {
             match job {
                 Job::Publish(job) => plain.push(job),
+                Job::Send(job) => sends.push(job),
                 Job::Run(mut work) => {
                     publish::flush(&txn, &mut ids, std::mem::take(&mut plain), &mut outbox, finished, false).await?;
+                    send::flush(&txn, &mut ids, std::mem::take(&mut sends), &mut outbox, finished, true).await?;
                     let savepoint = txn.begin().await?;
                     let mut write = LogWrite { txn: savepoint, outbox: Vec::new(), last_appended: None, ids, marks: Vec::new() };
                     let ok = AssertUnwindSafe(work.run(&mut write)).catch_unwind().await.unwrap_or_else(|_| {
@@ -414,10 +433,8 @@ impl WriterTask {
                 }
             }
         }
-        // Plain publishes alone in their batch need no savepoint: if they
-        // fail, the batch fails with them.
-        let alone = finished.is_empty();
-        publish::flush(&txn, &mut ids, plain, &mut outbox, finished, alone).await?;
+        publish::flush(&txn, &mut ids, plain, &mut outbox, finished, !shared).await?;
+        send::flush(&txn, &mut ids, sends, &mut outbox, finished, shared).await?;
         txn.commit().await?;
         if matches!(ids, Ids::Local { .. }) {
             *kept = Some(ids);
@@ -432,6 +449,13 @@ fn answer(finished: Vec<Finished>, failed: Option<&DomainError>) {
         match job {
             Finished::Work(work) => work.answer(failed),
             Finished::Publish(job, result) => {
+                let result = match (result, failed) {
+                    (Ok(_), Some(batch)) => Err(batch.clone()),
+                    (result, _) => result,
+                };
+                let _ = job.reply.send(result);
+            }
+            Finished::Send(job, result) => {
                 let result = match (result, failed) {
                     (Ok(_), Some(batch)) => Err(batch.clone()),
                     (result, _) => result,
