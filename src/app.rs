@@ -27,6 +27,7 @@ use crate::{
     shared_redis::SharedRedis,
     store,
     stream::{StreamContext, StreamSettings},
+    topics::{TopicAccess, Topics},
     writer::Writer,
 };
 
@@ -38,6 +39,9 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub notifications: Arc<Notifications>,
     pub chat: Arc<Chat>,
+    pub topics: Arc<Topics>,
+    /// Who may read which broadcast topics (the public ones included).
+    pub topic_access: Arc<TopicAccess>,
     pub presence: Arc<dyn Presence>,
     /// Per-caller limits on writes, checked by the auth extractors.
     pub limiter: Arc<dyn RateLimiter>,
@@ -134,6 +138,8 @@ impl Application {
             hub,
             notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy)),
             chat,
+            topics: Arc::new(Topics::new(writer.clone(), db.clone())),
+            topic_access: Arc::new(TopicAccess { public: settings.public_topics.clone() }),
             presence,
             limiter,
             retention,

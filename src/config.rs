@@ -58,6 +58,8 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     /// Channels of a type a user never set a preference for.
     pub default_channels: Channels,
+    /// Broadcast topic patterns anyone may read, token or no topic claim.
+    pub public_topics: Vec<String>,
     pub retention: RetentionSettings,
     /// How long a `typing: true` lasts without renewal.
     pub typing_expiry: Duration,
@@ -88,6 +90,7 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("rate_limits", &self.rate_limits)
             .field("default_channels", &self.default_channels)
+            .field("public_topics", &self.public_topics)
             .field("retention", &self.retention)
             .field("typing_expiry", &self.typing_expiry)
             .field("presence_grace", &self.presence_grace)
@@ -237,6 +240,10 @@ pub struct ServeArgs {
     /// Write requests a user token may make per second after the burst.
     #[arg(long, env = "TIDINGS_CLIENT_RATE_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub client_rate_per_second: u32,
+    /// Broadcast topics every signed-in user may read, as patterns (`*` any
+    /// run without `:`, `**` any run), comma-separated, e.g. `status,news:*`.
+    #[arg(long, env = "TIDINGS_PUBLIC_TOPICS", value_delimiter = ',')]
+    pub public_topics: Vec<String>,
     /// Channels on by default for types a user never set: any of `web`, `email`, `push`.
     #[arg(long, env = "TIDINGS_DEFAULT_CHANNELS", default_value = "web", value_delimiter = ',')]
     pub default_channels: Vec<String>,
@@ -313,6 +320,7 @@ impl ServeArgs {
                 caller_per_second: self.client_rate_per_second,
             },
             default_channels: parse_channels(&self.default_channels)?,
+            public_topics: self.public_topics.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
             retention: RetentionSettings {
                 event_max_age: Duration::from_secs(self.event_retention_days * 24 * 3600),
                 events_per_topic: self.events_per_user,

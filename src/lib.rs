@@ -13,6 +13,7 @@
 //! - [`stream`] — one user's SSE stream, from resume point through replay to live;
 //! - [`notifications`] — the notification use cases, preferences and grouping;
 //! - [`chat`] — conversations, membership, messages and read receipts;
+//! - [`topics`] — broadcast topics: stored once, read by token patterns, resumed with the rest;
 //! - [`typing`] and [`presence`] — ephemeral state, never stored, behind seams;
 //! - [`ratelimit`] — per-recipient and per-caller limits behind a seam;
 //! - [`retention`] — pruning of old events and notifications;
@@ -43,6 +44,7 @@ pub mod shared_redis;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod topics;
 pub mod typing;
 pub mod writer;
 

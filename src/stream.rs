@@ -98,11 +98,13 @@ struct Cursor {
 struct Windows {
     user: Topic,
     windows: Vec<Window>,
+    /// The broadcast topics the stream asked for.
+    topics: Vec<Topic>,
 }
 
 impl Windows {
     fn audience(&self) -> Audience {
-        Audience { user: self.user.clone(), windows: self.windows.clone() }
+        Audience { user: self.user.clone(), windows: self.windows.clone(), topics: self.topics.clone() }
     }
 
     /// Applies a membership change carried by a logged event, in log order;
@@ -119,8 +121,12 @@ impl Windows {
         }
     }
 
-    /// Whether an event of a conversation falls inside a window.
+    /// Whether an event of a broadcast topic was asked for, or one of a
+    /// conversation falls inside a window.
     fn admits(&self, event: &Event) -> bool {
+        if self.topics.contains(&event.topic) {
+            return true;
+        }
         self.windows.iter().filter(|w| w.topic == event.topic).any(|w| match event.id {
             Some(id) => id > w.from && w.until.is_none_or(|until| id <= until),
             None => w.until.is_none(),
@@ -139,16 +145,17 @@ enum Start {
 /// Opens the stream of `principal`. `resume_from` is the client's
 /// `Last-Event-ID` (or `last_event_id` parameter), if any. Refused, before
 /// anything is sent, when a stream limit is reached.
-pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
+/// `topics` are the broadcast topics the stream adds, already authorized.
+pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>, topics: Vec<Topic>) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
     let user = principal.user.clone();
-    let subscription = ctx.hub.subscribe(Topic::user(&user), Vec::new())?;
+    let subscription = ctx.hub.subscribe(Topic::user(&user), topics.clone())?;
     let online = ctx.presence.connected(&user);
     // A token's `exp` is the client's number: `remaining` is capped, and
     // were a clock still to overflow, the stream ends in a day instead of
     // panicking (the client reconnects and resumes).
     let now = Instant::now();
     let expires = now.checked_add(principal.remaining()).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now);
-    Ok(frames(ctx, user, subscription, online, resume_from, expires))
+    Ok(frames(ctx, user, subscription, online, resume_from, expires, topics))
 }
 
 /// The frames of an accepted stream, in the order the module documentation gives.
@@ -159,13 +166,14 @@ fn frames(
     online: Box<dyn Send>,
     resume_from: Option<String>,
     expires: Instant,
+    topics: Vec<Topic>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
         let _online = online;
         let settings = ctx.settings.clone();
         yield Ok(Bytes::from(format!("retry: {}\n\n", settings.retry.as_millis())));
 
-        let mut windows = Windows { user: subscription.owner().clone(), windows: Vec::new() };
+        let mut windows = Windows { user: subscription.owner().clone(), windows: Vec::new(), topics };
         // One-shot steps are boxed: their state is freed once done, instead
         // of sizing the generator that every open stream keeps alive.
         match Box::pin(chat::memberships_of(&ctx.db, &user)).await {
@@ -232,7 +240,7 @@ fn frames(
         let mut report_unread = true;
         loop {
             if let Some(after) = replay_from.take() {
-                for await page in Box::pin(replay(ctx.db.clone(), user.clone(), windows.user.clone(), after, settings.replay_page)) {
+                for await page in Box::pin(replay(ctx.db.clone(), user.clone(), windows.user.clone(), windows.topics.clone(), after, settings.replay_page)) {
                     match page {
                         Ok(page) => {
                             windows.windows = page.windows;
@@ -357,13 +365,17 @@ struct ReplayPage {
 /// page reads the membership windows and the events in one snapshot (a join
 /// committed between the two reads could otherwise be half seen), and checks
 /// the history floor: pruning that ran between pages would be a silent gap.
-fn replay(db: DatabaseConnection, user: UserId, user_topic: Topic, after: EventId, page_size: u64) -> impl Stream<Item = Result<ReplayPage, ReplayError>> {
+///
+/// Broadcast topics' events are conflated by key up to the log head at the
+/// start of the replay: what is newer arrives live anyway.
+fn replay(db: DatabaseConnection, user: UserId, user_topic: Topic, topics: Vec<Topic>, after: EventId, page_size: u64) -> impl Stream<Item = Result<ReplayPage, ReplayError>> {
     async_stream::try_stream! {
         let mut after = after;
+        let conflate_upto = if topics.is_empty() { None } else { Some(event_log::newest(&db).await?) };
         loop {
             let txn = snapshot(&db).await?;
-            let audience = audience_after(&txn, &user, &user_topic, after).await?;
-            let events = event_log::read_audience_after(&txn, &audience, after, page_size).await?;
+            let audience = audience_after(&txn, &user, &user_topic, &topics, after).await?;
+            let events = event_log::read_audience_after(&txn, &audience, after, page_size, conflate_upto).await?;
             let gone = event_log::history_gone(&txn, &audience, after).await?;
             txn.commit().await?;
             if gone {
@@ -380,7 +392,7 @@ fn replay(db: DatabaseConnection, user: UserId, user_topic: Topic, after: EventI
 }
 
 /// The audience of `user` for events after `after`, from the stored windows.
-async fn audience_after(conn: &impl ConnectionTrait, user: &UserId, user_topic: &Topic, after: EventId) -> Result<Audience, DbErr> {
+async fn audience_after(conn: &impl ConnectionTrait, user: &UserId, user_topic: &Topic, topics: &[Topic], after: EventId) -> Result<Audience, DbErr> {
     let windows = chat::periods_after(conn, user, after)
         .await?
         .into_iter()
@@ -390,7 +402,7 @@ async fn audience_after(conn: &impl ConnectionTrait, user: &UserId, user_topic: 
             until: period.until_event_id.map(EventId::new),
         })
         .collect();
-    Ok(Audience { user: user_topic.clone(), windows })
+    Ok(Audience { user: user_topic.clone(), windows, topics: topics.to_vec() })
 }
 
 /// Checks a client's resume point. `None` means the stream must `reset`:
@@ -403,7 +415,7 @@ async fn resume_point(db: &DatabaseConnection, user: &UserId, windows: &Windows,
     if after > event_log::newest(db).await? {
         return Ok(None);
     }
-    let audience = audience_after(db, user, &windows.user, after).await?;
+    let audience = audience_after(db, user, &windows.user, &windows.topics, after).await?;
     if event_log::history_gone(db, &audience, after).await? {
         return Ok(None);
     }

@@ -23,6 +23,9 @@ pub struct Model {
     /// A membership change this event carries: `+c:<id>` (the user whose
     /// topic it is joins that conversation) or `-c:<id>` (leaves it).
     pub route: Option<String>,
+    /// A broadcast topic's conflation key: catching up after a gap, a
+    /// subscriber gets only the newest event of the gap per key.
+    pub key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -26,6 +26,10 @@ pub const PUBLISH_SCOPE: &str = "publish";
 /// "never, in practice" and a stream of such a token ends after ten years.
 pub const MAX_REMAINING: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+/// Most topic patterns read from one token: enough for any real grant,
+/// few enough that checking them stays cheap.
+pub const MAX_TOPIC_PATTERNS: usize = 64;
+
 /// The claims Tidings reads. `exp` is required: a stream ends when it passes.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -33,6 +37,10 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Patterns of the broadcast topics the holder may read (`*` any run
+    /// without `:`, `**` any run), e.g. `["org:42:*", "status"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<String>>,
 }
 
 /// Who is calling, as proven by a verified token.
@@ -42,9 +50,17 @@ pub struct Principal {
     scopes: Vec<String>,
     /// When the token stops being valid, in seconds since the epoch.
     pub expires_at: u64,
+    /// The token's topic patterns (claim `topics`).
+    pub topics: Vec<String>,
 }
 
 impl Principal {
+    /// Whether the holder may read broadcast topic `name`: one of the
+    /// token's patterns, or one the operator made public, matches it.
+    pub fn may_read(&self, name: &str, public: &[String]) -> bool {
+        self.topics.iter().chain(public).any(|pattern| crate::domain::topic::pattern_matches(pattern, name))
+    }
+
     /// Whether the token carries `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
@@ -66,6 +82,7 @@ impl Principal {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
-        Some(Principal { user, scopes, expires_at: claims.exp })
+        let topics = claims.topics.unwrap_or_default().into_iter().take(MAX_TOPIC_PATTERNS).collect();
+        Some(Principal { user, scopes, expires_at: claims.exp, topics })
     }
 }

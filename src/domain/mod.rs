@@ -12,5 +12,5 @@ pub mod user_id;
 
 pub use error::DomainError;
 pub use event_id::EventId;
-pub use topic::Topic;
+pub use topic::{Topic, TopicName};
 pub use user_id::UserId;

@@ -173,7 +173,7 @@ impl PublishRequest {
 }
 
 /// How many levels of objects and arrays a value nests.
-fn depth(value: &serde_json::Value) -> usize {
+pub fn depth(value: &serde_json::Value) -> usize {
     match value {
         serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
         serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),

@@ -14,6 +14,7 @@ pub mod preferences;
 pub mod presence;
 pub mod stats;
 pub mod stream;
+pub mod topics;
 
 use std::time::Duration;
 
@@ -112,6 +113,7 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
                 .merge(stats::router())
                 .merge(conversations::router())
                 .merge(presence::router())
+                .merge(topics::router())
                 .layer(deadline),
         );
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

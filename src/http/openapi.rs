@@ -28,7 +28,7 @@ use crate::{
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerJwt),
-    components(schemas(ErrorBody, NotificationRead, NotificationDeleted, UnreadCount, Reset, ReadReceipt, Typing, PresenceView)),
+    components(schemas(ErrorBody, NotificationRead, NotificationDeleted, UnreadCount, Reset, ReadReceipt, Typing, PresenceView, crate::topics::TopicEvent)),
     tags(
         (name = "stream", description = "The per-user SSE stream"),
         (name = "notifications", description = "Publishing and managing notifications"),
@@ -70,7 +70,8 @@ pub fn describe_stream_events(openapi: &mut utoipa::openapi::OpenApi) {
         "read": {"id": true, "data": {"$ref": "#/components/schemas/ReadReceipt"}},
         "conversation": {"id": true, "data": {"$ref": "#/components/schemas/Conversation"}},
         "typing": {"id": false, "data": {"$ref": "#/components/schemas/Typing"}},
-        "presence": {"id": false, "data": {"$ref": "#/components/schemas/PresenceView"}}
+        "presence": {"id": false, "data": {"$ref": "#/components/schemas/PresenceView"}},
+        "topic.event": {"id": true, "data": {"$ref": "#/components/schemas/TopicEvent"}}
     });
     if let Some(path) = openapi.paths.paths.get_mut("/v1/stream")
         && let Some(get) = path.get.as_mut()

@@ -9,7 +9,7 @@ use axum::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::query_param;
+use super::{input::query_param, topics::topic_name};
 use crate::{
     app::AppState,
     auth::StreamUser,
@@ -50,7 +50,8 @@ async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, 
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .or_else(|| query_param(uri.query(), "last_event_id"))
         .filter(|raw| !raw.trim().is_empty());
-    let frames = stream::open(state.stream_context(), principal, resume_from).map_err(|refusal| match refusal {
+    let topics = requested_topics(&state, &principal, uri.query())?;
+    let frames = stream::open(state.stream_context(), principal, resume_from, topics).map_err(|refusal| match refusal {
         Refusal::TooManyForUser => ApiError::RateLimited { retry_after_secs: 10 },
         Refusal::NodeFull => ApiError::Unavailable("this node holds as many streams as it can; retry on another".into()),
     })?;
@@ -62,4 +63,28 @@ async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, 
     // events back until its buffer fills.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// The broadcast topics of `?topic=a&topic=b`: at most 32, each a valid
+/// name the caller may read, refused before any byte of the stream.
+fn requested_topics(state: &AppState, principal: &crate::auth::Principal, query: Option<&str>) -> Result<Vec<crate::domain::Topic>, ApiError> {
+    let raw: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "topic")
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    if raw.len() > crate::topics::MAX_STREAM_TOPICS {
+        return Err(ApiError::bad_field("topic", "at most 32 topics per stream"));
+    }
+    let mut topics = Vec::with_capacity(raw.len());
+    for name in raw {
+        let name = topic_name(&name)?;
+        if !state.topic_access.may_read(principal, &name) {
+            return Err(ApiError::Forbidden(format!("this token may not read topic {}", name.as_str())));
+        }
+        let topic = crate::domain::Topic::named(&name);
+        if !topics.contains(&topic) {
+            topics.push(topic);
+        }
+    }
+    Ok(topics)
 }

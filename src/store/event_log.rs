@@ -19,6 +19,8 @@ use entity::{event, history_floor};
 pub struct Audience {
     pub user: Topic,
     pub windows: Vec<Window>,
+    /// Broadcast topics the stream asked for: every event of each.
+    pub topics: Vec<Topic>,
 }
 
 /// A stretch of membership: the conversation's events with ids in
@@ -33,10 +35,17 @@ pub struct Window {
 impl Audience {
     /// Every topic involved.
     pub fn topics(&self) -> Vec<Topic> {
-        std::iter::once(self.user.clone()).chain(self.windows.iter().map(|w| w.topic.clone())).collect()
+        std::iter::once(self.user.clone())
+            .chain(self.windows.iter().map(|w| w.topic.clone()))
+            .chain(self.topics.iter().cloned())
+            .collect()
     }
 
-    fn condition(&self, after: EventId) -> Condition {
+    /// The events of the audience after `after`. With `conflate_upto`, a
+    /// broadcast topic's event with a key is left out when a newer event of
+    /// the same topic and key exists up to that id: a catching-up
+    /// subscriber gets only the newest per key of its gap.
+    fn condition(&self, after: EventId, conflate_upto: Option<EventId>) -> Condition {
         let mut any = Condition::any().add(
             Condition::all()
                 .add(event::Column::Topic.eq(self.user.as_str()))
@@ -51,14 +60,28 @@ impl Audience {
             }
             any = any.add(inside);
         }
+        for topic in &self.topics {
+            let mut of_topic = Condition::all().add(event::Column::Topic.eq(topic.as_str())).add(event::Column::Id.gt(after.get()));
+            if let Some(upto) = conflate_upto {
+                // The head is a number of ours, not client input: written inline.
+                let newest_of_key = sea_orm::sea_query::Expr::cust(format!(
+                    "NOT EXISTS (SELECT 1 FROM events AS newer WHERE newer.topic = events.topic AND newer.key = events.key \
+                     AND newer.id > events.id AND newer.id <= {})",
+                    upto.get()
+                ));
+                of_topic = of_topic.add(Condition::any().add(event::Column::Key.is_null()).add(newest_of_key));
+            }
+            any = any.add(of_topic);
+        }
         any
     }
 }
 
-/// Up to `limit` events of `audience` after `after`, oldest first.
-pub async fn read_audience_after(conn: &impl ConnectionTrait, audience: &Audience, after: EventId, limit: u64) -> Result<Vec<Event>, DbErr> {
+/// Up to `limit` events of `audience` after `after`, oldest first,
+/// conflated by key up to `conflate_upto` (see [`Audience`]'s condition).
+pub async fn read_audience_after(conn: &impl ConnectionTrait, audience: &Audience, after: EventId, limit: u64, conflate_upto: Option<EventId>) -> Result<Vec<Event>, DbErr> {
     let rows = event::Entity::find()
-        .filter(audience.condition(after))
+        .filter(audience.condition(after, conflate_upto))
         .order_by_asc(event::Column::Id)
         .limit(limit)
         .all(conn)
@@ -98,7 +121,7 @@ pub async fn history_gone(conn: &impl ConnectionTrait, audience: &Audience, afte
         .await?;
     Ok(floors.into_iter().any(|(topic, floor)| {
         let floor = EventId::new(floor);
-        if topic == audience.user.as_str() {
+        if topic == audience.user.as_str() || audience.topics.iter().any(|t| t.as_str() == topic) {
             return floor > after;
         }
         audience.windows.iter().filter(|w| w.topic.as_str() == topic).any(|w| {

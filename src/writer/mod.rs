@@ -234,6 +234,8 @@ pub struct LogWrite {
     ids: Ids,
     /// Open inner savepoints: where the outbox stood when each began.
     marks: Vec<(usize, Option<EventId>)>,
+    /// The conflation key of the next event appended (broadcast topics).
+    next_key: Option<String>,
 }
 
 impl LogWrite {
@@ -261,6 +263,13 @@ impl LogWrite {
         self.insert_event(id, topic, name, data, None).await
     }
 
+    /// Appends a broadcast topic's event with its conflation `key`, under an
+    /// id the caller allocated (its payload names the id).
+    pub async fn append_keyed(&mut self, id: EventId, topic: &Topic, name: &str, data: &impl Serialize, key: Option<String>) -> Result<(), DbErr> {
+        self.next_key = key;
+        self.append_with_id(id, topic, name, data).await
+    }
+
     async fn append_encoded(&mut self, topic: &Topic, name: &str, data: String, route: Option<RouteChange>) -> Result<EventId, DbErr> {
         let id = self.event_id().await?;
         self.insert_event(id, topic, name, data, route).await?;
@@ -276,6 +285,7 @@ impl LogWrite {
             data: Set(data),
             created_at: Set(Utc::now()),
             route: Set(route.as_ref().map(RouteChange::encode)),
+            key: Set(self.next_key.take()),
         };
         event::Entity::insert(row).exec_without_returning(&self.txn).await?;
         event.route = route;
@@ -416,7 +426,7 @@ impl WriterTask {
                     publish::flush(&txn, &mut ids, std::mem::take(&mut plain), &mut outbox, finished, false).await?;
                     send::flush(&txn, &mut ids, std::mem::take(&mut sends), &mut outbox, finished, true).await?;
                     let savepoint = txn.begin().await?;
-                    let mut write = LogWrite { txn: savepoint, outbox: Vec::new(), last_appended: None, ids, marks: Vec::new() };
+                    let mut write = LogWrite { txn: savepoint, outbox: Vec::new(), last_appended: None, ids, marks: Vec::new(), next_key: None };
                     let ok = AssertUnwindSafe(work.run(&mut write)).catch_unwind().await.unwrap_or_else(|_| {
                         tracing::error!("a write job panicked; it is rolled back alone");
                         false

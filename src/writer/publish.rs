@@ -168,6 +168,7 @@ async fn prepare(
                     data,
                     created_at: item.now,
                     route: None,
+                    key: None,
                 });
                 let entry = per_user.entry(user.as_str().to_owned()).or_insert_with(|| (0, event_id, topic.clone()));
                 entry.0 += 1;

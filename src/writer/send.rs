@@ -159,6 +159,7 @@ async fn store(txn: &DatabaseTransaction, ids: &mut Ids, jobs: &[SendJob]) -> Re
             data,
             created_at: send.now,
             route: None,
+            key: None,
         }));
         if let Some(key) = key {
             // A second send with the same client id in this very batch gets this one.

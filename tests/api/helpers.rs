@@ -132,6 +132,7 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
             caller_per_second: 1_000_000,
         },
         default_channels: tidings::domain::preference::Channels::default(),
+        public_topics: Vec::new(),
         retention: tidings::retention::RetentionSettings::default(),
         typing_expiry: Duration::from_secs(5),
         presence_grace: Duration::from_secs(10),
@@ -224,6 +225,33 @@ impl TestApp {
         let response = request.send().await.expect("stream request");
         assert_eq!(response.status(), StatusCode::OK, "the stream must open");
         EventStream::new(response)
+    }
+
+    /// A token for `user` that may read the broadcast topics matching `topics`.
+    pub fn reader_token(&self, user: &str, topics: &[&str]) -> String {
+        self.keys.mint_reader(user, topics, Duration::from_secs(3600)).unwrap()
+    }
+
+    /// `GET /v1/stream?topic=...` with `token`, resuming after `last_event_id`.
+    pub async fn open_topic_stream(&self, token: &str, topics: &[&str], last_event_id: Option<&str>) -> EventStream {
+        let mut request = self.http.get(format!("{}/v1/stream?{}", self.base, topic_query(topics))).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.expect("stream request");
+        assert_eq!(response.status(), StatusCode::OK, "the stream must open");
+        EventStream::new(response)
+    }
+
+    /// Publishes `data` to broadcast topic `topic`, with an optional key; the answer.
+    pub async fn publish_topic(&self, topic: &str, kind: &str, data: Value, key: Option<&str>) -> Value {
+        let mut body = json!({"type": kind, "data": data});
+        if let Some(key) = key {
+            body["key"] = json!(key);
+        }
+        let response = self.http.post(format!("{}/v1/topics/{topic}/events", self.base)).bearer_auth(self.publisher_token()).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "publishing to a topic must succeed");
+        response.json().await.unwrap()
     }
 
     /// Stops the server the way a signal would, and waits until it has.
@@ -457,4 +485,13 @@ pub async fn spawn_node_process(env: &[(&str, &str)]) -> NodeProcess {
     // Keep draining its log so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     NodeProcess { child, base: format!("http://{address}") }
+}
+
+/// `topic=a&topic=b`, encoded.
+pub fn topic_query(topics: &[&str]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for topic in topics {
+        query.append_pair("topic", topic);
+    }
+    query.finish()
 }

@@ -16,4 +16,5 @@ mod policy;
 mod presence;
 mod resume;
 mod stream;
+mod topics;
 mod writer;

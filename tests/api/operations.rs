@@ -36,6 +36,8 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/conversations/{id}/read"),
     ("post", "/v1/presence"),
     ("get", "/v1/presence"),
+    ("post", "/v1/topics/{topic}/events"),
+    ("get", "/v1/topics/{topic}/events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
