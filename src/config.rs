@@ -66,6 +66,8 @@ pub struct Settings {
     /// Print a ready-to-use demo (page URL, curl command) at start: only on a
     /// zero-configuration first run, never with operator-supplied keys.
     pub print_demo: bool,
+    /// How sockets are accepted and held: the header timeout, the per-IP cap.
+    pub connections: crate::server::ConnectionSettings,
 }
 
 impl fmt::Debug for Settings {
@@ -91,6 +93,7 @@ impl fmt::Debug for Settings {
             .field("retention", &self.retention)
             .field("typing_expiry", &self.typing_expiry)
             .field("presence_grace", &self.presence_grace)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -253,6 +256,14 @@ pub struct ServeArgs {
     /// Seconds a user stays online after their last stream closes.
     #[arg(long, env = "TIDINGS_PRESENCE_GRACE_SECS", default_value_t = 10)]
     pub presence_grace_secs: u64,
+    /// Seconds a client may take to send a request head, and an idle
+    /// kept-alive connection may wait for its next request (slowloris guard).
+    #[arg(long, env = "TIDINGS_HEADER_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Connections one IP address may hold open; 0: no cap (behind a proxy
+    /// every client has the proxy's address).
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
     /// Log format: `text` or `json`.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -322,6 +333,10 @@ impl ServeArgs {
             typing_expiry: Duration::from_secs(5),
             presence_grace: Duration::from_secs(self.presence_grace_secs),
             print_demo: resolved.from_secret_file,
+            connections: crate::server::ConnectionSettings {
+                header_read_timeout: Duration::from_secs(self.header_timeout_secs),
+                max_per_ip: self.max_connections_per_ip,
+            },
         })
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! - [`config`] — settings from environment and flags, secrets redacted;
 //! - [`app`] — `Application::build` / `run_until_stopped`, the seam tests use;
+//! - [`server`] — the accept loop: HTTP/1.1 connection settings, header timeout, per-IP cap;
 //! - [`http`] — one module per resource, thin handlers over the core;
 //! - [`auth`] — JWT verification and the extractors that yield a `Principal`;
 //! - [`error`] — the one error type, mapped once to the contract's body;
@@ -39,6 +40,7 @@ pub mod notifications;
 pub mod presence;
 pub mod ratelimit;
 pub mod retention;
+pub mod server;
 pub mod shared_redis;
 pub mod store;
 pub mod stream;

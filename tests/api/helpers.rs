@@ -136,6 +136,7 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
         typing_expiry: Duration::from_secs(5),
         presence_grace: Duration::from_secs(10),
         print_demo: false,
+        connections: tidings::server::ConnectionSettings::default(),
     };
     configure(&mut settings);
     let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref()).expect("test keys"));

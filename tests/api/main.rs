@@ -9,6 +9,7 @@ mod browser;
 mod chat;
 mod cli;
 mod cluster;
+mod connections;
 mod errors;
 mod notifications;
 mod operations;
