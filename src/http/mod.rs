@@ -20,9 +20,10 @@ use std::time::Duration;
 use axum::{
     BoxError, Router,
     error_handling::HandleErrorLayer,
-    extract::{DefaultBodyLimit, MatchedPath},
+    body::Body,
+    extract::{DefaultBodyLimit, MatchedPath, State},
     http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header},
-    middleware,
+    middleware::{self, Next},
     response::IntoResponse,
 };
 use tower::ServiceBuilder;
@@ -69,6 +70,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(no_store_for_json))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(settings.max_body_bytes, refuse_declared_oversize))
         .layer(middleware::from_fn(metrics::record_request))
         .layer(
             // The span names the matched route, never the raw URI: a stream's
@@ -166,6 +168,22 @@ async fn no_store_for_json<B>(mut response: Response<B>) -> Response<B> {
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// Middleware: a request whose `Content-Length` already says it is over the
+/// body limit gets `413` at once. The body limit alone only counts bytes as
+/// they arrive, so a client that declares a huge body and sends nothing
+/// would hold its request open until the deadline and get a 503.
+async fn refuse_declared_oversize(State(max): State<usize>, request: Request<Body>, next: Next) -> Result<axum::response::Response, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max as u64) {
+        return Err(input::body_too_large());
+    }
+    Ok(next.run(request).await)
 }
 
 async fn not_found() -> ApiError {

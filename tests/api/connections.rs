@@ -12,7 +12,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::helpers::{PATIENCE, TestApp, spawn_app_with};
+use crate::helpers::{PATIENCE, TestApp, spawn_app, spawn_app_with};
 
 /// A raw TCP connection to `app`.
 async fn connect(app: &TestApp) -> TcpStream {
@@ -115,4 +115,28 @@ async fn one_address_cannot_open_more_connections_than_its_cap() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(healthz_over(&mut second).await, "HTTP/1.1 200 OK", "connections under the cap are untouched");
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused_with_413_at_once() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app).await;
+    let head = format!(
+        "POST /v1/notifications HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n",
+        app.publisher_token()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    // Nothing of the body is sent; the answer must not wait for it.
+    let mut buf = [0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf))
+        .await
+        .expect("the 413 comes at once, not after the request deadline")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""code":"payload_too_large""#), "the contract's body: {answer}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let (_, count) = app.get_json("/v1/notifications/unread_count", &app.token("alice")).await;
+    assert_eq!(count["count"], 0);
 }

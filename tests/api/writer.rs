@@ -126,6 +126,14 @@ async fn a_batch_that_mixes_a_failing_job_with_good_ones_commits_the_good_ones_a
 #[tokio::test]
 async fn a_full_write_queue_answers_503_with_retry_after_and_the_queued_writes_still_commit() {
     let app = spawn_app_with(|settings| settings.writer.queue_capacity = 4).await;
+    // Retention's first pass at start writes once through the writer; were
+    // it to land while the queue is being filled, it would take a slot.
+    let started = async {
+        while app.state.writer.stats().jobs.load(std::sync::atomic::Ordering::Relaxed) < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, started).await.expect("retention's first pass runs at start");
     let (release, holder) = hold_the_writer(&app).await;
     let queued: Vec<_> = (0..4).map(|n| append_job(&app.state.writer, n, false)).collect();
     let full = async {
