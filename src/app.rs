@@ -24,6 +24,7 @@ use crate::{
     notifications::{Notifications, Policy},
     ratelimit::{LocalRateLimiter, RateLimiter, RedisRateLimiter},
     retention::Retention,
+    revocation::{self, Revocations},
     shared_redis::SharedRedis,
     store,
     stream::{StreamContext, StreamSettings},
@@ -45,6 +46,8 @@ pub struct AppState {
     /// The node's one writer, for `/metrics`.
     pub writer: Arc<Writer>,
     pub stream: Arc<StreamSettings>,
+    /// Revoked tokens, checked by the auth extractors and open streams.
+    pub revocations: Arc<Revocations>,
     /// Cancelled when the server stops; every open stream watches it.
     pub shutdown: CancellationToken,
 }
@@ -58,6 +61,7 @@ impl AppState {
             presence: self.presence.clone(),
             settings: self.stream.clone(),
             shutdown: self.shutdown.clone(),
+            revocations: self.revocations.clone(),
         }
     }
 }
@@ -121,6 +125,12 @@ impl Application {
             Some(url) => Arc::new(RedisPresence::start(url, &settings.redis_namespace, db.clone(), hub.clone(), settings.presence_grace, shutdown.clone())?),
         };
         let chat = Arc::new(Chat::new(writer.clone(), db.clone(), typing));
+        let revocations = Revocations::load(db.clone(), writer.clone(), hub.clone(), settings.max_token_lifetime)
+            .await
+            .context("loading revocations")?;
+        // One node alone writes every revocation and needs no re-reads; in a
+        // cluster they cover what the bus may lose.
+        revocations.clone().spawn_watcher(settings.redis_url.as_ref().map(|_| revocation::CLUSTER_RELOAD), shutdown.clone());
         let listener = TcpListener::bind(&settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -140,6 +150,7 @@ impl Application {
             retention,
             writer,
             stream: Arc::new(settings.stream),
+            revocations,
             shutdown,
         };
         state.retention.clone().spawn(state.shutdown.clone());

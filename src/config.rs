@@ -66,6 +66,8 @@ pub struct Settings {
     /// Print a ready-to-use demo (page URL, curl command) at start: only on a
     /// zero-configuration first run, never with operator-supplied keys.
     pub print_demo: bool,
+    /// The longest lifetime of a token: how long a revocation is kept.
+    pub max_token_lifetime: Duration,
     /// How sockets are accepted and held: the header timeout, the per-IP cap.
     pub connections: crate::server::ConnectionSettings,
 }
@@ -93,6 +95,7 @@ impl fmt::Debug for Settings {
             .field("retention", &self.retention)
             .field("typing_expiry", &self.typing_expiry)
             .field("presence_grace", &self.presence_grace)
+            .field("max_token_lifetime", &self.max_token_lifetime)
             .field("connections", &self.connections)
             .finish()
     }
@@ -264,6 +267,10 @@ pub struct ServeArgs {
     /// every client has the proxy's address).
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
+    /// The longest lifetime (`exp` - `iat`) of the tokens you issue, in
+    /// seconds: a revocation is kept this long after its time.
+    #[arg(long, env = "TIDINGS_MAX_TOKEN_LIFETIME_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..=crate::auth::keys::MAX_TTL.as_secs()))]
+    pub max_token_lifetime_secs: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -275,7 +282,7 @@ pub struct TokenArgs {
     /// The user id (`sub`).
     #[arg(long)]
     pub sub: String,
-    /// Space-separated scopes, e.g. `publish`.
+    /// Space-separated scopes: `publish` (backends), `admin` (revocations).
     #[arg(long)]
     pub scope: Option<String>,
     /// Lifetime in seconds (at most a hundred years).
@@ -333,6 +340,7 @@ impl ServeArgs {
             typing_expiry: Duration::from_secs(5),
             presence_grace: Duration::from_secs(self.presence_grace_secs),
             print_demo: resolved.from_secret_file,
+            max_token_lifetime: Duration::from_secs(self.max_token_lifetime_secs),
             connections: crate::server::ConnectionSettings {
                 header_read_timeout: Duration::from_secs(self.header_timeout_secs),
                 max_per_ip: self.max_connections_per_ip,

@@ -17,6 +17,7 @@
 //! - [`typing`] and [`presence`] — ephemeral state, never stored, behind seams;
 //! - [`ratelimit`] — per-recipient and per-caller limits behind a seam;
 //! - [`retention`] — pruning of old events and notifications;
+//! - [`revocation`] — revoked tokens: stored, cached on every node, ending open streams;
 //! - [`domain`] — newtypes parsed at the edge and the rules that go with them;
 //! - [`writer`] — the one writer per node: group commit, ids in commit order, back-pressure;
 //! - [`store`] — SeaORM queries, run inside the writer's transactions or on the read pool;
@@ -40,6 +41,7 @@ pub mod notifications;
 pub mod presence;
 pub mod ratelimit;
 pub mod retention;
+pub mod revocation;
 pub mod server;
 pub mod shared_redis;
 pub mod store;

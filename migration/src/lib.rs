@@ -12,6 +12,7 @@ mod m20261122_000002_policy;
 mod m20261122_000003_chat;
 mod m20261122_000004_event_routes;
 mod m20261202_000005_unread_counters;
+mod m20261202_000006_revocations;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_chat::Migration),
             Box::new(m20261122_000004_event_routes::Migration),
             Box::new(m20261202_000005_unread_counters::Migration),
+            Box::new(m20261202_000006_revocations::Migration),
         ]
     }
 }

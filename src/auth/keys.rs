@@ -99,7 +99,7 @@ impl JwtKeys {
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let exp = now.checked_add(ttl).ok_or_else(|| KeyError("the token lifetime (ttl) is too long".into()))?;
-        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: scope.map(str::to_owned) };
+        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: scope.map(str::to_owned), iat: Some(now.as_secs()) };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|e| KeyError(e.to_string()))
     }
 
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let claims = Claims { sub: "alice".into(), exp: now - 1, scope: None };
+        let claims = Claims { sub: "alice".into(), exp: now - 1, scope: None, iat: None };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123")).unwrap();
         assert!(keys().verify(&token).is_err());
     }
@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_token_that_claims_never_to_expire_has_a_bounded_remaining_time() {
-        let claims = Claims { sub: "alice".into(), exp: u64::MAX, scope: None };
+        let claims = Claims { sub: "alice".into(), exp: u64::MAX, scope: None, iat: None };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123")).unwrap();
         let principal = keys().verify(&token).unwrap();
         assert_eq!(principal.remaining(), crate::auth::MAX_REMAINING);

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod page;
 pub mod preferences;
 pub mod presence;
+pub mod revocations;
 pub mod stats;
 pub mod stream;
 
@@ -114,6 +115,7 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
                 .merge(stats::router())
                 .merge(conversations::router())
                 .merge(presence::router())
+                .merge(revocations::router())
                 .layer(deadline),
         );
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

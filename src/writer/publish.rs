@@ -340,6 +340,6 @@ mod script {
 
     /// A time as sqlx binds it for SQLite (RFC 3339, `+00:00`).
     fn time(at: DateTime<Utc>) -> SimpleExpr {
-        Expr::val(at.to_rfc3339_opts(SecondsFormat::AutoSi, false)).into()
+        Expr::val(at.to_rfc3339_opts(SecondsFormat::AutoSi, false))
     }
 }

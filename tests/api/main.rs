@@ -16,5 +16,6 @@ mod operations;
 mod policy;
 mod presence;
 mod resume;
+mod revocation;
 mod stream;
 mod writer;

@@ -36,6 +36,7 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/conversations/{id}/read"),
     ("post", "/v1/presence"),
     ("get", "/v1/presence"),
+    ("post", "/v1/revocations"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
