@@ -40,6 +40,8 @@ pub struct AppState {
     pub notifications: Arc<Notifications>,
     pub chat: Arc<Chat>,
     pub presence: Arc<dyn Presence>,
+    /// Whose presence a user may read (`GET /v1/presence`).
+    pub presence_visibility: crate::presence::Visibility,
     /// Per-caller limits on writes, checked by the auth extractors.
     pub limiter: Arc<dyn RateLimiter>,
     pub retention: Arc<Retention>,
@@ -121,8 +123,16 @@ impl Application {
         };
         let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry, typing_state));
         let presence: Arc<dyn Presence> = match &settings.redis_url {
-            None => Arc::new(LocalPresence::new(db.clone(), hub.clone(), settings.presence_grace)),
-            Some(url) => Arc::new(RedisPresence::start(url, &settings.redis_namespace, db.clone(), hub.clone(), settings.presence_grace, shutdown.clone())?),
+            None => Arc::new(LocalPresence::new(db.clone(), settings.presence_visibility, hub.clone(), settings.presence_grace)),
+            Some(url) => Arc::new(RedisPresence::start(
+                url,
+                &settings.redis_namespace,
+                db.clone(),
+                settings.presence_visibility,
+                hub.clone(),
+                settings.presence_grace,
+                shutdown.clone(),
+            )?),
         };
         let chat = Arc::new(Chat::new(writer.clone(), db.clone(), typing));
         let revocations = Revocations::load(db.clone(), writer.clone(), hub.clone(), settings.max_token_lifetime)
@@ -146,6 +156,7 @@ impl Application {
             notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy)),
             chat,
             presence,
+            presence_visibility: settings.presence_visibility,
             limiter,
             retention,
             writer,

@@ -63,6 +63,8 @@ pub struct Settings {
     pub typing_expiry: Duration,
     /// How long after their last stream closes a user turns offline.
     pub presence_grace: Duration,
+    /// Who sees a user's presence.
+    pub presence_visibility: crate::presence::Visibility,
     /// Print a ready-to-use demo (page URL, curl command) at start: only on a
     /// zero-configuration first run, never with operator-supplied keys.
     pub print_demo: bool,
@@ -95,6 +97,7 @@ impl fmt::Debug for Settings {
             .field("retention", &self.retention)
             .field("typing_expiry", &self.typing_expiry)
             .field("presence_grace", &self.presence_grace)
+            .field("presence_visibility", &self.presence_visibility)
             .field("max_token_lifetime", &self.max_token_lifetime)
             .field("connections", &self.connections)
             .finish()
@@ -271,6 +274,11 @@ pub struct ServeArgs {
     /// seconds: a revocation is kept this long after its time.
     #[arg(long, env = "TIDINGS_MAX_TOKEN_LIFETIME_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..=crate::auth::keys::MAX_TTL.as_secs()))]
     pub max_token_lifetime_secs: u64,
+    /// Who sees a user's presence: `conversations` (everyone sharing a
+    /// conversation) or `contacts` (only users who have both written in a
+    /// conversation they share).
+    #[arg(long, env = "TIDINGS_PRESENCE_VISIBILITY", value_enum, default_value_t = crate::presence::Visibility::Conversations)]
+    pub presence_visibility: crate::presence::Visibility,
     /// Log format: `text` or `json`.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -339,6 +347,7 @@ impl ServeArgs {
             },
             typing_expiry: Duration::from_secs(5),
             presence_grace: Duration::from_secs(self.presence_grace_secs),
+            presence_visibility: self.presence_visibility,
             print_demo: resolved.from_secret_file,
             max_token_lifetime: Duration::from_secs(self.max_token_lifetime_secs),
             connections: crate::server::ConnectionSettings {

@@ -135,6 +135,7 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
         retention: tidings::retention::RetentionSettings::default(),
         typing_expiry: Duration::from_secs(5),
         presence_grace: Duration::from_secs(10),
+        presence_visibility: tidings::presence::Visibility::Conversations,
         print_demo: false,
         max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
         connections: tidings::server::ConnectionSettings::default(),
