@@ -65,11 +65,13 @@ impl HttpSettings {
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let (routes, mut api) = documented_routes(settings).split_for_parts();
     openapi::describe_stream_events(&mut api);
+    let docs = Router::from(SwaggerUi::new("/docs").url("/openapi.json", api)).layer(middleware::map_response(page::docs_security_headers));
     let mut router = routes
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .merge(docs)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(no_store_for_json))
+        .layer(middleware::map_response(contract_error_body))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(settings.max_body_bytes, refuse_declared_oversize))
         .layer(middleware::from_fn(metrics::record_request))
@@ -186,6 +188,27 @@ async fn refuse_declared_oversize(State(max): State<usize>, request: Request<Bod
         return Err(input::body_too_large());
     }
     Ok(next.run(request).await)
+}
+
+/// Middleware: an error answered without a body by a layer below our
+/// handlers (Swagger UI's 404 for an unknown file under `/docs/`) gets the
+/// contract's error body, keeping its status and headers. Our own errors
+/// already carry it, and a JSON type, so they pass untouched.
+async fn contract_error_body(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.headers().contains_key(header::CONTENT_TYPE) {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let mut replacement = ApiError::for_status(status).into_response();
+    *replacement.status_mut() = status;
+    let mut headers = parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in replacement.headers() {
+        headers.insert(name.clone(), value.clone());
+    }
+    *replacement.headers_mut() = headers;
+    replacement
 }
 
 async fn not_found() -> ApiError {
