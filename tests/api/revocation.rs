@@ -72,6 +72,19 @@ async fn before_in_the_body_revokes_only_tokens_issued_earlier() {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(unread_status(&app, &old).await, StatusCode::UNAUTHORIZED);
     assert_eq!(unread_status(&app, &newer).await, StatusCode::OK);
+
+    // Revoking again raises the instant; an earlier one never lowers it,
+    // in the cache or in the table (a restart reads the table).
+    let admin = app.admin_token();
+    assert_eq!(revoke(&app, &admin, json!({"user_id": "alice"})).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(unread_status(&app, &newer).await, StatusCode::UNAUTHORIZED);
+    let earlier = (cutoff - chrono::Duration::hours(1)).to_rfc3339();
+    assert_eq!(revoke(&app, &admin, json!({"user_id": "alice", "before": earlier})).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(unread_status(&app, &newer).await, StatusCode::UNAUTHORIZED);
+    let database = app.database.clone();
+    app.stop().await;
+    let restarted = spawn_app_in(database, |_| {}).await;
+    assert_eq!(unread_status(&restarted, &newer).await, StatusCode::UNAUTHORIZED, "the stored instant was not lowered");
 }
 
 #[tokio::test]
