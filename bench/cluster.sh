@@ -6,7 +6,8 @@
 #   ingest  durable publishes per second through node 3.
 # Usage: bench/cluster.sh [--users N] [--rate R] [--duration S]
 # Needs PostgreSQL (BENCH_POSTGRES, default postgres://postgres@127.0.0.1:5432)
-# and Redis (BENCH_REDIS, default redis://127.0.0.1:6379). Creates a database
+# and Redis (BENCH_REDIS, default redis://127.0.0.1:6379). BENCH_TIDINGS_BIN
+# measures that binary instead of building one. Creates a database
 # of its own and drops it, stops every process it started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,8 +26,13 @@ done
 ulimit -n "$(ulimit -Hn)"
 
 echo "cluster.sh: building tidings and tidings-bench (release)" >&2
-(cd "$ROOT" && cargo build --release -q -p tidings -p tidings-bench)
-TIDINGS=$TARGET_DIR/release/tidings
+if [ -n "${BENCH_TIDINGS_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p tidings-bench)
+  TIDINGS=$BENCH_TIDINGS_BIN
+else
+  (cd "$ROOT" && cargo build --release -q -p tidings -p tidings-bench)
+  TIDINGS=$TARGET_DIR/release/tidings
+fi
 BENCH=$TARGET_DIR/release/tidings-bench
 
 DB=tidings_cluster_bench_$$

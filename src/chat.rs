@@ -16,16 +16,16 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::{
     domain::{
+        DomainError,
         EventId, Topic, UserId,
         chat::{Conversation, ConversationUnread, Message, MessagePage, NewConversation, NewMessage, ReadReceipt, validate_content, validate_short, MAX_INITIAL_MEMBERS},
         events,
         notification::truncate_to_millis,
     },
-    error::ApiError,
     hub::RouteChange,
     store::chat as rows,
     typing::TypingTracker,
-    writer::{LogWrite, Writer},
+    writer::{LogWrite, PlainSend, Writer},
 };
 
 /// What sending a message did.
@@ -51,14 +51,14 @@ impl Chat {
 
     /// Creates a conversation of the caller and `members`; each member
     /// receives it as a `conversation` event.
-    pub async fn create(&self, caller: &UserId, request: NewConversation) -> Result<Conversation, ApiError> {
+    pub async fn create(&self, caller: &UserId, request: NewConversation) -> Result<Conversation, DomainError> {
         validate_short("title", request.title.as_deref())?;
         if request.members.len() > MAX_INITIAL_MEMBERS {
-            return Err(ApiError::invalid_field("members", "at most 1000 members"));
+            return Err(DomainError::invalid_field("members", "at most 1000 members"));
         }
         let mut members = vec![caller.clone()];
         for raw in request.members {
-            let user = UserId::parse(raw).map_err(|why| ApiError::invalid_field("members", format!("user id {why}")))?;
+            let user = UserId::parse(raw).map_err(|why| DomainError::invalid_field("members", format!("user id {why}")))?;
             if !members.contains(&user) {
                 members.push(user);
             }
@@ -89,7 +89,7 @@ impl Chat {
     }
 
     /// The caller's conversations, most recent activity first.
-    pub async fn list(&self, caller: &UserId) -> Result<Vec<Conversation>, ApiError> {
+    pub async fn list(&self, caller: &UserId) -> Result<Vec<Conversation>, DomainError> {
         let db = &self.db;
         let mut found = Vec::new();
         for membership in rows::memberships_of(db, caller).await? {
@@ -103,10 +103,10 @@ impl Chat {
     }
 
     /// One conversation, for a member; 404 for anyone else.
-    pub async fn get(&self, caller: &UserId, id: i64) -> Result<Conversation, ApiError> {
+    pub async fn get(&self, caller: &UserId, id: i64) -> Result<Conversation, DomainError> {
         let db = &self.db;
-        let membership = rows::membership(db, id, caller).await?.ok_or(ApiError::NotFound)?;
-        let row = rows::conversation(db, id).await?.ok_or(ApiError::NotFound)?;
+        let membership = rows::membership(db, id, caller).await?.ok_or(DomainError::NotFound)?;
+        let row = rows::conversation(db, id).await?.ok_or(DomainError::NotFound)?;
         view(db, &row, caller, membership.last_read_message_id).await
     }
 
@@ -114,20 +114,20 @@ impl Chat {
     /// then only they could come back, and as a non-member they cannot, so a
     /// departure is final (403). The new member receives the conversation
     /// and every later event of it; the others receive the new member list.
-    pub async fn add_member(&self, caller: &UserId, id: i64, user: UserId) -> Result<Conversation, ApiError> {
+    pub async fn add_member(&self, caller: &UserId, id: i64, user: UserId) -> Result<Conversation, DomainError> {
         let caller = caller.clone();
         self.writer
             .run(move |write| {
                 Box::pin(async move {
-                    let membership = rows::membership(write.conn(), id, &caller).await?.ok_or(ApiError::NotFound)?;
-                    let row = rows::conversation(write.conn(), id).await?.ok_or(ApiError::NotFound)?;
+                    let membership = rows::membership(write.conn(), id, &caller).await?.ok_or(DomainError::NotFound)?;
+                    let row = rows::conversation(write.conn(), id).await?.ok_or(DomainError::NotFound)?;
                     if rows::membership(write.conn(), id, &user).await?.is_some() {
                         return view(write.conn(), &row, &caller, membership.last_read_message_id).await;
                     }
                     // Leaving is the user's decision: nobody else undoes it
                     // (and so regains their presence and their attention).
                     if caller != user && rows::has_left(write.conn(), id, &user).await? {
-                        return Err(ApiError::Forbidden(format!("{user} left this conversation; others cannot add them back")));
+                        return Err(DomainError::Forbidden(format!("{user} left this conversation; others cannot add them back")));
                     }
                     let mut members = rows::member_ids(write.conn(), id).await?;
                     members.push(user.to_string());
@@ -144,19 +144,19 @@ impl Chat {
 
     /// Removes `user`; only the user themself may (to leave). Their streams
     /// stop receiving the conversation at that point of the log.
-    pub async fn leave(&self, caller: &UserId, id: i64, user: &UserId) -> Result<(), ApiError> {
+    pub async fn leave(&self, caller: &UserId, id: i64, user: &UserId) -> Result<(), DomainError> {
         let (caller, user) = (caller.clone(), user.clone());
         self.writer
             .run(move |write| {
                 Box::pin(async move {
-                    rows::membership(write.conn(), id, &caller).await?.ok_or(ApiError::NotFound)?;
+                    rows::membership(write.conn(), id, &caller).await?.ok_or(DomainError::NotFound)?;
                     if caller != user {
-                        return Err(ApiError::Forbidden("members can only remove themselves".into()));
+                        return Err(DomainError::Forbidden("members can only remove themselves".into()));
                     }
-                    let row = rows::conversation(write.conn(), id).await?.ok_or(ApiError::NotFound)?;
+                    let row = rows::conversation(write.conn(), id).await?.ok_or(DomainError::NotFound)?;
                     let members: Vec<String> = rows::member_ids(write.conn(), id).await?.into_iter().filter(|m| m != user.as_str()).collect();
                     let farewell = Conversation { members: members.clone(), ..view(write.conn(), &row, &user, None).await? };
-                    let data = serde_json::to_string(&farewell).map_err(|e| ApiError::Internal(e.into()))?;
+                    let data = serde_json::to_string(&farewell).map_err(DomainError::internal)?;
                     let route = RouteChange { conversation: Topic::conversation(id), joined: false };
                     let left = write.append_routed(&Topic::user(&user), events::CONVERSATION, &data, route).await?;
                     rows::remove_member(write.conn(), id, &user, left).await?;
@@ -170,15 +170,39 @@ impl Chat {
     /// same sender returns the stored message and sends nothing; the check
     /// runs inside the write, and a unique index backs it. Sending ends the
     /// sender's typing indicator.
-    pub async fn send(&self, caller: &UserId, id: i64, request: NewMessage) -> Result<Sent, ApiError> {
+    pub async fn send(&self, caller: &UserId, id: i64, request: NewMessage) -> Result<Sent, DomainError> {
         validate_content(&request.content)?;
         validate_short("client_message_id", request.client_message_id.as_deref())?;
         let sender = caller.clone();
-        let sent = self
+        let sent = if request.reply_to.is_none() {
+            let plain = PlainSend {
+                conversation_id: id,
+                sender,
+                content: request.content,
+                client_message_id: request.client_message_id,
+                now: truncate_to_millis(Utc::now()),
+            };
+            let (message, created) = self.writer.send(plain).await?;
+            Sent { message, created }
+        } else {
+            self.send_replying(caller, id, request).await?
+        };
+        if sent.created {
+            // A sent message ends the sender's typing indicator, as people expect.
+            self.typing.update(id, caller, false).await;
+        }
+        Ok(sent)
+    }
+
+    /// A reply: the message it answers must be of the conversation, which
+    /// the set-based send does not check, so it runs as its own job.
+    async fn send_replying(&self, caller: &UserId, id: i64, request: NewMessage) -> Result<Sent, DomainError> {
+        let sender = caller.clone();
+        self
             .writer
             .run(move |write| {
                 Box::pin(async move {
-                    rows::membership(write.conn(), id, &sender).await?.ok_or(ApiError::NotFound)?;
+                    rows::membership(write.conn(), id, &sender).await?.ok_or(DomainError::NotFound)?;
                     if let Some(client_id) = &request.client_message_id
                         && let Some(existing) = rows::by_client_id(write.conn(), id, &sender, client_id).await?
                     {
@@ -187,7 +211,7 @@ impl Chat {
                     if let Some(reply_to) = request.reply_to
                         && rows::message(write.conn(), id, reply_to).await?.is_none()
                     {
-                        return Err(ApiError::invalid_field("reply_to", "reply_to must be a message of this conversation"));
+                        return Err(DomainError::invalid_field("reply_to", "reply_to must be a message of this conversation"));
                     }
                     let now = truncate_to_millis(Utc::now());
                     let row = rows::insert_message(write.conn(), id, &sender, request.content, request.client_message_id, request.reply_to, now).await?;
@@ -197,18 +221,13 @@ impl Chat {
                     Ok(Sent { message, created: true })
                 })
             })
-            .await?;
-        if sent.created {
-            // A sent message ends the sender's typing indicator, as people expect.
-            self.typing.update(id, caller, false).await;
-        }
-        Ok(sent)
+            .await
     }
 
     /// A page of messages, newest first.
-    pub async fn history(&self, caller: &UserId, id: i64, before: Option<i64>, limit: u64) -> Result<MessagePage, ApiError> {
+    pub async fn history(&self, caller: &UserId, id: i64, before: Option<i64>, limit: u64) -> Result<MessagePage, DomainError> {
         let db = &self.db;
-        rows::membership(db, id, caller).await?.ok_or(ApiError::NotFound)?;
+        rows::membership(db, id, caller).await?.ok_or(DomainError::NotFound)?;
         let mut found = rows::messages(db, id, before, limit + 1).await?;
         let next_cursor = if found.len() as u64 > limit {
             found.truncate(limit as usize);
@@ -220,7 +239,7 @@ impl Chat {
     }
 
     /// Edits a message (its sender only).
-    pub async fn edit(&self, caller: &UserId, id: i64, message_id: i64, content: String) -> Result<Message, ApiError> {
+    pub async fn edit(&self, caller: &UserId, id: i64, message_id: i64, content: String) -> Result<Message, DomainError> {
         validate_content(&content)?;
         let caller = caller.clone();
         self.writer
@@ -228,7 +247,7 @@ impl Chat {
                 Box::pin(async move {
                     let mut row = own_message(write, &caller, id, message_id).await?;
                     if row.deleted_at.is_some() {
-                        return Err(ApiError::invalid_field("content", "a deleted message cannot be edited"));
+                        return Err(DomainError::invalid_field("content", "a deleted message cannot be edited"));
                     }
                     row.content = Some(content);
                     row.edited_at = Some(truncate_to_millis(Utc::now()));
@@ -241,7 +260,7 @@ impl Chat {
     }
 
     /// Deletes a message (its sender only): the content goes, a tombstone stays.
-    pub async fn delete(&self, caller: &UserId, id: i64, message_id: i64) -> Result<(), ApiError> {
+    pub async fn delete(&self, caller: &UserId, id: i64, message_id: i64) -> Result<(), DomainError> {
         let caller = caller.clone();
         self.writer
             .run(move |write| {
@@ -262,14 +281,14 @@ impl Chat {
 
     /// Moves the caller's read mark forward to `message_id` (never back) and
     /// tells the other members with a `read` receipt.
-    pub async fn read(&self, caller: &UserId, id: i64, message_id: i64) -> Result<ConversationUnread, ApiError> {
+    pub async fn read(&self, caller: &UserId, id: i64, message_id: i64) -> Result<ConversationUnread, DomainError> {
         let caller = caller.clone();
         self.writer
             .run(move |write| {
                 Box::pin(async move {
-                    let membership = rows::membership(write.conn(), id, &caller).await?.ok_or(ApiError::NotFound)?;
+                    let membership = rows::membership(write.conn(), id, &caller).await?.ok_or(DomainError::NotFound)?;
                     if rows::message(write.conn(), id, message_id).await?.is_none() {
-                        return Err(ApiError::invalid_field("message_id", "message_id must be a message of this conversation"));
+                        return Err(DomainError::invalid_field("message_id", "message_id must be a message of this conversation"));
                     }
                     let mark = rows::advance_read_mark(write.conn(), id, &caller, message_id).await?;
                     if membership.last_read_message_id < Some(mark) {
@@ -284,8 +303,8 @@ impl Chat {
     }
 
     /// Says whether the caller is typing; the other members hear it.
-    pub async fn typing(&self, caller: &UserId, id: i64, is_typing: bool) -> Result<(), ApiError> {
-        rows::membership(&self.db, id, caller).await?.ok_or(ApiError::NotFound)?;
+    pub async fn typing(&self, caller: &UserId, id: i64, is_typing: bool) -> Result<(), DomainError> {
+        rows::membership(&self.db, id, caller).await?.ok_or(DomainError::NotFound)?;
         self.typing.update(id, caller, is_typing).await;
         Ok(())
     }
@@ -293,31 +312,31 @@ impl Chat {
 
 /// The caller's own message in a conversation they belong to: 404 when the
 /// conversation or message is not theirs to see, 403 when it is someone else's.
-async fn own_message(write: &mut LogWrite, caller: &UserId, id: i64, message_id: i64) -> Result<entity::message::Model, ApiError> {
-    rows::membership(write.conn(), id, caller).await?.ok_or(ApiError::NotFound)?;
-    let row = rows::message(write.conn(), id, message_id).await?.ok_or(ApiError::NotFound)?;
+async fn own_message(write: &mut LogWrite, caller: &UserId, id: i64, message_id: i64) -> Result<entity::message::Model, DomainError> {
+    rows::membership(write.conn(), id, caller).await?.ok_or(DomainError::NotFound)?;
+    let row = rows::message(write.conn(), id, message_id).await?.ok_or(DomainError::NotFound)?;
     if row.sender_id != caller.as_str() {
-        return Err(ApiError::Forbidden("only the sender can change a message".into()));
+        return Err(DomainError::Forbidden("only the sender can change a message".into()));
     }
     Ok(row)
 }
 
 /// Sends `conversation` to `member` with the route change that makes their
 /// connections join its topic; returns the log position of the join.
-async fn join_event(write: &mut LogWrite, member: &UserId, conversation: &Conversation) -> Result<EventId, ApiError> {
-    let data = serde_json::to_string(conversation).map_err(|e| ApiError::Internal(e.into()))?;
+async fn join_event(write: &mut LogWrite, member: &UserId, conversation: &Conversation) -> Result<EventId, DomainError> {
+    let data = serde_json::to_string(conversation).map_err(DomainError::internal)?;
     let route = RouteChange { conversation: Topic::conversation(conversation.id), joined: true };
     Ok(write.append_routed(&Topic::user(member), events::CONVERSATION, &data, route).await?)
 }
 
 /// Sends the changed conversation to every member but `except`, each with
 /// their own last message and unread count.
-async fn announce_change(write: &mut LogWrite, row: &entity::conversation::Model, members: &[String], except: Option<&UserId>) -> Result<(), ApiError> {
+async fn announce_change(write: &mut LogWrite, row: &entity::conversation::Model, members: &[String], except: Option<&UserId>) -> Result<(), DomainError> {
     for member in members {
         if except.is_some_and(|user| user.as_str() == member) {
             continue;
         }
-        let user = UserId::parse(member.clone()).map_err(|why| ApiError::Internal(anyhow::anyhow!("stored member id {why}")))?;
+        let user = UserId::parse(member.clone()).map_err(|why| DomainError::internal(anyhow::anyhow!("stored member id {why}")))?;
         let read_mark = rows::membership(write.conn(), row.id, &user).await?.and_then(|m| m.last_read_message_id);
         let changed = Conversation { members: members.to_vec(), ..view(write.conn(), row, &user, read_mark).await? };
         write.append(&Topic::user(&user), events::CONVERSATION, &changed).await?;
@@ -326,7 +345,7 @@ async fn announce_change(write: &mut LogWrite, row: &entity::conversation::Model
 }
 
 /// The conversation as `user` sees it.
-async fn view(conn: &impl ConnectionTrait, row: &entity::conversation::Model, user: &UserId, read_mark: Option<i64>) -> Result<Conversation, ApiError> {
+async fn view(conn: &impl ConnectionTrait, row: &entity::conversation::Model, user: &UserId, read_mark: Option<i64>) -> Result<Conversation, DomainError> {
     Ok(Conversation {
         id: row.id,
         title: row.title.clone(),

@@ -79,23 +79,6 @@ impl ApiError {
         }
     }
 
-    /// The same error again, for each of several callers that share one
-    /// failure (a write batch that did not commit). An internal cause is
-    /// carried as its message.
-    pub fn replica(&self) -> ApiError {
-        match self {
-            ApiError::Unauthorized => ApiError::Unauthorized,
-            ApiError::Forbidden(m) => ApiError::Forbidden(m.clone()),
-            ApiError::NotFound => ApiError::NotFound,
-            ApiError::Invalid { status, message, field } => ApiError::Invalid { status: *status, message: message.clone(), field: field.clone() },
-            ApiError::PayloadTooLarge(m) => ApiError::PayloadTooLarge(m.clone()),
-            ApiError::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs: *retry_after_secs },
-            ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
-            ApiError::Overloaded { retry_after_secs } => ApiError::Overloaded { retry_after_secs: *retry_after_secs },
-            ApiError::Internal(cause) => ApiError::Internal(anyhow::anyhow!("{cause:#}")),
-        }
-    }
-
     /// The error for a bare status that a layer below our handlers answered
     /// without a body (a 404 under `/docs/`, say), so that it too carries
     /// the contract's body. The status itself is kept by the caller.
@@ -138,6 +121,22 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) | ApiError::Overloaded { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<crate::domain::DomainError> for ApiError {
+    /// The one place the core's errors become the contract's.
+    fn from(err: crate::domain::DomainError) -> Self {
+        use crate::domain::DomainError;
+        match err {
+            DomainError::NotFound => ApiError::NotFound,
+            DomainError::Forbidden(message) => ApiError::Forbidden(message),
+            DomainError::Invalid { field, message } => ApiError::Invalid { status: StatusCode::UNPROCESSABLE_ENTITY, message, field },
+            DomainError::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs },
+            DomainError::Busy { retry_after_secs } => ApiError::Overloaded { retry_after_secs },
+            DomainError::Unavailable(message) => ApiError::Unavailable(message),
+            DomainError::Internal(cause) => ApiError::Internal(anyhow::anyhow!("{cause:#}")),
         }
     }
 }

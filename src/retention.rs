@@ -25,7 +25,7 @@ use sea_orm::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{error::ApiError, store::unread, writer::Writer};
+use crate::{domain::DomainError, store::unread, writer::Writer};
 use entity::{event, history_floor, notification};
 
 /// Most rows one pruning job deletes.
@@ -96,7 +96,7 @@ impl Retention {
     }
 
     /// One pruning pass.
-    pub async fn run_once(&self) -> Result<Pruned, ApiError> {
+    pub async fn run_once(&self) -> Result<Pruned, DomainError> {
         let floors = self.floors().await?;
         let mut pruned = Pruned::default();
         if !floors.is_empty() {
@@ -123,6 +123,11 @@ impl Retention {
             }
         }
         let horizon = Utc::now() - chrono::Duration::from_std(self.settings.notification_max_age).unwrap_or(chrono::Duration::MAX);
+        // Asked of the read pool first, so that a pass with nothing to prune
+        // never queues a write.
+        if notification::Entity::find().select_only().column(notification::Column::Id).filter(prunable(horizon)).limit(1).into_tuple::<i64>().one(&self.db).await?.is_none() {
+            return Ok(pruned);
+        }
         loop {
             let deleted = self.writer.run(move |write| Box::pin(async move { Ok(delete_notifications_before(write.conn(), horizon).await?) })).await?;
             pruned.notifications += deleted;
@@ -197,6 +202,14 @@ async fn delete_events_below(conn: &impl ConnectionTrait, topic: &str, floor: i6
     Ok(event::Entity::delete_many().filter(event::Column::Id.is_in(ids)).exec(conn).await?.rows_affected)
 }
 
+/// Notifications read, expired or deleted before `horizon`.
+fn prunable(horizon: chrono::DateTime<Utc>) -> Condition {
+    Condition::any()
+        .add(notification::Column::ReadAt.lt(horizon))
+        .add(notification::Column::ExpiresAt.lt(horizon))
+        .add(notification::Column::DeletedAt.lt(horizon))
+}
+
 /// Deletes up to [`CHUNK`] notifications read, expired or deleted before
 /// `horizon`, taking the expired unread ones out of their users' counters.
 async fn delete_notifications_before(conn: &impl ConnectionTrait, horizon: chrono::DateTime<Utc>) -> Result<u64, DbErr> {
@@ -205,12 +218,7 @@ async fn delete_notifications_before(conn: &impl ConnectionTrait, horizon: chron
         .column(notification::Column::Id)
         .column(notification::Column::UserId)
         .column_as(notification::Column::ReadAt.is_null().and(notification::Column::DeletedAt.is_null()), "counted")
-        .filter(
-            Condition::any()
-                .add(notification::Column::ReadAt.lt(horizon))
-                .add(notification::Column::ExpiresAt.lt(horizon))
-                .add(notification::Column::DeletedAt.lt(horizon)),
-        )
+        .filter(prunable(horizon))
         .limit(CHUNK)
         .into_tuple()
         .all(conn)

@@ -37,8 +37,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{Topic, UserId},
-    error::ApiError,
+    domain::{DomainError, Topic, UserId},
     hub::{Delivery, Event, Hub, Mailbox},
     writer::Writer,
 };
@@ -104,7 +103,7 @@ impl Revocations {
     /// Revokes every token of `user` issued before `before` (seconds since
     /// the epoch): stored, in force on this node when this returns, and sent
     /// to the other nodes.
-    pub async fn revoke(&self, user: UserId, before: u64) -> Result<(), ApiError> {
+    pub async fn revoke(&self, user: UserId, before: u64) -> Result<(), DomainError> {
         let expires_at = before.saturating_add(self.max_token_lifetime.as_secs());
         let revoked = Revoked { before, expires_at };
         let (stored_user, now) = (user.to_string(), now_secs());

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::notification::rfc3339;
-use crate::error::ApiError;
+use crate::domain::DomainError;
 
 /// The longest message, in characters.
 pub const MAX_CONTENT_CHARS: usize = 10_000;
@@ -144,20 +144,20 @@ pub struct Typing {
 }
 
 /// Checks message content: 1-10,000 characters, not only white space.
-pub fn validate_content(content: &str) -> Result<(), ApiError> {
+pub fn validate_content(content: &str) -> Result<(), DomainError> {
     let chars = content.chars().count();
     if chars == 0 || chars > MAX_CONTENT_CHARS || content.trim().is_empty() {
-        return Err(ApiError::invalid_field("content", "content must be 1-10000 characters"));
+        return Err(DomainError::invalid_field("content", "content must be 1-10000 characters"));
     }
     Ok(())
 }
 
 /// Checks an optional short text (title, client message id).
-pub fn validate_short(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+pub fn validate_short(field: &str, value: Option<&str>) -> Result<(), DomainError> {
     if let Some(value) = value {
         let chars = value.chars().count();
         if chars == 0 || chars > MAX_SHORT_CHARS || value.chars().any(char::is_control) {
-            return Err(ApiError::invalid_field(field, format!("{field} must be 1-255 characters without control characters")));
+            return Err(DomainError::invalid_field(field, format!("{field} must be 1-255 characters without control characters")));
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! re-validates, and the rules of each concept beside its types.
 
 pub mod chat;
+pub mod error;
 pub mod event_id;
 pub mod events;
 pub mod notification;
@@ -9,6 +10,7 @@ pub mod preference;
 pub mod topic;
 pub mod user_id;
 
+pub use error::DomainError;
 pub use event_id::EventId;
 pub use topic::Topic;
 pub use user_id::UserId;

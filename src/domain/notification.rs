@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::UserId;
-use crate::error::ApiError;
+use crate::domain::DomainError;
 
 /// The most recipients one request may name.
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -98,51 +98,51 @@ pub struct NewNotification {
 
 impl PublishRequest {
     /// Checks every rule of the contract; the first broken one names its field.
-    pub fn validate(self, now: DateTime<Utc>) -> Result<NewNotification, ApiError> {
+    pub fn validate(self, now: DateTime<Utc>) -> Result<NewNotification, DomainError> {
         let raw_recipients = match (self.user_id, self.user_ids) {
             (Some(one), None) => vec![one],
             (None, Some(many)) => {
                 if many.is_empty() || many.len() > MAX_RECIPIENTS {
-                    return Err(ApiError::invalid_field("user_ids", "must list 1 to 1000 user ids"));
+                    return Err(DomainError::invalid_field("user_ids", "must list 1 to 1000 user ids"));
                 }
                 many
             }
             (Some(_), Some(_)) => {
-                return Err(ApiError::invalid_field("user_ids", "give either user_id or user_ids, not both"));
+                return Err(DomainError::invalid_field("user_ids", "give either user_id or user_ids, not both"));
             }
-            (None, None) => return Err(ApiError::invalid_field("user_id", "user_id or user_ids is required")),
+            (None, None) => return Err(DomainError::invalid_field("user_id", "user_id or user_ids is required")),
         };
         let mut recipients: Vec<UserId> = Vec::with_capacity(raw_recipients.len());
         for raw in raw_recipients {
-            let user = UserId::parse(raw).map_err(|why| ApiError::invalid_field("user_id", format!("user id {why}")))?;
+            let user = UserId::parse(raw).map_err(|why| DomainError::invalid_field("user_id", format!("user id {why}")))?;
             if !recipients.contains(&user) {
                 recipients.push(user);
             }
         }
-        let kind = NotificationType::parse(&self.kind).map_err(|why| ApiError::invalid_field("type", format!("type {why}")))?;
+        let kind = NotificationType::parse(&self.kind).map_err(|why| DomainError::invalid_field("type", format!("type {why}")))?;
         // The same rule as conversation titles: 1-255 characters, no control
         // characters (NUL breaks PostgreSQL text, line breaks break logs and
         // e-mail subjects), and not only white space.
         super::chat::validate_short("title", Some(&self.title))?;
         if self.title.trim().is_empty() {
-            return Err(ApiError::invalid_field("title", "title must not be only white space"));
+            return Err(DomainError::invalid_field("title", "title must not be only white space"));
         }
         if self.body.chars().count() > MAX_BODY_CHARS {
-            return Err(ApiError::invalid_field("body", "body must be at most 10000 characters"));
+            return Err(DomainError::invalid_field("body", "body must be at most 10000 characters"));
         }
         let data = match self.data {
             None | Some(serde_json::Value::Null) => None,
             Some(value @ serde_json::Value::Object(_)) => {
                 if depth(&value) > MAX_DATA_DEPTH {
-                    return Err(ApiError::invalid_field("data", "data must be nested at most 16 levels deep"));
+                    return Err(DomainError::invalid_field("data", "data must be nested at most 16 levels deep"));
                 }
                 let encoded = value.to_string();
                 if encoded.len() > MAX_DATA_BYTES {
-                    return Err(ApiError::invalid_field("data", "data must be at most 16 KiB when encoded"));
+                    return Err(DomainError::invalid_field("data", "data must be at most 16 KiB when encoded"));
                 }
                 Some(encoded)
             }
-            Some(_) => return Err(ApiError::invalid_field("data", "data must be a JSON object or null")),
+            Some(_) => return Err(DomainError::invalid_field("data", "data must be a JSON object or null")),
         };
         if let Some(url) = &self.action_url {
             validate_action_url(url)?;
@@ -150,12 +150,12 @@ impl PublishRequest {
         if let Some(expires_at) = self.expires_at
             && expires_at <= now
         {
-            return Err(ApiError::invalid_field("expires_at", "expires_at must be in the future"));
+            return Err(DomainError::invalid_field("expires_at", "expires_at must be in the future"));
         }
         if let Some(key) = &self.group_key {
             let chars = key.chars().count();
             if chars == 0 || chars > MAX_GROUP_KEY_CHARS {
-                return Err(ApiError::invalid_field("group_key", "group_key must be 1-255 characters"));
+                return Err(DomainError::invalid_field("group_key", "group_key must be 1-255 characters"));
             }
         }
         Ok(NewNotification {
@@ -186,8 +186,8 @@ fn depth(value: &serde_json::Value) -> usize {
 /// in every client that renders it as a link. A path starts with exactly one
 /// `/`: browsers read `\` as `/`, so `/\evil.com`, like `//evil.com`, is a
 /// link to another host.
-fn validate_action_url(raw: &str) -> Result<(), ApiError> {
-    let invalid = || ApiError::invalid_field("action_url", "action_url must be an http(s) URL or a path starting with a single '/'");
+fn validate_action_url(raw: &str) -> Result<(), DomainError> {
+    let invalid = || DomainError::invalid_field("action_url", "action_url must be an http(s) URL or a path starting with a single '/'");
     if raw.is_empty() || raw.chars().count() > MAX_URL_CHARS || raw.chars().any(char::is_control) {
         return Err(invalid());
     }

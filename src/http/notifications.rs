@@ -83,7 +83,15 @@ async fn publish_batch(State(state): State<AppState>, Publisher(caller): Publish
         return Err(ApiError::bad_field("items", "items must hold 1 to 1000 notifications"));
     }
     let now = chrono::Utc::now();
-    let items = items.into_iter().map(|item| parse_value::<PublishRequest>(item).and_then(|request| request.validate(now))).collect();
+    let items = items
+        .into_iter()
+        .map(|item| match parse_value::<PublishRequest>(item) {
+            Ok(request) => request.validate(now),
+            // An item that cannot be read is refused alone, like one that breaks a rule.
+            Err(ApiError::Invalid { field, message, .. }) => Err(crate::domain::DomainError::Invalid { field, message }),
+            Err(other) => Err(crate::domain::DomainError::Invalid { field: None, message: other.to_string() }),
+        })
+        .collect();
     let outcome = state.notifications.publish_batch(&caller.user, key, items).await?;
     Ok(respond(outcome, StatusCode::OK))
 }

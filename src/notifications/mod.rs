@@ -16,12 +16,12 @@ use serde::Serialize;
 
 use crate::{
     domain::{
+        DomainError,
         Topic, UserId,
         events::{self, NotificationDeleted, NotificationRead, UnreadCount},
         notification::{NewNotification, Notification, NotificationType, truncate_to_millis},
         preference::{Channels, Preference, PreferenceUpdate},
     },
-    error::ApiError,
     ratelimit::{RateLimiter, retry_after_secs},
     store::{event_log, idempotency, notifications as rows, preferences, unread},
     writer::{LogWrite, PlainPublish, Writer},
@@ -146,7 +146,7 @@ impl Audience {
 }
 
 /// One item of a batch publish, validated or not.
-pub type BatchItem = Result<NewNotification, ApiError>;
+pub type BatchItem = Result<NewNotification, DomainError>;
 
 impl Notifications {
     /// Use cases writing through `writer` and reading from `db`, under `policy`.
@@ -164,7 +164,7 @@ impl Notifications {
     /// With an idempotency key, a retry with the same body gets the first
     /// answer and creates nothing; the check runs again inside the write,
     /// so two racing retries cannot both create.
-    pub async fn publish(&self, caller: &UserId, key: Option<IdempotencyKey<'_>>, new: NewNotification) -> Result<PublishOutcome, ApiError> {
+    pub async fn publish(&self, caller: &UserId, key: Option<IdempotencyKey<'_>>, new: NewNotification) -> Result<PublishOutcome, DomainError> {
         if let Some(key) = &key
             && let Some(earlier) = self.remembered(caller, key).await?
         {
@@ -174,7 +174,7 @@ impl Notifications {
         let now = truncate_to_millis(Utc::now());
         if key.is_none() && new.group_key.is_none() {
             let published = self.publish_plain(vec![(Arc::new(new), audience)], now).await?.pop();
-            let published = published.unwrap_or_else(|| Err(ApiError::Internal(anyhow::anyhow!("a publish got no answer"))))?;
+            let published = published.unwrap_or_else(|| Err(DomainError::internal(anyhow::anyhow!("a publish got no answer"))))?;
             return outcome(&published);
         }
         let key = key.map(|k| (k.key.to_owned(), k.request_hash));
@@ -204,7 +204,7 @@ impl Notifications {
     /// item stores nothing. Without an idempotency key the plain items go to
     /// the writer as one set-based job; with one, the whole batch is one job
     /// that also remembers the answer.
-    pub async fn publish_batch(&self, caller: &UserId, key: Option<IdempotencyKey<'_>>, items: Vec<BatchItem>) -> Result<PublishOutcome, ApiError> {
+    pub async fn publish_batch(&self, caller: &UserId, key: Option<IdempotencyKey<'_>>, items: Vec<BatchItem>) -> Result<PublishOutcome, DomainError> {
         if let Some(key) = &key
             && let Some(earlier) = self.remembered(caller, key).await?
         {
@@ -251,8 +251,8 @@ impl Notifications {
 
     /// The items of a batch without a key: plain ones together in one job,
     /// grouped ones each as its own job, all queued before any is awaited.
-    async fn publish_items(&self, prepared: Vec<Result<(NewNotification, Audience), ApiError>>, now: DateTime<Utc>) -> Vec<Result<Published, ApiError>> {
-        let mut results: Vec<Option<Result<Published, ApiError>>> = Vec::with_capacity(prepared.len());
+    async fn publish_items(&self, prepared: Vec<Result<(NewNotification, Audience), DomainError>>, now: DateTime<Utc>) -> Vec<Result<Published, DomainError>> {
+        let mut results: Vec<Option<Result<Published, DomainError>>> = Vec::with_capacity(prepared.len());
         let mut plain = Vec::new();
         let mut plain_slots = Vec::new();
         let mut grouped = Vec::new();
@@ -279,26 +279,26 @@ impl Notifications {
             }
             Err(e) => {
                 for slot in plain_slots {
-                    results[slot] = Some(Err(e.replica()));
+                    results[slot] = Some(Err(e.clone()));
                 }
             }
         }
         for (slot, result) in grouped_results {
             results[slot] = Some(result);
         }
-        results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::Internal(anyhow::anyhow!("a batch item got no answer"))))).collect()
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(DomainError::internal(anyhow::anyhow!("a batch item got no answer"))))).collect()
     }
 
     /// Plain publishes (no group, no key): the recipients within their
     /// limits are stored by the writer set-based; one result per item.
-    async fn publish_plain(&self, items: Vec<(Arc<NewNotification>, Audience)>, now: DateTime<Utc>) -> Result<Vec<Result<Published, ApiError>>, ApiError> {
-        let mut results: Vec<Result<Published, ApiError>> = Vec::with_capacity(items.len());
+    async fn publish_plain(&self, items: Vec<(Arc<NewNotification>, Audience)>, now: DateTime<Utc>) -> Result<Vec<Result<Published, DomainError>>, DomainError> {
+        let mut results: Vec<Result<Published, DomainError>> = Vec::with_capacity(items.len());
         let mut queued = Vec::new();
         let mut queued_slots = Vec::new();
         for (slot, (new, audience)) in items.into_iter().enumerate() {
             let (rate_limited, longest_wait) = audience.limited();
             if !new.recipients.is_empty() && rate_limited.len() == new.recipients.len() {
-                results.push(Err(ApiError::RateLimited { retry_after_secs: retry_after_secs(longest_wait) }));
+                results.push(Err(DomainError::RateLimited { retry_after_secs: retry_after_secs(longest_wait) }));
                 continue;
             }
             let allowed = audience.allowed();
@@ -322,7 +322,7 @@ impl Notifications {
             }
             Err(e) => {
                 for slot in queued_slots {
-                    results[slot] = Err(e.replica());
+                    results[slot] = Err(e.clone());
                 }
             }
         }
@@ -331,7 +331,7 @@ impl Notifications {
 
     /// The remembered answer to `key`, or a conflict if it came with
     /// another body; read outside the writer, so retries cost it nothing.
-    async fn remembered(&self, caller: &UserId, key: &IdempotencyKey<'_>) -> Result<Option<PublishOutcome>, ApiError> {
+    async fn remembered(&self, caller: &UserId, key: &IdempotencyKey<'_>) -> Result<Option<PublishOutcome>, DomainError> {
         match idempotency::find(&self.db, caller.as_str(), key.key).await? {
             Some(earlier) => replay(earlier, &key.request_hash).map(Some),
             None => Ok(None),
@@ -339,7 +339,7 @@ impl Notifications {
     }
 
     /// Splits the recipients by preference and checks their rate limits.
-    async fn audience(&self, new: &NewNotification) -> Result<Audience, ApiError> {
+    async fn audience(&self, new: &NewNotification) -> Result<Audience, DomainError> {
         let preferences = self.preferences.for_type(&self.db, &new.recipients, new.kind.as_str()).await?;
         let (suppressed, wanted): (Vec<&UserId>, Vec<&UserId>) = new
             .recipients
@@ -352,7 +352,7 @@ impl Notifications {
 
     /// The user's preferences: every type they changed or received, with
     /// the operator's default where they never chose.
-    pub async fn preferences(&self, user: &UserId) -> Result<Vec<Preference>, ApiError> {
+    pub async fn preferences(&self, user: &UserId) -> Result<Vec<Preference>, DomainError> {
         let db = &self.db;
         let mut by_type: std::collections::BTreeMap<String, Preference> = preferences::received_types(db, user)
             .await?
@@ -366,7 +366,7 @@ impl Notifications {
     }
 
     /// Sets the user's preference for one type.
-    pub async fn set_preference(&self, user: &UserId, kind: &NotificationType, update: PreferenceUpdate) -> Result<Preference, ApiError> {
+    pub async fn set_preference(&self, user: &UserId, kind: &NotificationType, update: PreferenceUpdate) -> Result<Preference, DomainError> {
         let channels = update.channels.unwrap_or_default().resolve(self.policy.default_channels);
         let (owner, type_name) = (user.clone(), kind.as_str().to_owned());
         let row = self
@@ -378,7 +378,7 @@ impl Notifications {
     }
 
     /// Per-type statistics, computed from the stored notifications.
-    pub async fn stats(&self, kind: Option<&NotificationType>, since: Option<chrono::DateTime<Utc>>) -> Result<Vec<TypeStats>, ApiError> {
+    pub async fn stats(&self, kind: Option<&NotificationType>, since: Option<chrono::DateTime<Utc>>) -> Result<Vec<TypeStats>, DomainError> {
         let rows = rows::stats(&self.db, kind.map(NotificationType::as_str), since).await?;
         Ok(rows
             .into_iter()
@@ -391,7 +391,7 @@ impl Notifications {
     }
 
     /// A page of the user's notifications, newest first.
-    pub async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, ApiError> {
+    pub async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, DomainError> {
         let filter = rows::ListFilter {
             unread_only: query.unread_only,
             kind: query.kind.as_deref(),
@@ -409,17 +409,17 @@ impl Notifications {
     }
 
     /// The user's unread count.
-    pub async fn unread_count(&self, user: &UserId) -> Result<u64, ApiError> {
+    pub async fn unread_count(&self, user: &UserId) -> Result<u64, DomainError> {
         Ok(unread::count(&self.db, user, Utc::now()).await?)
     }
 
     /// Marks one notification read and tells every stream of the user.
-    pub async fn read(&self, user: &UserId, id: i64) -> Result<Notification, ApiError> {
+    pub async fn read(&self, user: &UserId, id: i64) -> Result<Notification, DomainError> {
         self.read_one(user, id, false).await
     }
 
     /// Marks every unread notification (optionally of one type) read.
-    pub async fn read_all(&self, user: &UserId, kind: Option<&str>) -> Result<u64, ApiError> {
+    pub async fn read_all(&self, user: &UserId, kind: Option<&str>) -> Result<u64, DomainError> {
         let (user, kind) = (user.clone(), kind.map(str::to_owned));
         self.writer
             .run(move |write| {
@@ -441,19 +441,19 @@ impl Notifications {
     }
 
     /// Records a click, which also marks the notification read.
-    pub async fn click(&self, user: &UserId, id: i64) -> Result<Notification, ApiError> {
+    pub async fn click(&self, user: &UserId, id: i64) -> Result<Notification, DomainError> {
         self.read_one(user, id, true).await
     }
 
     /// Marks one notification read (a no-op if it already is), recording a
     /// click first when asked.
-    async fn read_one(&self, user: &UserId, id: i64, clicked: bool) -> Result<Notification, ApiError> {
+    async fn read_one(&self, user: &UserId, id: i64, clicked: bool) -> Result<Notification, DomainError> {
         let user = user.clone();
         self.writer
             .run(move |write| {
                 Box::pin(async move {
                     let now = truncate_to_millis(Utc::now());
-                    let mut row = rows::find(write.conn(), &user, id, now).await?.ok_or(ApiError::NotFound)?;
+                    let mut row = rows::find(write.conn(), &user, id, now).await?.ok_or(DomainError::NotFound)?;
                     if clicked {
                         rows::mark_clicked(write.conn(), id, now).await?;
                     }
@@ -469,13 +469,13 @@ impl Notifications {
     }
 
     /// Deletes a notification for its owner.
-    pub async fn delete(&self, user: &UserId, id: i64) -> Result<(), ApiError> {
+    pub async fn delete(&self, user: &UserId, id: i64) -> Result<(), DomainError> {
         let user = user.clone();
         self.writer
             .run(move |write| {
                 Box::pin(async move {
                     let now = truncate_to_millis(Utc::now());
-                    let row = rows::find(write.conn(), &user, id, now).await?.ok_or(ApiError::NotFound)?;
+                    let row = rows::find(write.conn(), &user, id, now).await?.ok_or(DomainError::NotFound)?;
                     rows::mark_deleted(write.conn(), id, now).await?;
                     write.append(&Topic::user(&user), events::NOTIFICATION_DELETED, &NotificationDeleted { id }).await?;
                     if row.read_at.is_none() {
@@ -489,16 +489,16 @@ impl Notifications {
 }
 
 /// An earlier answer to the same key: given again if the body matches.
-fn replay(earlier: idempotency::StoredAnswer, request_hash: &str) -> Result<PublishOutcome, ApiError> {
+fn replay(earlier: idempotency::StoredAnswer, request_hash: &str) -> Result<PublishOutcome, DomainError> {
     if earlier.request_hash != request_hash {
-        return Err(ApiError::invalid_field("Idempotency-Key", "this Idempotency-Key was already used with a different request body"));
+        return Err(DomainError::invalid_field("Idempotency-Key", "this Idempotency-Key was already used with a different request body"));
     }
     Ok(PublishOutcome { status: earlier.status, body: earlier.body, replayed: true })
 }
 
 /// The `201` answer of one publish.
-fn outcome(published: &Published) -> Result<PublishOutcome, ApiError> {
-    let body = serde_json::to_string(published).map_err(|e| ApiError::Internal(e.into()))?;
+fn outcome(published: &Published) -> Result<PublishOutcome, DomainError> {
+    let body = serde_json::to_string(published).map_err(DomainError::internal)?;
     Ok(PublishOutcome { status: 201, body, replayed: false })
 }
 
@@ -511,7 +511,7 @@ enum BatchEntry {
 }
 
 /// The `200` answer of a batch publish.
-fn batch_outcome(results: Vec<Result<Published, ApiError>>) -> Result<PublishOutcome, ApiError> {
+fn batch_outcome(results: Vec<Result<Published, DomainError>>) -> Result<PublishOutcome, DomainError> {
     #[derive(Serialize)]
     struct Answer {
         results: Vec<BatchEntry>,
@@ -520,16 +520,16 @@ fn batch_outcome(results: Vec<Result<Published, ApiError>>) -> Result<PublishOut
         .into_iter()
         .map(|result| match result {
             Ok(published) => BatchEntry::Published(published),
-            Err(e) => BatchEntry::Failed { error: e.detail() },
+            Err(e) => BatchEntry::Failed { error: crate::error::ApiError::from(e).detail() },
         })
         .collect();
-    let body = serde_json::to_string(&Answer { results }).map_err(|e| ApiError::Internal(e.into()))?;
+    let body = serde_json::to_string(&Answer { results }).map_err(DomainError::internal)?;
     Ok(PublishOutcome { status: 200, body, replayed: false })
 }
 
 /// One publish inside a batch job, in its own savepoint so that a failed
 /// item stores nothing: the outer `Result` is the batch's, the inner the item's.
-async fn publish_alone(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>) -> Result<Result<Published, ApiError>, ApiError> {
+async fn publish_alone(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>) -> Result<Result<Published, DomainError>, DomainError> {
     write.savepoint().await?;
     let result = publish_in(write, new, audience, now).await;
     write.end_savepoint(result.is_ok()).await?;
@@ -539,7 +539,7 @@ async fn publish_alone(write: &mut LogWrite, new: &NewNotification, audience: Au
 /// A publish inside the writer, one recipient at a time: folds into an
 /// unread group where there is one, else stores a new copy for recipients
 /// within their limit.
-async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>) -> Result<Published, ApiError> {
+async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>) -> Result<Published, DomainError> {
     let mut answer = Published { created: Vec::new(), suppressed: audience.suppressed, rate_limited: Vec::new() };
     let mut longest_wait = Duration::ZERO;
     for (user, limit) in audience.wanted {
@@ -568,13 +568,13 @@ async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audie
         answer.created.push(notification);
     }
     if !new.recipients.is_empty() && answer.rate_limited.len() == new.recipients.len() {
-        return Err(ApiError::RateLimited { retry_after_secs: retry_after_secs(longest_wait) });
+        return Err(DomainError::RateLimited { retry_after_secs: retry_after_secs(longest_wait) });
     }
     Ok(answer)
 }
 
 /// Marks `ids` read and appends one `notification.read` event for them.
-async fn mark_read_and_report(write: &mut LogWrite, user: &UserId, ids: &[i64], now: chrono::DateTime<Utc>) -> Result<u64, ApiError> {
+async fn mark_read_and_report(write: &mut LogWrite, user: &UserId, ids: &[i64], now: chrono::DateTime<Utc>) -> Result<u64, DomainError> {
     let changed = rows::mark_read(write.conn(), ids, now).await?;
     write.append(&Topic::user(user), events::NOTIFICATION_READ, &NotificationRead { ids }).await?;
     Ok(changed)
@@ -582,7 +582,7 @@ async fn mark_read_and_report(write: &mut LogWrite, user: &UserId, ids: &[i64], 
 
 /// Moves the user's unread counter by `delta` inside the write and queues
 /// the `unread_count` state event that follows the write's events.
-async fn announce_unread_count(write: &mut LogWrite, user: &UserId, delta: i64) -> Result<(), ApiError> {
+async fn announce_unread_count(write: &mut LogWrite, user: &UserId, delta: i64) -> Result<(), DomainError> {
     let stored = if delta == 0 {
         unread::stored(write.conn(), &[user.as_str()]).await?.get(user.as_str()).copied().unwrap_or(0)
     } else {

@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement}
 /// The ids of one batch.
 pub enum Ids {
     /// SQLite: the next free id of each table.
-    Local { next_event: i64, next_notification: i64 },
+    Local { next_event: i64, next_notification: i64, next_message: i64 },
     /// PostgreSQL: drawn from the sequences.
     Sequences,
 }
@@ -29,14 +29,16 @@ impl Ids {
         // covers a table whose sequence row does not exist yet.
         let sql = "SELECT \
             MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), COALESCE((SELECT MAX(id) FROM events), 0)), \
-            MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'notifications'), 0), COALESCE((SELECT MAX(id) FROM notifications), 0))";
+            MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'notifications'), 0), COALESCE((SELECT MAX(id) FROM notifications), 0)), \
+            MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0), COALESCE((SELECT MAX(id) FROM messages), 0))";
         let row = txn
             .query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
             .await?
             .ok_or_else(|| DbErr::Custom("reading the id sequences returned nothing".into()))?;
         let events: i64 = row.try_get_by_index(0)?;
         let notifications: i64 = row.try_get_by_index(1)?;
-        Ok(Ids::Local { next_event: events + 1, next_notification: notifications + 1 })
+        let messages: i64 = row.try_get_by_index(2)?;
+        Ok(Ids::Local { next_event: events + 1, next_notification: notifications + 1, next_message: messages + 1 })
     }
 
     /// `n` new event ids, ascending.
@@ -44,6 +46,14 @@ impl Ids {
         match self {
             Ids::Local { next_event, .. } => Ok(take(next_event, n)),
             Ids::Sequences => draw(txn, "events", n).await,
+        }
+    }
+
+    /// `n` new message ids, ascending.
+    pub async fn messages(&mut self, txn: &DatabaseTransaction, n: usize) -> Result<Vec<i64>, DbErr> {
+        match self {
+            Ids::Local { next_message, .. } => Ok(take(next_message, n)),
+            Ids::Sequences => draw(txn, "messages", n).await,
         }
     }
 

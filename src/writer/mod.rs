@@ -35,6 +35,7 @@
 
 pub mod ids;
 pub mod publish;
+pub mod send;
 
 use std::{
     panic::AssertUnwindSafe,
@@ -54,13 +55,14 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    domain::{EventId, Topic},
-    error::ApiError,
+    domain::{
+        DomainError,EventId, Topic},
     hub::{Event, Hub, RouteChange},
 };
 use entity::event;
 use ids::Ids;
 pub use publish::{PlainPublish, Recipients};
+pub use send::{PlainSend, SendOutcome};
 
 /// The advisory lock that serializes batches across nodes on PostgreSQL
 /// ("tidings" in ASCII, truncated): any constant works if every node uses it.
@@ -106,8 +108,8 @@ pub struct Writer {
 /// A closure that changes rows and appends events inside the writer's
 /// transaction. It gets the write through a `LogWrite` and must own what it
 /// captures: it runs on the writer task.
-pub trait WriteFn<T>: for<'w> FnOnce(&'w mut LogWrite) -> BoxFuture<'w, Result<T, ApiError>> + Send + 'static {}
-impl<T, F> WriteFn<T> for F where F: for<'w> FnOnce(&'w mut LogWrite) -> BoxFuture<'w, Result<T, ApiError>> + Send + 'static {}
+pub trait WriteFn<T>: for<'w> FnOnce(&'w mut LogWrite) -> BoxFuture<'w, Result<T, DomainError>> + Send + 'static {}
+impl<T, F> WriteFn<T> for F where F: for<'w> FnOnce(&'w mut LogWrite) -> BoxFuture<'w, Result<T, DomainError>> + Send + 'static {}
 
 impl Writer {
     /// Starts the writer task on `db`, a connection used for nothing else
@@ -123,21 +125,29 @@ impl Writer {
 
     /// Runs `job` in the next batch and returns its answer once the batch
     /// committed (or the job's own error, having changed nothing).
-    pub async fn run<T: Send + 'static>(&self, job: impl WriteFn<T>) -> Result<T, ApiError> {
+    pub async fn run<T: Send + 'static>(&self, job: impl WriteFn<T>) -> Result<T, DomainError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(Job::Run(Box::new(Task { job: Some(job), result: None, reply: Some(reply) })))?;
-        answer.await.unwrap_or_else(|_| Err(ApiError::Unavailable("the writer stopped".into())))
+        answer.await.unwrap_or_else(|_| Err(DomainError::Unavailable("the writer stopped".into())))
     }
 
     /// Stores plain publishes set-based in the next batch: for each item,
     /// the notifications created, in recipient order.
-    pub async fn publish(&self, items: Vec<PlainPublish>) -> Result<Vec<Vec<crate::domain::notification::Notification>>, ApiError> {
+    pub async fn publish(&self, items: Vec<PlainPublish>) -> Result<Vec<Vec<crate::domain::notification::Notification>>, DomainError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(Job::Publish(publish::PublishJob { items, reply }))?;
-        answer.await.unwrap_or_else(|_| Err(ApiError::Unavailable("the writer stopped".into())))
+        answer.await.unwrap_or_else(|_| Err(DomainError::Unavailable("the writer stopped".into())))
     }
 
-    fn enqueue(&self, job: Job) -> Result<(), ApiError> {
+    /// Stores a chat message without `reply_to` set-based in the next
+    /// batch: the message, and whether it is new.
+    pub async fn send(&self, send: PlainSend) -> SendOutcome {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Job::Send(send::SendJob { send, reply }))?;
+        answer.await.unwrap_or_else(|_| Err(DomainError::Unavailable("the writer stopped".into())))
+    }
+
+    fn enqueue(&self, job: Job) -> Result<(), DomainError> {
         // Counted before it is sent, so the writer's decrement never runs first.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.queue.try_send(job) {
@@ -145,11 +155,11 @@ impl Writer {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                Err(ApiError::Overloaded { retry_after_secs: 1 })
+                Err(DomainError::Busy { retry_after_secs: 1 })
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(ApiError::Unavailable("the writer stopped".into()))
+                Err(DomainError::Unavailable("the writer stopped".into()))
             }
         }
     }
@@ -164,13 +174,14 @@ impl Writer {
 enum Job {
     Run(Box<dyn Work>),
     Publish(publish::PublishJob),
+    Send(send::SendJob),
 }
 
 impl Job {
     /// Notification rows the job may write, for the batch cap.
     fn rows(&self) -> usize {
         match self {
-            Job::Run(_) => 1,
+            Job::Run(_) | Job::Send(_) => 1,
             Job::Publish(job) => job.rows(),
         }
     }
@@ -181,13 +192,13 @@ trait Work: Send {
     /// Runs the job; true if it succeeded (its savepoint is then released).
     fn run<'a>(&'a mut self, write: &'a mut LogWrite) -> BoxFuture<'a, bool>;
     /// Answers the caller: its result if the batch committed, else `failed`.
-    fn answer(self: Box<Self>, failed: Option<&ApiError>);
+    fn answer(self: Box<Self>, failed: Option<&DomainError>);
 }
 
 struct Task<T, F> {
     job: Option<F>,
-    result: Option<Result<T, ApiError>>,
-    reply: Option<oneshot::Sender<Result<T, ApiError>>>,
+    result: Option<Result<T, DomainError>>,
+    reply: Option<oneshot::Sender<Result<T, DomainError>>>,
 }
 
 impl<T: Send + 'static, F: WriteFn<T>> Work for Task<T, F> {
@@ -201,12 +212,12 @@ impl<T: Send + 'static, F: WriteFn<T>> Work for Task<T, F> {
         })
     }
 
-    fn answer(mut self: Box<Self>, failed: Option<&ApiError>) {
+    fn answer(mut self: Box<Self>, failed: Option<&DomainError>) {
         let result = match (self.result.take(), failed) {
             (Some(Err(own)), _) => Err(own),
-            (Some(Ok(_)), Some(batch)) => Err(batch.replica()),
+            (Some(Ok(_)), Some(batch)) => Err(batch.clone()),
             (Some(Ok(value)), None) => Ok(value),
-            (None, failed) => Err(failed.map_or_else(|| ApiError::Internal(anyhow::anyhow!("a write job did not finish")), ApiError::replica)),
+            (None, failed) => Err(failed.map_or_else(|| DomainError::internal(anyhow::anyhow!("a write job did not finish")), DomainError::clone)),
         };
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(result);
@@ -317,7 +328,8 @@ impl LogWrite {
 /// A job whose fate is known, waiting for the batch's commit to be answered.
 enum Finished {
     Work(Box<dyn Work>),
-    Publish(publish::PublishJob, Result<Vec<Vec<crate::domain::notification::Notification>>, ApiError>),
+    Publish(publish::PublishJob, Result<Vec<Vec<crate::domain::notification::Notification>>, DomainError>),
+    Send(send::SendJob, SendOutcome),
 }
 
 struct WriterTask {
@@ -364,11 +376,12 @@ impl WriterTask {
             }
             Err(e) => {
                 tracing::error!(error = %e, "a write batch failed; every write in it is refused");
-                let failure = ApiError::Unavailable("the database did not accept the write; retry".into());
+                let failure = DomainError::Unavailable("the database did not accept the write; retry".into());
                 // Jobs never reached get the same answer as the ones rolled back.
                 finished.extend(queued.map(|job| match job {
                     Job::Run(work) => Finished::Work(work),
-                    Job::Publish(job) => Finished::Publish(job, Err(failure.replica())),
+                    Job::Publish(job) => Finished::Publish(job, Err(failure.clone())),
+                    Job::Send(job) => Finished::Send(job, Err(failure.clone())),
                 }));
                 answer(finished, Some(&failure));
             }
@@ -391,11 +404,17 @@ impl WriterTask {
         };
         let mut outbox = Vec::new();
         let mut plain: Vec<publish::PublishJob> = Vec::new();
+        let mut sends: Vec<send::SendJob> = Vec::new();
+        // Set-based writes need a savepoint of their own only when closure
+        // jobs share the batch; alone, if they fail, the batch fails with them.
+        let shared = queued.as_slice().iter().any(|job| matches!(job, Job::Run(_)));
         for job in queued.by_ref() {
             match job {
                 Job::Publish(job) => plain.push(job),
+                Job::Send(job) => sends.push(job),
                 Job::Run(mut work) => {
                     publish::flush(&txn, &mut ids, std::mem::take(&mut plain), &mut outbox, finished, false).await?;
+                    send::flush(&txn, &mut ids, std::mem::take(&mut sends), &mut outbox, finished, true).await?;
                     let savepoint = txn.begin().await?;
                     let mut write = LogWrite { txn: savepoint, outbox: Vec::new(), last_appended: None, ids, marks: Vec::new() };
                     let ok = AssertUnwindSafe(work.run(&mut write)).catch_unwind().await.unwrap_or_else(|_| {
@@ -414,10 +433,8 @@ impl WriterTask {
                 }
             }
         }
-        // Plain publishes alone in their batch need no savepoint: if they
-        // fail, the batch fails with them.
-        let alone = finished.is_empty();
-        publish::flush(&txn, &mut ids, plain, &mut outbox, finished, alone).await?;
+        publish::flush(&txn, &mut ids, plain, &mut outbox, finished, !shared).await?;
+        send::flush(&txn, &mut ids, sends, &mut outbox, finished, shared).await?;
         txn.commit().await?;
         if matches!(ids, Ids::Local { .. }) {
             *kept = Some(ids);
@@ -427,13 +444,20 @@ impl WriterTask {
 }
 
 /// Answers every finished job: its own result, or `failed` for the batch.
-fn answer(finished: Vec<Finished>, failed: Option<&ApiError>) {
+fn answer(finished: Vec<Finished>, failed: Option<&DomainError>) {
     for job in finished {
         match job {
             Finished::Work(work) => work.answer(failed),
             Finished::Publish(job, result) => {
                 let result = match (result, failed) {
-                    (Ok(_), Some(batch)) => Err(batch.replica()),
+                    (Ok(_), Some(batch)) => Err(batch.clone()),
+                    (result, _) => result,
+                };
+                let _ = job.reply.send(result);
+            }
+            Finished::Send(job, result) => {
+                let result = match (result, failed) {
+                    (Ok(_), Some(batch)) => Err(batch.clone()),
                     (result, _) => result,
                 };
                 let _ = job.reply.send(result);

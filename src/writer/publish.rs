@@ -19,11 +19,11 @@ use tokio::sync::oneshot;
 use super::{Finished, ids::Ids};
 use crate::{
     domain::{
+        DomainError,
         EventId, Topic, UserId,
         events::{self, UnreadCount},
         notification::{NewNotification, Notification},
     },
-    error::ApiError,
     hub::Event,
     store::unread,
 };
@@ -48,7 +48,7 @@ pub struct PlainPublish {
 /// A request's plain publishes (one, or a batch's), answered together.
 pub struct PublishJob {
     pub items: Vec<PlainPublish>,
-    pub reply: oneshot::Sender<Result<Vec<Vec<Notification>>, ApiError>>,
+    pub reply: oneshot::Sender<Result<Vec<Vec<Notification>>, DomainError>>,
 }
 
 impl PublishJob {
@@ -93,7 +93,7 @@ pub(super) async fn flush(
             savepoint.rollback().await?;
             tracing::error!(error = %e, "storing plain publishes failed");
             for job in jobs {
-                finished.push(Finished::Publish(job, Err(ApiError::Unavailable("the database did not accept the write; retry".into()))));
+                finished.push(Finished::Publish(job, Err(DomainError::Unavailable("the database did not accept the write; retry".into()))));
             }
         }
     }

@@ -350,7 +350,8 @@ async fn conversations_list_most_recent_activity_first_with_the_callers_counts()
 
 #[tokio::test]
 async fn typing_reaches_the_others_renews_silently_and_ends_by_itself() {
-    let app = spawn_app_with(|settings| settings.typing_expiry = Duration::from_millis(400)).await;
+    // Long enough that the renewal below lands inside it on a loaded machine.
+    let app = spawn_app_with(|settings| settings.typing_expiry = Duration::from_millis(1500)).await;
     let (alice, bob) = (app.token("alice"), app.token("bob"));
     let conversation = app.create_conversation(&alice, &["bob"]).await;
     let mut alice_stream = app.open_stream(&alice, None).await;

@@ -12,14 +12,14 @@ use rand::Rng;
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use serde_json::{Value, json};
-use tidings::{domain::Topic, error::ApiError};
+use tidings::domain::{DomainError, Topic};
 use tokio::sync::oneshot;
 
 use crate::helpers::{EventStream, PATIENCE, data, spawn_app, spawn_app_with, spawn_node_process};
 
 /// Occupies the writer with a job that waits for `release`; returns once
 /// the writer is inside it, so whatever is queued next forms one batch.
-async fn hold_the_writer(app: &crate::helpers::TestApp) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), ApiError>>) {
+async fn hold_the_writer(app: &crate::helpers::TestApp) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), DomainError>>) {
     let (release, released) = oneshot::channel::<()>();
     let (started, inside) = oneshot::channel::<()>();
     let writer = app.state.writer.clone();
@@ -40,7 +40,7 @@ async fn hold_the_writer(app: &crate::helpers::TestApp) -> (oneshot::Sender<()>,
 
 /// A job that appends `notification.deleted` for `id` on alice's topic, then
 /// fails if asked to: what a job that breaks a rule after writing looks like.
-fn append_job(writer: &Arc<tidings::writer::Writer>, id: i64, fail: bool) -> tokio::task::JoinHandle<Result<(), ApiError>> {
+fn append_job(writer: &Arc<tidings::writer::Writer>, id: i64, fail: bool) -> tokio::task::JoinHandle<Result<(), DomainError>> {
     let writer = writer.clone();
     tokio::spawn(async move {
         writer
@@ -49,7 +49,7 @@ fn append_job(writer: &Arc<tidings::writer::Writer>, id: i64, fail: bool) -> tok
                     let alice = Topic::from_stored("u:alice");
                     write.append(&alice, "notification.deleted", &json!({ "id": id })).await?;
                     if fail {
-                        return Err(ApiError::invalid_field("id", "refused after writing"));
+                        return Err(DomainError::invalid_field("id", "refused after writing"));
                     }
                     Ok(())
                 })
@@ -108,7 +108,7 @@ async fn a_batch_that_mixes_a_failing_job_with_good_ones_commits_the_good_ones_a
 
     good_before.await.unwrap().expect("the first good job commits");
     let refused = failing.await.unwrap().expect_err("the failing job gets its own error");
-    assert!(matches!(refused, ApiError::Invalid { .. }), "{refused:?}");
+    assert!(matches!(refused, DomainError::Invalid { .. }), "{refused:?}");
     good_after.await.unwrap().expect("the last good job commits");
     let batches_after = app.state.writer.stats().batches.load(std::sync::atomic::Ordering::Relaxed);
     assert!(batches_after - batches_before <= 2, "the holder and the three jobs took at most two transactions");
@@ -126,14 +126,6 @@ async fn a_batch_that_mixes_a_failing_job_with_good_ones_commits_the_good_ones_a
 #[tokio::test]
 async fn a_full_write_queue_answers_503_with_retry_after_and_the_queued_writes_still_commit() {
     let app = spawn_app_with(|settings| settings.writer.queue_capacity = 4).await;
-    // Retention's first pass at start writes once through the writer; were
-    // it to land while the queue is being filled, it would take a slot.
-    let started = async {
-        while app.state.writer.stats().jobs.load(std::sync::atomic::Ordering::Relaxed) < 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(PATIENCE, started).await.expect("retention's first pass runs at start");
     let (release, holder) = hold_the_writer(&app).await;
     let queued: Vec<_> = (0..4).map(|n| append_job(&app.state.writer, n, false)).collect();
     let full = async {
