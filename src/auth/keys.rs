@@ -151,6 +151,16 @@ mod tests {
     }
 
     #[test]
+    fn a_minted_token_carries_its_issue_time_and_one_without_counts_as_issued_at_the_epoch() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let minted = keys().verify(&keys().mint("alice", None, Duration::from_secs(60)).unwrap()).unwrap();
+        assert!(minted.issued_at >= now && minted.issued_at <= now + 1, "{}", minted.issued_at);
+        let claims = Claims { sub: "alice".into(), exp: now + 60, scope: None, iat: None };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123")).unwrap();
+        assert_eq!(keys().verify(&token).unwrap().issued_at, 0);
+    }
+
+    #[test]
     fn a_token_signed_with_another_secret_is_refused() {
         let other = JwtKeys::new(&KeySource::Secret(b"another-secret-of-16".to_vec()), None).unwrap();
         let token = other.mint("alice", None, Duration::from_secs(60)).unwrap();
