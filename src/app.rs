@@ -24,6 +24,7 @@ use crate::{
     notifications::{Notifications, Policy},
     ratelimit::{LocalRateLimiter, RateLimiter, RedisRateLimiter},
     retention::Retention,
+    revocation::{self, Revocations},
     shared_redis::SharedRedis,
     store,
     stream::{StreamContext, StreamSettings},
@@ -43,12 +44,16 @@ pub struct AppState {
     /// Who may read which broadcast topics (the public ones included).
     pub topic_access: Arc<TopicAccess>,
     pub presence: Arc<dyn Presence>,
+    /// Whose presence a user may read (`GET /v1/presence`).
+    pub presence_visibility: crate::presence::Visibility,
     /// Per-caller limits on writes, checked by the auth extractors.
     pub limiter: Arc<dyn RateLimiter>,
     pub retention: Arc<Retention>,
     /// The node's one writer, for `/metrics`.
     pub writer: Arc<Writer>,
     pub stream: Arc<StreamSettings>,
+    /// Revoked tokens, checked by the auth extractors and open streams.
+    pub revocations: Arc<Revocations>,
     /// Cancelled when the server stops; every open stream watches it.
     pub shutdown: CancellationToken,
 }
@@ -62,6 +67,7 @@ impl AppState {
             presence: self.presence.clone(),
             settings: self.stream.clone(),
             shutdown: self.shutdown.clone(),
+            revocations: self.revocations.clone(),
         }
     }
 }
@@ -75,6 +81,7 @@ pub struct Application {
     http: http::HttpSettings,
     shutdown_grace: Duration,
     print_demo: bool,
+    connections: crate::server::ConnectionSettings,
 }
 
 impl Application {
@@ -120,10 +127,24 @@ impl Application {
         };
         let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry, typing_state));
         let presence: Arc<dyn Presence> = match &settings.redis_url {
-            None => Arc::new(LocalPresence::new(db.clone(), hub.clone(), settings.presence_grace)),
-            Some(url) => Arc::new(RedisPresence::start(url, &settings.redis_namespace, db.clone(), hub.clone(), settings.presence_grace, shutdown.clone())?),
+            None => Arc::new(LocalPresence::new(db.clone(), settings.presence_visibility, hub.clone(), settings.presence_grace)),
+            Some(url) => Arc::new(RedisPresence::start(
+                url,
+                &settings.redis_namespace,
+                db.clone(),
+                settings.presence_visibility,
+                hub.clone(),
+                settings.presence_grace,
+                shutdown.clone(),
+            )?),
         };
         let chat = Arc::new(Chat::new(writer.clone(), db.clone(), typing));
+        let revocations = Revocations::load(db.clone(), writer.clone(), hub.clone(), settings.max_token_lifetime)
+            .await
+            .context("loading revocations")?;
+        // One node alone writes every revocation and needs no re-reads; in a
+        // cluster they cover what the bus may lose.
+        revocations.clone().spawn_watcher(settings.redis_url.as_ref().map(|_| revocation::CLUSTER_RELOAD), shutdown.clone());
         let listener = TcpListener::bind(&settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -141,10 +162,12 @@ impl Application {
             topics: Arc::new(Topics::new(writer.clone(), db.clone())),
             topic_access: Arc::new(TopicAccess { public: settings.public_topics.clone() }),
             presence,
+            presence_visibility: settings.presence_visibility,
             limiter,
             retention,
             writer,
             stream: Arc::new(settings.stream),
+            revocations,
             shutdown,
         };
         state.retention.clone().spawn(state.shutdown.clone());
@@ -156,6 +179,7 @@ impl Application {
             http,
             shutdown_grace: settings.shutdown_grace,
             print_demo: settings.print_demo,
+            connections: settings.connections,
         })
     }
 
@@ -212,30 +236,20 @@ impl Application {
         let db = self.state.db.clone();
         if let Some(listener) = self.metrics_listener {
             let (metrics, _) = http::metrics::router().with_state(self.state.clone()).split_for_parts();
-            let stopped = stopping.clone();
+            let (stopped, connections) = (stopping.clone(), self.connections.clone());
             tokio::spawn(async move {
-                let served = axum::serve(listener, metrics.into_make_service()).with_graceful_shutdown(async move { stopped.cancelled().await });
-                if let Err(e) = served.await {
-                    tracing::error!(error = %e, "the metrics listener failed");
-                }
+                crate::server::serve(listener, metrics, &connections, std::future::pending(), stopped).await;
             });
         }
         let router = http::router(self.state, &self.http);
-        let cancel = stopping.clone();
-        // `into_make_service` shares the router with each connection; passing
-        // the router itself rebuilds its route table per connection, which
-        // costs about 14 KiB per open stream (measured with heaptrack).
-        let serve = axum::serve(self.listener, router.into_make_service()).with_graceful_shutdown(async move {
-            shutdown.await;
-            cancel.cancel();
-        });
+        let serve = crate::server::serve(self.listener, router, &self.connections, shutdown, stopping.clone());
         let grace = self.shutdown_grace;
         let deadline = async move {
             stopping.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            served = serve => served.context("serving")?,
+            () = serve => {}
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; stopping anyway"),
         }
         db.close_by_ref().await.context("closing the database")?;

@@ -110,7 +110,9 @@ impl Chat {
         view(db, &row, caller, membership.last_read_message_id).await
     }
 
-    /// Adds `user` (by any member). The new member receives the conversation
+    /// Adds `user` (by any member), unless `user` left the conversation:
+    /// then only they could come back, and as a non-member they cannot, so a
+    /// departure is final (403). The new member receives the conversation
     /// and every later event of it; the others receive the new member list.
     pub async fn add_member(&self, caller: &UserId, id: i64, user: UserId) -> Result<Conversation, DomainError> {
         let caller = caller.clone();
@@ -121,6 +123,11 @@ impl Chat {
                     let row = rows::conversation(write.conn(), id).await?.ok_or(DomainError::NotFound)?;
                     if rows::membership(write.conn(), id, &user).await?.is_some() {
                         return view(write.conn(), &row, &caller, membership.last_read_message_id).await;
+                    }
+                    // Leaving is the user's decision: nobody else undoes it
+                    // (and so regains their presence and their attention).
+                    if caller != user && rows::has_left(write.conn(), id, &user).await? {
+                        return Err(DomainError::Forbidden(format!("{user} left this conversation; others cannot add them back")));
                     }
                     let mut members = rows::member_ids(write.conn(), id).await?;
                     members.push(user.to_string());

@@ -65,9 +65,15 @@ pub struct Settings {
     pub typing_expiry: Duration,
     /// How long after their last stream closes a user turns offline.
     pub presence_grace: Duration,
+    /// Who sees a user's presence.
+    pub presence_visibility: crate::presence::Visibility,
     /// Print a ready-to-use demo (page URL, curl command) at start: only on a
     /// zero-configuration first run, never with operator-supplied keys.
     pub print_demo: bool,
+    /// The longest lifetime of a token: how long a revocation is kept.
+    pub max_token_lifetime: Duration,
+    /// How sockets are accepted and held: the header timeout, the per-IP cap.
+    pub connections: crate::server::ConnectionSettings,
 }
 
 impl fmt::Debug for Settings {
@@ -94,6 +100,9 @@ impl fmt::Debug for Settings {
             .field("retention", &self.retention)
             .field("typing_expiry", &self.typing_expiry)
             .field("presence_grace", &self.presence_grace)
+            .field("presence_visibility", &self.presence_visibility)
+            .field("max_token_lifetime", &self.max_token_lifetime)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -260,6 +269,23 @@ pub struct ServeArgs {
     /// Seconds a user stays online after their last stream closes.
     #[arg(long, env = "TIDINGS_PRESENCE_GRACE_SECS", default_value_t = 10)]
     pub presence_grace_secs: u64,
+    /// Seconds a client may take to send a request head, and an idle
+    /// kept-alive connection may wait for its next request (slowloris guard).
+    #[arg(long, env = "TIDINGS_HEADER_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Connections one IP address may hold open; 0: no cap (behind a proxy
+    /// every client has the proxy's address).
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// The longest lifetime (`exp` - `iat`) of the tokens you issue, in
+    /// seconds: a revocation is kept this long after its time.
+    #[arg(long, env = "TIDINGS_MAX_TOKEN_LIFETIME_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..=crate::auth::keys::MAX_TTL.as_secs()))]
+    pub max_token_lifetime_secs: u64,
+    /// Who sees a user's presence: `conversations` (everyone sharing a
+    /// conversation) or `contacts` (only users who have both written in a
+    /// conversation they share).
+    #[arg(long, env = "TIDINGS_PRESENCE_VISIBILITY", value_enum, default_value_t = crate::presence::Visibility::Conversations)]
+    pub presence_visibility: crate::presence::Visibility,
     /// Log format: `text` or `json`.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -271,7 +297,7 @@ pub struct TokenArgs {
     /// The user id (`sub`).
     #[arg(long)]
     pub sub: String,
-    /// Space-separated scopes, e.g. `publish`.
+    /// Space-separated scopes: `publish` (backends), `admin` (revocations).
     #[arg(long)]
     pub scope: Option<String>,
     /// Lifetime in seconds (at most a hundred years).
@@ -329,7 +355,13 @@ impl ServeArgs {
             },
             typing_expiry: Duration::from_secs(5),
             presence_grace: Duration::from_secs(self.presence_grace_secs),
+            presence_visibility: self.presence_visibility,
             print_demo: resolved.from_secret_file,
+            max_token_lifetime: Duration::from_secs(self.max_token_lifetime_secs),
+            connections: crate::server::ConnectionSettings {
+                header_read_timeout: Duration::from_secs(self.header_timeout_secs),
+                max_per_ip: self.max_connections_per_ip,
+            },
         })
     }
 }

@@ -79,6 +79,25 @@ impl ApiError {
         }
     }
 
+    /// The error for a bare status that a layer below our handlers answered
+    /// without a body (a 404 under `/docs/`, say), so that it too carries
+    /// the contract's body. The status itself is kept by the caller.
+    pub fn for_status(status: StatusCode) -> ApiError {
+        match status {
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+            StatusCode::FORBIDDEN => ApiError::Forbidden("forbidden".into()),
+            StatusCode::NOT_FOUND => ApiError::NotFound,
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge("the request body is larger than this server accepts".into()),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable("the service is unavailable".into()),
+            status if status.is_client_error() => ApiError::Invalid {
+                status,
+                message: status.canonical_reason().unwrap_or("invalid request").to_lowercase(),
+                field: None,
+            },
+            status => ApiError::Internal(anyhow::anyhow!("a layer answered {status} without a body")),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,

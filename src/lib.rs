@@ -7,6 +7,7 @@
 //!
 //! - [`config`] — settings from environment and flags, secrets redacted;
 //! - [`app`] — `Application::build` / `run_until_stopped`, the seam tests use;
+//! - [`server`] — the accept loop: HTTP/1.1 connection settings, header timeout, per-IP cap;
 //! - [`http`] — one module per resource, thin handlers over the core;
 //! - [`auth`] — JWT verification and the extractors that yield a `Principal`;
 //! - [`error`] — the one error type, mapped once to the contract's body;
@@ -17,6 +18,7 @@
 //! - [`typing`] and [`presence`] — ephemeral state, never stored, behind seams;
 //! - [`ratelimit`] — per-recipient and per-caller limits behind a seam;
 //! - [`retention`] — pruning of old events and notifications;
+//! - [`revocation`] — revoked tokens: stored, cached on every node, ending open streams;
 //! - [`domain`] — newtypes parsed at the edge and the rules that go with them;
 //! - [`writer`] — the one writer per node: group commit, ids in commit order, back-pressure;
 //! - [`store`] — SeaORM queries, run inside the writer's transactions or on the read pool;
@@ -40,6 +42,8 @@ pub mod notifications;
 pub mod presence;
 pub mod ratelimit;
 pub mod retention;
+pub mod revocation;
+pub mod server;
 pub mod shared_redis;
 pub mod store;
 pub mod stream;

@@ -43,6 +43,7 @@ use crate::{
     hub::{Delivery, Event, Hub, Refusal, RouteChange, Subscription, event::{encode_frame, encode_position}},
     notifications::unread_state,
     presence::Presence,
+    revocation::Revocations,
     store::{
         chat,
         event_log::{self, Audience, Window},
@@ -84,6 +85,8 @@ pub struct StreamContext {
     pub settings: Arc<StreamSettings>,
     /// Cancelled at shutdown: open streams end so the server can stop.
     pub shutdown: CancellationToken,
+    /// Revocations in force: a stream whose token is revoked ends at once.
+    pub revocations: Arc<Revocations>,
 }
 
 /// How far this stream has come.
@@ -155,20 +158,29 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
     // panicking (the client reconnects and resumes).
     let now = Instant::now();
     let expires = now.checked_add(principal.remaining()).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now);
-    Ok(frames(ctx, user, subscription, online, resume_from, expires, topics))
+    Ok(frames(ctx, Token { user, issued_at: principal.issued_at, expires }, subscription, online, resume_from, topics))
+}
+
+/// What a stream remembers of the token it was opened with.
+struct Token {
+    user: UserId,
+    /// Its `iat`: a revocation of the user ends the stream if it covers this.
+    issued_at: u64,
+    /// When it expires: the stream ends then.
+    expires: Instant,
 }
 
 /// The frames of an accepted stream, in the order the module documentation gives.
 fn frames(
     ctx: StreamContext,
-    user: UserId,
+    token: Token,
     subscription: Subscription,
     online: Box<dyn Send>,
     resume_from: Option<String>,
-    expires: Instant,
     topics: Vec<Topic>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
+        let Token { user, issued_at, expires } = token;
         let _online = online;
         let settings = ctx.settings.clone();
         yield Ok(Bytes::from(format!("retry: {}\n\n", settings.retry.as_millis())));
@@ -287,7 +299,15 @@ fn frames(
                 Step::Ping => yield Ok(Bytes::from_static(b": ping\n\n")),
                 Step::Deliver(Delivery::Events) => {
                     let mut delivered = 0;
+                    let mut revoked = false;
                     for event in batch.drain(..) {
+                        if event.revoked {
+                            revoked |= ctx.revocations.is_revoked(&user, issued_at);
+                            continue;
+                        }
+                        if revoked {
+                            continue;
+                        }
                         if let (Some(id), Some(route)) = (event.id, &event.route) {
                             windows.apply(id, route);
                             if !route.joined {
@@ -300,8 +320,17 @@ fn frames(
                         }
                     }
                     subscription.count_delivered(delivered);
+                    if revoked {
+                        yield Ok(Bytes::from_static(REVOKED_FAREWELL));
+                        break;
+                    }
                 }
                 Step::Deliver(Delivery::Lagged) => {
+                    // The dropped events may have held a revocation signal.
+                    if ctx.revocations.is_revoked(&user, issued_at) {
+                        yield Ok(Bytes::from_static(REVOKED_FAREWELL));
+                        break;
+                    }
                     subscription.count_catch_up();
                     replay_from = Some(cursor.last);
                 }
@@ -310,6 +339,10 @@ fn frames(
         drop(subscription);
     }
 }
+
+/// The last words of a stream whose token was revoked: a comment, so that
+/// EventSource reconnects (and is then refused until it has a new token).
+const REVOKED_FAREWELL: &[u8] = b": token revoked, reconnect with a fresh token\n\n";
 
 enum Step {
     End(&'static str),

@@ -12,4 +12,5 @@ pub mod member_period;
 pub mod message;
 pub mod notification;
 pub mod preference;
+pub mod revocation;
 pub mod unread_counter;

@@ -12,7 +12,8 @@ mod m20261122_000002_policy;
 mod m20261122_000003_chat;
 mod m20261122_000004_event_routes;
 mod m20261202_000005_unread_counters;
-mod m20261202_000006_topic_keys;
+mod m20261202_000006_revocations;
+mod m20261202_000007_topic_keys;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -26,7 +27,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_chat::Migration),
             Box::new(m20261122_000004_event_routes::Migration),
             Box::new(m20261202_000005_unread_counters::Migration),
-            Box::new(m20261202_000006_topic_keys::Migration),
+            Box::new(m20261202_000006_revocations::Migration),
+            Box::new(m20261202_000007_topic_keys::Migration),
         ]
     }
 }

@@ -9,7 +9,7 @@ use axum::{
     http::{HeaderMap, Method, header, request::Parts},
 };
 
-use super::{PUBLISH_SCOPE, Principal};
+use super::{ADMIN_SCOPE, PUBLISH_SCOPE, Principal};
 use crate::{app::AppState, error::ApiError, ratelimit::retry_after_secs};
 
 /// A caller with a valid bearer token.
@@ -17,6 +17,9 @@ pub struct AuthUser(pub Principal);
 
 /// A caller whose token has the `publish` scope (backend services).
 pub struct Publisher(pub Principal);
+
+/// An operator's tool: a token with the `admin` scope (revocations).
+pub struct Admin(pub Principal);
 
 /// A stream client. `EventSource` cannot set headers, so besides the bearer
 /// header the token may come as the `access_token` query parameter or the
@@ -57,6 +60,18 @@ impl FromRequestParts<AppState> for Publisher {
     }
 }
 
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let AuthUser(principal) = AuthUser::from_request_parts(parts, state).await?;
+        if !principal.has_scope(ADMIN_SCOPE) {
+            return Err(ApiError::Forbidden("this token lacks the 'admin' scope".into()));
+        }
+        Ok(Admin(principal))
+    }
+}
+
 impl FromRequestParts<AppState> for StreamUser {
     type Rejection = ApiError;
 
@@ -76,6 +91,9 @@ impl FromRequestParts<AppState> for StreamUser {
 
 fn verify(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     let principal = state.keys.verify(token).map_err(|why| reject(&why))?;
+    if state.revocations.is_revoked(&principal.user, principal.issued_at) {
+        return Err(reject("the token was revoked"));
+    }
     tracing::Span::current().record("user", principal.user.as_str());
     Ok(principal)
 }

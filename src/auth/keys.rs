@@ -99,7 +99,7 @@ impl JwtKeys {
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let exp = now.checked_add(ttl).ok_or_else(|| KeyError("the token lifetime (ttl) is too long".into()))?;
-        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: scope.map(str::to_owned), topics: None };
+        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: scope.map(str::to_owned), iat: Some(now.as_secs()), topics: None };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|e| KeyError(e.to_string()))
     }
 
@@ -111,7 +111,7 @@ impl JwtKeys {
         };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let exp = now.checked_add(ttl).ok_or_else(|| KeyError("the token lifetime (ttl) is too long".into()))?;
-        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: None, topics: Some(topics.iter().map(|t| (*t).to_owned()).collect()) };
+        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: None, iat: Some(now.as_secs()), topics: Some(topics.iter().map(|t| (*t).to_owned()).collect()) };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|e| KeyError(e.to_string()))
     }
 
@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let claims = Claims { sub: "alice".into(), exp: now - 1, scope: None, topics: None };
+        let claims = Claims { sub: "alice".into(), exp: now - 1, scope: None, iat: None, topics: None };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123")).unwrap();
         assert!(keys().verify(&token).is_err());
     }
@@ -156,10 +156,20 @@ mod tests {
 
     #[test]
     fn a_token_that_claims_never_to_expire_has_a_bounded_remaining_time() {
-        let claims = Claims { sub: "alice".into(), exp: u64::MAX, scope: None, topics: None };
+        let claims = Claims { sub: "alice".into(), exp: u64::MAX, scope: None, iat: None, topics: None };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123")).unwrap();
         let principal = keys().verify(&token).unwrap();
         assert_eq!(principal.remaining(), crate::auth::MAX_REMAINING);
+    }
+
+    #[test]
+    fn a_minted_token_carries_its_issue_time_and_one_without_counts_as_issued_at_the_epoch() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let minted = keys().verify(&keys().mint("alice", None, Duration::from_secs(60)).unwrap()).unwrap();
+        assert!(minted.issued_at >= now && minted.issued_at <= now + 1, "{}", minted.issued_at);
+        let claims = Claims { sub: "alice".into(), exp: now + 60, scope: None, iat: None, topics: None };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123")).unwrap();
+        assert_eq!(keys().verify(&token).unwrap().issued_at, 0);
     }
 
     #[test]

@@ -14,11 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::UserId;
 
-pub use extract::{AuthUser, Publisher, StreamUser};
+pub use extract::{Admin, AuthUser, Publisher, StreamUser};
 pub use keys::JwtKeys;
 
 /// The scope that lets a backend publish to any user and read statistics.
 pub const PUBLISH_SCOPE: &str = "publish";
+
+/// The scope of the operator's tools: revoking a user's tokens. Kept apart
+/// from `publish` so that a backend that sends notifications cannot lock
+/// users out.
+pub const ADMIN_SCOPE: &str = "admin";
 
 /// The longest time left that a token is taken to have. A validly signed
 /// token may claim an `exp` that no clock can reach (`2^64 - 1`); adding
@@ -37,6 +42,11 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// When the token was issued: what a revocation compares against.
+    /// Optional, as in the JWT standard; a token without it counts as
+    /// issued at the epoch, so every revocation of its user covers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     /// Patterns of the broadcast topics the holder may read (`*` any run
     /// without `:`, `**` any run), e.g. `["org:42:*", "status"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,6 +60,10 @@ pub struct Principal {
     scopes: Vec<String>,
     /// When the token stops being valid, in seconds since the epoch.
     pub expires_at: u64,
+    /// When the token was issued (its `iat`, 0 without one), in seconds
+    /// since the epoch: a revocation refuses tokens issued before its time,
+    /// and an open stream remembers it to know whether a revocation ends it.
+    pub issued_at: u64,
     /// The token's topic patterns (claim `topics`).
     pub topics: Vec<String>,
 }
@@ -83,6 +97,6 @@ impl Principal {
             .map(str::to_owned)
             .collect();
         let topics = claims.topics.unwrap_or_default().into_iter().take(MAX_TOPIC_PATTERNS).collect();
-        Some(Principal { user, scopes, expires_at: claims.exp, topics })
+        Some(Principal { user, scopes, expires_at: claims.exp, issued_at: claims.iat.unwrap_or(0), topics })
     }
 }

@@ -24,6 +24,13 @@ impl Topic {
         Topic(format!("c:{id}").into())
     }
 
+    /// The internal topic revocations travel on between nodes: only each
+    /// node's revocation watcher listens to it, never a stream (user and
+    /// conversation topics have other prefixes).
+    pub fn revocations() -> Self {
+        Topic("sys:revocations".into())
+    }
+
     /// The conversation this topic belongs to, if it is one.
     pub fn conversation_id(&self) -> Option<i64> {
         self.0.strip_prefix("c:")?.parse().ok()

@@ -54,9 +54,11 @@ async fn show(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id):
 }
 
 /// Adds a member (any member may); the new member receives the
-/// conversation's events from now on.
+/// conversation's events from now on. A user who left this conversation
+/// cannot be added back by others (403).
 #[utoipa::path(post, path = "/conversations/{id}/members", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path)), request_body = NewMember,
-    responses((status = 200, body = Conversation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Conversation), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "The user left this conversation"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn add_member(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>, body: JsonBody<NewMember>) -> Result<Json<Conversation>, ApiError> {
     let member = UserId::parse(body.value.user_id).map_err(|why| ApiError::invalid_field("user_id", format!("user id {why}")))?;
     Ok(Json(state.chat.add_member(&user.user, path_id(&id)?, member).await?))

@@ -45,10 +45,16 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     }
 }
 
+/// The answer to a body over `TIDINGS_MAX_BODY_BYTES`, whether it was
+/// declared so or turned out so.
+pub fn body_too_large() -> ApiError {
+    ApiError::PayloadTooLarge("the request body is larger than this server accepts".into())
+}
+
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection: BytesRejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("the request body is larger than this server accepts".into())
+            body_too_large()
         } else {
             ApiError::bad_request(rejection.body_text())
         }

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod page;
 pub mod preferences;
 pub mod presence;
+pub mod revocations;
 pub mod stats;
 pub mod stream;
 pub mod topics;
@@ -21,9 +22,10 @@ use std::time::Duration;
 use axum::{
     BoxError, Router,
     error_handling::HandleErrorLayer,
-    extract::{DefaultBodyLimit, MatchedPath},
+    body::Body,
+    extract::{DefaultBodyLimit, MatchedPath, State},
     http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header},
-    middleware,
+    middleware::{self, Next},
     response::IntoResponse,
 };
 use tower::ServiceBuilder;
@@ -64,12 +66,15 @@ impl HttpSettings {
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let (routes, mut api) = documented_routes(settings).split_for_parts();
     openapi::describe_stream_events(&mut api);
+    let docs = Router::from(SwaggerUi::new("/docs").url("/openapi.json", api)).layer(middleware::map_response(page::docs_security_headers));
     let mut router = routes
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .merge(docs)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(no_store_for_json))
+        .layer(middleware::map_response(contract_error_body))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(settings.max_body_bytes, refuse_declared_oversize))
         .layer(middleware::from_fn(metrics::record_request))
         .layer(
             // The span names the matched route, never the raw URI: a stream's
@@ -114,6 +119,7 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
                 .merge(conversations::router())
                 .merge(presence::router())
                 .merge(topics::router())
+                .merge(revocations::router())
                 .layer(deadline),
         );
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -168,6 +174,43 @@ async fn no_store_for_json<B>(mut response: Response<B>) -> Response<B> {
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// Middleware: a request whose `Content-Length` already says it is over the
+/// body limit gets `413` at once. The body limit alone only counts bytes as
+/// they arrive, so a client that declares a huge body and sends nothing
+/// would hold its request open until the deadline and get a 503.
+async fn refuse_declared_oversize(State(max): State<usize>, request: Request<Body>, next: Next) -> Result<axum::response::Response, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max as u64) {
+        return Err(input::body_too_large());
+    }
+    Ok(next.run(request).await)
+}
+
+/// Middleware: an error answered without a body by a layer below our
+/// handlers (Swagger UI's 404 for an unknown file under `/docs/`) gets the
+/// contract's error body, keeping its status and headers. Our own errors
+/// already carry it, and a JSON type, so they pass untouched.
+async fn contract_error_body(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.headers().contains_key(header::CONTENT_TYPE) {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let mut replacement = ApiError::for_status(status).into_response();
+    *replacement.status_mut() = status;
+    let mut headers = parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in replacement.headers() {
+        headers.insert(name.clone(), value.clone());
+    }
+    *replacement.headers_mut() = headers;
+    replacement
 }
 
 async fn not_found() -> ApiError {

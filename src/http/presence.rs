@@ -10,8 +10,7 @@ use crate::{
     auth::AuthUser,
     domain::UserId,
     error::{ApiError, ErrorBody},
-    presence::{PresenceView, Status},
-    store::chat,
+    presence::{self, PresenceView, Status},
 };
 
 /// The most ids one presence query may name.
@@ -38,7 +37,8 @@ async fn set(State(state): State<AppState>, AuthUser(user): AuthUser, body: Json
 }
 
 /// The presence of the caller and of users who share a conversation with
-/// them; other ids are left out of the answer.
+/// them (with `TIDINGS_PRESENCE_VISIBILITY=contacts`: a conversation in
+/// which both have sent a message); other ids are left out of the answer.
 #[utoipa::path(get, path = "/presence", tag = "presence", security(("bearer" = [])),
     params(("user_ids" = String, Query, description = "Comma-separated user ids")),
     responses((status = 200, body = Vec<PresenceView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
@@ -48,7 +48,7 @@ async fn get(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) 
     if asked.len() > MAX_IDS {
         return Err(ApiError::bad_field("user_ids", "at most 500 user ids"));
     }
-    let contacts = chat::contacts(&state.db, &user.user).await?;
+    let contacts = presence::watchers(&state.db, &user.user, state.presence_visibility).await?;
     let visible: Vec<UserId> = asked
         .into_iter()
         .filter(|id| *id == user.user.as_str() || contacts.iter().any(|c| c == id))

@@ -28,6 +28,10 @@ pub struct Event {
     /// A user who must not receive this event although in its audience
     /// (the sender of a `typing` event).
     pub exclude: Option<UserId>,
+    /// A signal to the streams of the topic's user, never sent to a client
+    /// and never crossing the bus: some of the user's tokens were revoked
+    /// (see `crate::revocation`); each stream checks whether its own is.
+    pub revoked: bool,
 }
 
 /// A user joining or leaving a conversation's topic.
@@ -65,12 +69,19 @@ impl Event {
             frame: encode_frame(Some(id), name, data),
             route: None,
             exclude: None,
+            revoked: false,
         }
     }
 
     /// An ephemeral event (typing, presence): never stored, no id.
     pub fn ephemeral(topic: Topic, name: &str, data: &str) -> Self {
         Event::state(topic, name, data, None)
+    }
+
+    /// The signal that the user of `topic` had tokens revoked: their streams
+    /// on this node re-check their own token.
+    pub fn revocation(topic: Topic) -> Self {
+        Event { revoked: true, frame: Bytes::new(), ..Event::ephemeral(topic, "", "") }
     }
 
     /// The same event, carrying a membership change.
@@ -94,6 +105,7 @@ impl Event {
             frame: encode_frame(None, name, data),
             route: None,
             exclude: None,
+            revoked: false,
         }
     }
 }

@@ -4,7 +4,11 @@
 //! or `offline` (invisible). When their last stream closes they turn
 //! `offline` after a grace period (default 10 s) with `last_seen_at` set; a
 //! reconnect within it changes nothing, so a flaky network does not flap.
-//! Changes go as `presence` events to the users who share a conversation.
+//! Changes go as `presence` events to the users allowed to see them, and
+//! `GET /v1/presence` answers for the same users: by default everyone who
+//! shares a conversation; with [`Visibility::Contacts`], only users who have
+//! both written in a conversation they share (creating a conversation with
+//! someone is not enough to watch them).
 //!
 //! [`Presence`] is the seam: [`LocalPresence`] keeps the state in this
 //! process (one node); [`redis::RedisPresence`] keeps it in Redis with
@@ -30,6 +34,26 @@ use crate::{
     hub::{Event, Hub},
     store::chat,
 };
+
+/// Who sees a user's presence (`TIDINGS_PRESENCE_VISIBILITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Visibility {
+    /// Everyone who shares a conversation with the user.
+    #[default]
+    Conversations,
+    /// Only users who share a conversation in which both have sent a
+    /// message: anyone can start a conversation with anyone, so sharing one
+    /// proves no acquaintance; an exchange does.
+    Contacts,
+}
+
+/// The users who may see `user`'s presence (not `user`).
+pub async fn watchers(db: &DatabaseConnection, user: &UserId, visibility: Visibility) -> Result<Vec<String>, sea_orm::DbErr> {
+    match visibility {
+        Visibility::Conversations => chat::contacts(db, user).await,
+        Visibility::Contacts => chat::correspondents(db, user).await,
+    }
+}
 
 /// A presence status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -68,6 +92,8 @@ pub struct LocalPresence {
 
 struct Inner {
     db: DatabaseConnection,
+    /// Who is told of changes.
+    visibility: Visibility,
     hub: Arc<Hub>,
     grace: Duration,
     /// A std mutex: held for map operations only.
@@ -103,9 +129,9 @@ impl UserState {
 }
 
 impl LocalPresence {
-    /// Presence publishing to `hub`, finding contacts in `db`.
-    pub fn new(db: DatabaseConnection, hub: Arc<Hub>, grace: Duration) -> Self {
-        LocalPresence { inner: Arc::new(Inner { db, hub, grace, users: Mutex::new(HashMap::new()) }) }
+    /// Presence publishing to `hub`, finding who may see it in `db`.
+    pub fn new(db: DatabaseConnection, visibility: Visibility, hub: Arc<Hub>, grace: Duration) -> Self {
+        LocalPresence { inner: Arc::new(Inner { db, visibility, hub, grace, users: Mutex::new(HashMap::new()) }) }
     }
 }
 
@@ -163,14 +189,14 @@ impl Inner {
     }
 
     async fn announce(&self, view: PresenceView) {
-        announce(&self.db, &self.hub, view).await;
+        announce(&self.db, self.visibility, &self.hub, view).await;
     }
 }
 
-/// Sends a `presence` event to every user who shares a conversation.
-async fn announce(db: &DatabaseConnection, hub: &Hub, view: PresenceView) {
+/// Sends a `presence` event to every user who may see it.
+async fn announce(db: &DatabaseConnection, visibility: Visibility, hub: &Hub, view: PresenceView) {
     let Ok(user) = UserId::parse(view.user_id.clone()) else { return };
-    let contacts = match chat::contacts(db, &user).await {
+    let contacts = match watchers(db, &user, visibility).await {
         Ok(contacts) => contacts,
         Err(e) => {
             tracing::warn!(error = %e, "presence not announced: contacts unavailable");

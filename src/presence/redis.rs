@@ -21,7 +21,7 @@ use redis::aio::MultiplexedConnection;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::{Presence, PresenceView, Status, announce};
+use super::{Presence, PresenceView, Status, Visibility, announce};
 use crate::{
     domain::{UserId, notification::truncate_to_millis},
     hub::Hub,
@@ -41,6 +41,8 @@ struct Inner {
     namespace: String,
     node: String,
     db: DatabaseConnection,
+    /// Who is told of changes.
+    visibility: Visibility,
     hub: Arc<Hub>,
     grace: Duration,
     /// Streams per user on this node, and a generation bumped on connect so
@@ -51,12 +53,21 @@ struct Inner {
 
 impl RedisPresence {
     /// Presence through the Redis at `url`; starts the heartbeat and sweeper.
-    pub fn start(url: &str, namespace: &str, db: DatabaseConnection, hub: Arc<Hub>, grace: Duration, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub fn start(
+        url: &str,
+        namespace: &str,
+        db: DatabaseConnection,
+        visibility: Visibility,
+        hub: Arc<Hub>,
+        grace: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner {
             redis: SharedRedis::open(url)?,
             namespace: namespace.to_owned(),
             node: format!("{:016x}", rand::random::<u64>()),
             db,
+            visibility,
             hub,
             grace,
             local: Mutex::new(HashMap::new()),
@@ -188,7 +199,7 @@ impl Inner {
             redis::cmd("HSET").arg(self.key(user, "state")).arg("last_seen_at").arg(stamp).query_async::<()>(&mut conn).await?;
             view.last_seen_at = Some(now);
         }
-        announce(&self.db, &self.hub, view).await;
+        announce(&self.db, self.visibility, &self.hub, view).await;
         Ok(())
     }
 

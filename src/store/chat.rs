@@ -229,3 +229,69 @@ pub async fn contacts(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<
         .all(conn)
         .await
 }
+
+/// Ids of users who share a conversation with `user` in which both have
+/// sent a message (not `user`): the audience of presence with
+/// `TIDINGS_PRESENCE_VISIBILITY=contacts`. Both must still be members.
+pub async fn correspondents(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<String>, DbErr> {
+    let conversations: Vec<i64> = member::Entity::find()
+        .select_only()
+        .column(member::Column::ConversationId)
+        .filter(member::Column::UserId.eq(user.as_str()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if conversations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let written: Vec<i64> = message::Entity::find()
+        .select_only()
+        .column(message::Column::ConversationId)
+        .distinct()
+        .filter(message::Column::ConversationId.is_in(conversations))
+        .filter(message::Column::SenderId.eq(user.as_str()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if written.is_empty() {
+        return Ok(Vec::new());
+    }
+    let senders: std::collections::HashSet<(i64, String)> = message::Entity::find()
+        .select_only()
+        .column(message::Column::ConversationId)
+        .column(message::Column::SenderId)
+        .distinct()
+        .filter(message::Column::ConversationId.is_in(written.clone()))
+        .filter(message::Column::SenderId.ne(user.as_str()))
+        .into_tuple()
+        .all(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let members: Vec<(i64, String)> = member::Entity::find()
+        .select_only()
+        .column(member::Column::ConversationId)
+        .column(member::Column::UserId)
+        .filter(member::Column::ConversationId.is_in(written))
+        .filter(member::Column::UserId.ne(user.as_str()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let mut correspondents: Vec<String> = members.into_iter().filter(|m| senders.contains(m)).map(|(_, user)| user).collect();
+    correspondents.sort();
+    correspondents.dedup();
+    Ok(correspondents)
+}
+
+/// Whether `user` was a member of the conversation and left it (a closed
+/// membership window and no current membership): others may not add them
+/// back.
+pub async fn has_left(conn: &impl ConnectionTrait, conversation_id: i64, user: &UserId) -> Result<bool, DbErr> {
+    let left = member_period::Entity::find()
+        .filter(member_period::Column::ConversationId.eq(conversation_id))
+        .filter(member_period::Column::UserId.eq(user.as_str()))
+        .filter(member_period::Column::UntilEventId.is_not_null())
+        .count(conn)
+        .await?;
+    Ok(left > 0)
+}

@@ -128,3 +128,18 @@ async fn tidings_token_refuses_a_lifetime_too_long_to_represent_with_a_clear_err
         assert!(stderr.contains("ttl"), "the error names the flag: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn tidings_token_mints_admin_tokens_that_may_revoke() {
+    let app = spawn_app().await;
+    let output = tidings()
+        .args(["token", "--sub", "operator", "--scope", "admin", "--ttl", "600"])
+        .env("TIDINGS_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let (status, body) = app.post_json("/v1/revocations", &token, Some(serde_json::json!({"user_id": "alice"}))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}

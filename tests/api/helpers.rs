@@ -136,7 +136,10 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
         retention: tidings::retention::RetentionSettings::default(),
         typing_expiry: Duration::from_secs(5),
         presence_grace: Duration::from_secs(10),
+        presence_visibility: tidings::presence::Visibility::Conversations,
         print_demo: false,
+        max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
+        connections: tidings::server::ConnectionSettings::default(),
     };
     configure(&mut settings);
     let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref()).expect("test keys"));
@@ -174,6 +177,11 @@ impl TestApp {
     /// A backend's token, with the `publish` scope.
     pub fn publisher_token(&self) -> String {
         self.keys.mint("backend", Some("publish"), Duration::from_secs(3600)).unwrap()
+    }
+
+    /// An operator's token, with the `admin` scope.
+    pub fn admin_token(&self) -> String {
+        self.keys.mint("operator", Some("admin"), Duration::from_secs(3600)).unwrap()
     }
 
     /// `POST /v1/notifications` with `body`, as a backend.

@@ -38,6 +38,7 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/presence"),
     ("post", "/v1/topics/{topic}/events"),
     ("get", "/v1/topics/{topic}/events"),
+    ("post", "/v1/revocations"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -294,4 +295,24 @@ async fn unknown_methods_and_unmatched_paths_do_not_grow_the_metrics() {
     assert!(unmatched.iter().all(|(_, route)| route == "unmatched"), "one label for every unmatched path: {unmatched:?}");
     let others = series.iter().filter(|(method, _)| method == "other").count();
     assert!(others <= 4, "the 50 methods share a few series: {series:?}");
+}
+
+#[tokio::test]
+async fn the_api_reference_has_the_pages_security_headers_and_its_unknown_files_the_contracts_404() {
+    let app = spawn_app().await;
+    let docs = app.http.get(format!("{}/docs/", app.base)).send().await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    let headers = docs.headers();
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+
+    let missing = app.http.get(format!("{}/docs/no-such-file.js", app.base)).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers()["x-frame-options"], "DENY");
+    let (status, body) = into_json(missing).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
 }

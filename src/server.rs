@@ -1,0 +1,202 @@
+//! The accept loop: our own instead of `axum::serve`, so that every setting
+//! of a connection is a decision written down here rather than a default.
+//!
+//! - **HTTP/1.1 only.** Browsers speak HTTP/2 to the proxy in front (nginx
+//!   talks HTTP/1.1 to us, see `docs/operations.md`); cleartext HTTP/2 (h2c)
+//!   had no user and cost every connection an auto-detecting builder.
+//! - **Header read timeout.** A client must deliver a whole request head
+//!   within [`ConnectionSettings::header_read_timeout`], measured from when
+//!   the server starts waiting for it: a socket that sends nothing, half a
+//!   head or a byte a second (slowloris) is closed then. The same clock runs
+//!   while a kept-alive connection waits idle for its next request, so it is
+//!   also the idle keep-alive timeout.
+//! - **Keep-alive on**, so API clients reuse connections.
+//! - **No half-close.** A client's EOF ends the connection at once, which is
+//!   how an open stream notices that its client went away without waiting
+//!   for the next heartbeat's write to fail (presence depends on it).
+//! - **A per-IP cap on open connections** ([`ConnectionSettings::max_per_ip`]):
+//!   past it, a new connection is closed as soon as it is accepted, before a
+//!   byte is read, so one address cannot hold all of the node's sockets.
+//!
+//! Shutdown follows mini-redis: every connection task holds a clone of a
+//! watch receiver, and the loop, once stopped, waits until the last clone is
+//! dropped. When `stopping` is cancelled the loop stops accepting and asks
+//! each connection to finish its in-flight request and close.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_util::sync::CancellationToken;
+
+/// How connections are accepted and held.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// The longest a client may take to send a request head (and the longest
+    /// a kept-alive connection may sit idle between requests).
+    pub header_read_timeout: Duration,
+    /// Connections one IP address may hold open at once; 0 means no cap
+    /// (the default: behind a proxy, every client has the proxy's address).
+    pub max_per_ip: usize,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings { header_read_timeout: Duration::from_secs(5), max_per_ip: 0 }
+    }
+}
+
+/// Serves `router` on `listener` until `stop` completes, then cancels
+/// `stopping` (which ends open streams and asks every connection to close
+/// once its in-flight request is answered) and waits for the last
+/// connection to close. The caller bounds that wait.
+pub async fn serve(listener: TcpListener, router: Router, settings: &ConnectionSettings, stop: impl Future<Output = ()>, stopping: CancellationToken) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true)
+        .half_close(false);
+    let per_ip = Arc::new(PerIp { max: settings.max_per_ip, open: Mutex::default() });
+    // Each connection task holds a receiver; `closed()` on the sender
+    // completes when the last one is dropped.
+    let (all_closed, connection_alive) = watch::channel(());
+    tokio::pin!(stop);
+    loop {
+        let (socket, peer) = tokio::select! {
+            () = &mut stop => break,
+            () = stopping.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = PerIp::admit(&per_ip, peer) else {
+            metrics::counter!("tidings_connections_refused_total", "reason" => "per_ip").increment(1);
+            tracing::debug!(peer = %peer.ip(), "connection refused: too many open from this address");
+            drop(socket);
+            continue;
+        };
+        let connection = http.serve_connection(TokioIo::new(socket), TowerToHyperService::new(router.clone()));
+        let stopping = stopping.clone();
+        let alive = connection_alive.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            let outcome = tokio::select! {
+                outcome = connection.as_mut() => outcome,
+                () = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = outcome {
+                // Timeouts and clients that vanish mid-request end here; none
+                // of it is the server's fault.
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(slot);
+            drop(alive);
+        });
+    }
+    drop(listener);
+    stopping.cancel();
+    drop(connection_alive);
+    all_closed.closed().await;
+}
+
+/// An accept error. Errors about one connection (it was reset before we
+/// took it) are skipped; others (out of file descriptors) would repeat at
+/// once, so the loop pauses before trying again, as `axum::serve` does.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Open connections per IP address. A std `Mutex`: it is held for one map
+/// operation, never across an await.
+struct PerIp {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection's place in its address's count, given back when
+/// the connection ends.
+struct Slot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// A slot for a connection from `peer`, or `None` when its address holds
+    /// the maximum already. Without a cap, no slot is needed and nothing is
+    /// counted.
+    fn admit(per_ip: &Arc<PerIp>, peer: SocketAddr) -> Option<Option<Slot>> {
+        if per_ip.max == 0 {
+            return Some(None);
+        }
+        let ip = peer.ip();
+        let mut open = per_ip.open.lock().expect("the per-IP map is never poisoned");
+        let count = open.entry(ip).or_insert(0);
+        if *count >= per_ip.max {
+            return None;
+        }
+        *count += 1;
+        Some(Some(Slot { per_ip: per_ip.clone(), ip }))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.open.lock().expect("the per-IP map is never poisoned");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_gets_its_slots_back_when_connections_end() {
+        let per_ip = Arc::new(PerIp { max: 2, open: Mutex::default() });
+        let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:1000".parse().unwrap();
+        let first = PerIp::admit(&per_ip, a).unwrap();
+        let _second = PerIp::admit(&per_ip, a).unwrap();
+        assert!(PerIp::admit(&per_ip, a).is_none(), "the third from one address is refused");
+        assert!(PerIp::admit(&per_ip, b).is_some(), "another address is not affected");
+        drop(first);
+        assert!(PerIp::admit(&per_ip, a).is_some(), "a slot is given back");
+    }
+
+    #[test]
+    fn without_a_cap_nothing_is_counted() {
+        let per_ip = Arc::new(PerIp { max: 0, open: Mutex::default() });
+        for _ in 0..10 {
+            assert!(matches!(PerIp::admit(&per_ip, "10.0.0.1:1".parse().unwrap()), Some(None)));
+        }
+        assert!(per_ip.open.lock().unwrap().is_empty());
+    }
+}
