@@ -8,7 +8,9 @@
 #                             seconds; exits non-zero if Tidings lost,
 #                             duplicated or misrouted an event
 #
-# SCENARIO is idle, notify, fanout, ingest, catchup, batch, chat, or all.
+# SCENARIO is idle, notify, fanout, topic, ingest, catchup, batch, chat, or
+# all. topic is fanout over one broadcast topic (Tidings' /v1/topics); the
+# peers run it exactly as fanout, one channel.
 # Options after `--` go to every `tidings-bench SCENARIO` run (e.g.
 # `-- --streams 2000`). batch and chat use Tidings' own API (batch
 # publishing, conversations), which no peer has: they run against Tidings
@@ -37,7 +39,7 @@ PORT_NCHAN=${BENCH_NCHAN_PORT:-18081}
 PORT_NODE=${BENCH_NODE_PORT:-18082}
 SECRET="tidings-bench-secret-$(date +%s)-$$"
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 SCENARIO=$1
@@ -48,7 +50,7 @@ PROFILE=release
 OUT=""
 case "$SCENARIO" in
   smoke) SMOKE=1; PEERS=""; PROFILE=dev ;;
-  idle|notify|fanout|ingest|catchup|batch|chat|all) ;;
+  idle|notify|fanout|topic|ingest|catchup|batch|chat|all) ;;
   -h|--help) usage ;;
   *) echo "compare.sh: unknown scenario '$SCENARIO'" >&2; usage ;;
 esac
@@ -211,17 +213,18 @@ if [ -n "$SMOKE" ]; then
   run_bench idle tidings "${common[@]}" --streams 40 --settle 1 "${EXTRA[@]}"
   run_bench notify tidings "${common[@]}" --users 40 --rate 200 --duration 2 --drain 5 "${EXTRA[@]}"
   run_bench fanout tidings "${common[@]}" --members 1100 --rate 4 --duration 2 --drain 10 "${EXTRA[@]}"
+  run_bench topic tidings "${common[@]}" --subscribers 20 --rate 5 --duration 2 --drain 5 "${EXTRA[@]}"
   run_bench ingest tidings "${common[@]}" --concurrency 4 --duration 1 --users 20 "${EXTRA[@]}"
   run_bench catchup tidings "${common[@]}" --events 300 --repeat 2 --timeout 20 "${EXTRA[@]}"
   run_bench batch tidings "${common[@]}" --items 50 --concurrency 2 --duration 2 "${EXTRA[@]}"
   run_bench chat tidings "${common[@]}" --conversations 20 --concurrency 4 --duration 2 --drain 5 "${EXTRA[@]}"
   stop_server
-  if [ "$STATUS" -eq 0 ]; then echo "smoke: 7 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
+  if [ "$STATUS" -eq 0 ]; then echo "smoke: 8 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
   exit "$STATUS"
 fi
 
 # --- comparison -----------------------------------------------------------
-if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout ingest catchup batch chat); else SCENARIOS=("$SCENARIO"); fi
+if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout topic ingest catchup batch chat); else SCENARIOS=("$SCENARIO"); fi
 # Scenarios of Tidings' own API: no peer has an equivalent.
 TIDINGS_ONLY=" batch chat "
 IFS=, read -r -a PEER_LIST <<<"$PEERS"

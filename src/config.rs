@@ -309,6 +309,10 @@ pub struct TokenArgs {
     /// Space-separated scopes: `publish` (backends), `admin` (revocations).
     #[arg(long)]
     pub scope: Option<String>,
+    /// A broadcast topic pattern the token may read (`*` any run without
+    /// `:`, `**` any run); repeat for several.
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
     /// Lifetime in seconds (at most a hundred years).
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=crate::auth::keys::MAX_TTL.as_secs()))]
     pub ttl: u64,

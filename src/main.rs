@@ -57,7 +57,8 @@ async fn migrate(database_url: &str) -> anyhow::Result<()> {
 fn token(args: tidings::config::TokenArgs) -> anyhow::Result<()> {
     let keys = resolve_keys(&args.keys, &args.database.database_url)?;
     let keys = JwtKeys::new(&keys.source, args.keys.jwt_audience.as_deref())?;
-    let token = keys.mint(&args.sub, args.scope.as_deref(), Duration::from_secs(args.ttl))?;
+    let topics = (!args.topics.is_empty()).then_some(args.topics);
+    let token = keys.mint_with(&args.sub, args.scope.as_deref(), topics, Duration::from_secs(args.ttl))?;
     println!("{token}");
     Ok(())
 }

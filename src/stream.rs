@@ -149,7 +149,12 @@ enum Start {
 /// `Last-Event-ID` (or `last_event_id` parameter), if any. Refused, before
 /// anything is sent, when a stream limit is reached.
 /// `topics` are the broadcast topics the stream adds, already authorized.
-pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>, topics: Vec<Topic>) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
+///
+/// `floor` is the newest event id of the log read *before* this call: a
+/// stream that starts fresh also sends the events of its conversations and
+/// topics committed after it, which may already sit below the head it
+/// reports (see `fresh_state`).
+pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>, topics: Vec<Topic>, floor: EventId) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
     let user = principal.user.clone();
     let subscription = ctx.hub.subscribe(Topic::user(&user), topics.clone())?;
     let online = ctx.presence.connected(&user);
@@ -158,7 +163,7 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
     // panicking (the client reconnects and resumes).
     let now = Instant::now();
     let expires = now.checked_add(principal.remaining()).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now);
-    Ok(frames(ctx, Token { user, issued_at: principal.issued_at, expires }, subscription, online, resume_from, topics))
+    Ok(frames(ctx, Token { user, issued_at: principal.issued_at, expires }, subscription, online, resume_from, topics, floor))
 }
 
 /// What a stream remembers of the token it was opened with.
@@ -178,6 +183,7 @@ fn frames(
     online: Box<dyn Send>,
     resume_from: Option<String>,
     topics: Vec<Topic>,
+    floor: EventId,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
         let Token { user, issued_at, expires } = token;
@@ -225,7 +231,7 @@ fn frames(
                 cursor.last = after;
                 replay_from = Some(after);
             }
-            Start::Fresh => match Box::pin(fresh_state(&ctx.db, &user, &windows.audience(), settings.snapshot_limit)).await {
+            Start::Fresh => match Box::pin(fresh_state(&ctx.db, &user, &windows.audience(), settings.snapshot_limit, floor, settings.replay_page)).await {
                 Ok((frames, head)) => {
                     for (id, frame) in frames {
                         cursor.last = id;
@@ -455,14 +461,33 @@ async fn resume_point(db: &DatabaseConnection, user: &UserId, windows: &Windows,
     Ok(Some(after))
 }
 
-/// The newest unread notifications as frames with their event ids, oldest
-/// first, and the log head of the audience, from one consistent snapshot.
-async fn fresh_state(db: &DatabaseConnection, user: &UserId, audience: &Audience, limit: u64) -> Result<(Vec<(EventId, Bytes)>, EventId), DbErr> {
+/// The newest unread notifications as frames with their event ids, and
+/// the events of the stream's conversations and topics committed after
+/// `floor`, merged oldest first; and the log head of the audience; all from
+/// one consistent snapshot.
+///
+/// Why the second part: the connection subscribed after `floor` was read,
+/// so every event committed since may sit in its mailbox, and the stream
+/// then skips live events at or below the head it reports. The user's own
+/// events up to the head are reflected in the unread notifications; a
+/// conversation's or topic's are not, so they are sent here, or they would
+/// fall between the snapshot and the live tail.
+async fn fresh_state(db: &DatabaseConnection, user: &UserId, audience: &Audience, limit: u64, floor: EventId, page: u64) -> Result<(Vec<(EventId, Bytes)>, EventId), DbErr> {
     let txn = snapshot(db).await?;
     let unread = rows::newest_unread(&txn, user, chrono::Utc::now(), limit).await?;
     let head = event_log::head(&txn, &audience.topics()).await?;
+    let mut shared = Vec::new();
+    if !audience.windows.is_empty() || !audience.topics.is_empty() {
+        let mut after = floor;
+        while after < head {
+            let events = event_log::read_audience_after(&txn, audience, after, page, None).await?;
+            let Some(last) = events.last().and_then(|e| e.id) else { break };
+            after = last;
+            shared.extend(events.into_iter().filter(|e| e.topic != audience.user && e.id.is_some_and(|id| id <= head)));
+        }
+    }
     txn.commit().await?;
-    let frames = unread
+    let mut frames: Vec<(EventId, Bytes)> = unread
         .into_iter()
         .map(|row| {
             let id = EventId::new(row.event_id);
@@ -470,6 +495,8 @@ async fn fresh_state(db: &DatabaseConnection, user: &UserId, audience: &Audience
             (id, encode_frame(Some(id), events::NOTIFICATION, &data))
         })
         .collect();
+    frames.extend(shared.into_iter().filter_map(|event| event.id.map(|id| (id, event.frame))));
+    frames.sort_by_key(|(id, _)| *id);
     Ok((frames, head))
 }
 

@@ -24,6 +24,9 @@ pub enum Command {
     Notify(Run<NotifyArgs>),
     /// One audience of M connected users, R messages/s to all of them.
     Fanout(Run<FanoutArgs>),
+    /// M subscribers of one broadcast topic (a channel on other hubs), R
+    /// messages/s to it: the broadcast counterpart of `fanout`.
+    Topic(Run<TopicArgs>),
     /// Durable publishes per second at concurrency C, nobody listening.
     Ingest(Run<IngestArgs>),
     /// A subscriber resumes K events behind: time until it has them all.
@@ -187,6 +190,27 @@ pub struct FanoutArgs {
     pub members: u64,
     /// Messages per second to the whole audience (0: as fast as
     /// `--concurrency` allows).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Messages in flight at most.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds to wait for outstanding deliveries after the last publish.
+    #[arg(long, default_value_t = 30)]
+    pub drain: u64,
+}
+
+/// `topic`.
+#[derive(Debug, Clone, Args)]
+pub struct TopicArgs {
+    /// Subscribers of the topic, each a different user with one open stream.
+    #[arg(long, default_value_t = 5_000)]
+    pub subscribers: u64,
+    /// Messages per second to the topic (0: as fast as `--concurrency`
+    /// allows).
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
     /// Seconds of publishing.

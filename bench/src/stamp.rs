@@ -19,8 +19,10 @@ pub struct Stamp {
 }
 
 /// The part of an event's data the bench reads. Tidings sends the
-/// notification object, whose `data` is what we published in `data`; a
-/// channel hub sends our body as is, whose `data` is the same object.
+/// notification object (`event: notification`) or the topic event object
+/// (`event: topic.event`), whose `data` is in both cases what we published
+/// in `data`; a channel hub sends our body as is, whose `data` is the same
+/// object. So the stamp is at `data.bench` whichever the event.
 #[derive(Deserialize)]
 struct Received<'a> {
     #[serde(borrow)]
@@ -64,6 +66,9 @@ mod tests {
         assert_eq!(read(tidings).map(|s| (s.seq, s.to, s.sent_ns)), Some((7, "u", 11)));
         assert_eq!(read(raw).map(|s| (s.seq, s.to)), Some((8, "room")));
         assert!(read(r#"{"count":3}"#).is_none());
+        // `event: topic.event`: the published `data` object inside the event's `data`.
+        let topic = r#"{"id":9,"topic":"bench:r","type":"bench","data":{"bench":{"seq":4,"to":"r","sent_ns":13},"body":"xx"},"key":null,"created_at":"2026-01-01T00:00:00.000Z"}"#;
+        assert_eq!(read(topic).map(|s| (s.seq, s.to, s.sent_ns)), Some((4, "r", 13)));
         assert!(read("not json").is_none());
     }
 }

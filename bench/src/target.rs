@@ -66,7 +66,25 @@ pub struct PostSpec {
     /// Whether the answer lists the recipients it accepted (Tidings'
     /// `created`, `suppressed`, `rate_limited`): a 201 may still refuse some.
     pub itemized: bool,
+    /// What the body looks like.
+    pub shape: Shape,
 }
+
+/// The JSON shape of a publish body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A Tidings notification: `user_id(s)`, `type`, `title`, `body`
+    /// (the filler), `data.bench`.
+    Notification,
+    /// A Tidings topic event: `type` and `data` only, the filler in
+    /// `data.body` beside `data.bench` (topic publishes take no other
+    /// field).
+    TopicEvent,
+}
+
+/// Prefix of the broadcast topic names the bench publishes to; subscriber
+/// tokens carry the pattern `bench:*`.
+pub const TOPIC_PREFIX: &str = "bench:";
 
 /// The parts of a Tidings publish answer that say who got the message.
 #[derive(Debug, Deserialize)]
@@ -96,6 +114,9 @@ struct Claims<'a> {
     exp: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
+    /// Patterns of the broadcast topics the holder may read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topics: Option<&'a [&'a str]>,
 }
 
 /// The JSON body of a publish: the Tidings notification shape, which the
@@ -115,6 +136,15 @@ struct Body<'a> {
 #[derive(Serialize)]
 struct Data<'a> {
     bench: &'a Stamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+}
+
+/// The JSON body of a topic publish (Tidings refuses any other field).
+#[derive(Serialize)]
+struct TopicBody<'a> {
+    r#type: &'static str,
+    data: Data<'a>,
 }
 
 impl Target {
@@ -125,7 +155,7 @@ impl Target {
                 let secret = args.secret.clone().context("--tidings needs --secret (or TIDINGS_JWT_SECRET)")?;
                 let base = base.trim_end_matches('/').to_owned();
                 let publish_base = args.tidings_publish.as_deref().map_or_else(|| base.clone(), |p| p.trim_end_matches('/').to_owned());
-                let publish_token = mint(&secret, "tidings-bench-publisher", Some("publish"))?;
+                let publish_token = mint(&secret, "tidings-bench-publisher", Some("publish"), None)?;
                 Kind::Tidings { base, publish_base, secret, publish_token }
             }
             (None, Some(publish), Some(subscribe)) => {
@@ -162,7 +192,7 @@ impl Target {
     /// that user (create a conversation, send a message).
     pub fn user_token(&self, user: &str) -> anyhow::Result<String> {
         match &self.kind {
-            Kind::Tidings { secret, .. } => mint(secret, user, None),
+            Kind::Tidings { secret, .. } => mint(secret, user, None, None),
             Kind::Template { .. } => bail!("user tokens exist only for Tidings"),
         }
     }
@@ -181,7 +211,7 @@ impl Target {
         Ok(match &self.kind {
             Kind::Tidings { base, secret, .. } => ConnSpec {
                 url: format!("{base}/v1/stream"),
-                headers: vec![("authorization".into(), format!("Bearer {}", mint(secret, user, None)?))],
+                headers: vec![("authorization".into(), format!("Bearer {}", mint(secret, user, None, None)?))],
                 expect: expect.into(),
             },
             Kind::Template { subscribe, .. } => ConnSpec {
@@ -190,6 +220,41 @@ impl Target {
                 expect: expect.into(),
             },
         })
+    }
+
+    /// The stream of subscriber `user` to the broadcast topic `room`:
+    /// Tidings streams `/v1/stream?topic=bench:ROOM` with a token whose
+    /// `topics` claim is `["bench:*"]`; a channel hub subscribes to the
+    /// channel `room`, as in `fanout`. Stamps are addressed to `room`.
+    pub fn topic_conn(&self, user: &str, room: &str) -> anyhow::Result<ConnSpec> {
+        Ok(match &self.kind {
+            Kind::Tidings { base, secret, .. } => {
+                let pattern = format!("{TOPIC_PREFIX}*");
+                let token = mint(secret, user, None, Some(&[pattern.as_str()]))?;
+                ConnSpec {
+                    url: format!("{base}/v1/stream?topic={}", topic_name(room)?),
+                    headers: vec![("authorization".into(), format!("Bearer {token}"))],
+                    expect: room.into(),
+                }
+            }
+            Kind::Template { .. } => self.conn(user, room, room)?,
+        })
+    }
+
+    /// The one request that sends a message to the broadcast topic `room`
+    /// with `listeners` subscribers: Tidings `POST /v1/topics/bench:ROOM/events`
+    /// (stored once, whatever the audience), a channel hub a publish to the
+    /// channel `room`. Both carry the same body, the topic event's shape.
+    pub fn posts_to_topic(&self, room: &str, listeners: u32) -> anyhow::Result<Vec<PostSpec>> {
+        let url = match &self.kind {
+            Kind::Tidings { publish_base, .. } => format!("{publish_base}/v1/topics/{}/events", topic_name(room)?),
+            Kind::Template { publish, .. } => publish.replace("{channel}", room),
+        };
+        let bearer = match &self.kind {
+            Kind::Tidings { publish_token, .. } => Some(publish_token.clone()),
+            Kind::Template { .. } => None,
+        };
+        Ok(vec![PostSpec { url, bearer, recipients: Recipients::Channel, listeners, to: room.into(), itemized: false, shape: Shape::TopicEvent }])
     }
 
     /// The requests that deliver one message to one user with `listeners`
@@ -203,6 +268,7 @@ impl Target {
                 listeners,
                 to: user.into(),
                 itemized: true,
+                shape: Shape::Notification,
             },
             Kind::Template { publish, .. } => PostSpec {
                 url: publish.replace("{channel}", user),
@@ -211,6 +277,7 @@ impl Target {
                 listeners,
                 to: user.into(),
                 itemized: false,
+                shape: Shape::Notification,
             },
         }]
     }
@@ -230,6 +297,7 @@ impl Target {
                     listeners: chunk.len() as u32,
                     to: room.into(),
                     itemized: true,
+                    shape: Shape::Notification,
                 })
                 .collect(),
             Kind::Template { publish, .. } => vec![PostSpec {
@@ -239,6 +307,7 @@ impl Target {
                 listeners: members.len() as u32,
                 to: room.into(),
                 itemized: false,
+                shape: Shape::Notification,
             }],
         }
     }
@@ -262,15 +331,31 @@ impl PostSpec {
             Recipients::Many(users) => (None, Some(users.as_slice())),
             Recipients::Channel => (None, None),
         };
-        let body = Body { user_id, user_ids, r#type: "bench", title: "bench", body: filler, data: Data { bench: stamp } };
-        serde_json::to_string(&body).expect("plain JSON")
+        let encoded = match self.shape {
+            Shape::Notification => {
+                serde_json::to_string(&Body { user_id, user_ids, r#type: "bench", title: "bench", body: filler, data: Data { bench: stamp, body: None } })
+            }
+            Shape::TopicEvent => serde_json::to_string(&TopicBody { r#type: "bench", data: Data { bench: stamp, body: Some(filler) } }),
+        };
+        encoded.expect("plain JSON")
     }
 }
 
-/// Signs an HS256 token for `sub` the way Tidings expects.
-fn mint(secret: &str, sub: &str, scope: Option<&str>) -> anyhow::Result<String> {
+/// The Tidings topic of the bench's audience `room`: `bench:ROOM`, checked
+/// against Tidings' rule (1-100 characters of `a-z 0-9 _ . : -`).
+fn topic_name(room: &str) -> anyhow::Result<String> {
+    let name = format!("{TOPIC_PREFIX}{room}");
+    if name.len() > 100 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-')) {
+        bail!("topic name {name:?} is not 1-100 characters of a-z 0-9 _ . : - (check --run-id)");
+    }
+    Ok(name)
+}
+
+/// Signs an HS256 token for `sub` the way Tidings expects, with the topic
+/// patterns the holder may read if any.
+fn mint(secret: &str, sub: &str, scope: Option<&str>, topics: Option<&[&str]>) -> anyhow::Result<String> {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + TOKEN_TTL_SECS;
-    let claims = Claims { sub, exp, scope };
+    let claims = Claims { sub, exp, scope, topics };
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     Ok(jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?)
 }

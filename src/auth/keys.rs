@@ -90,6 +90,17 @@ impl JwtKeys {
     /// Mints a token (HS256 only): for `tidings token`, the first-run demo
     /// and tests. A `ttl` over [`MAX_TTL`] is refused, not wrapped or panicked on.
     pub fn mint(&self, sub: &str, scope: Option<&str>, ttl: Duration) -> Result<String, KeyError> {
+        self.mint_with(sub, scope, None, ttl)
+    }
+
+    /// Signs a token for `sub` that may read the broadcast topics matching
+    /// `topics` (HS256 only), valid for `ttl`.
+    pub fn mint_reader(&self, sub: &str, topics: &[&str], ttl: Duration) -> Result<String, KeyError> {
+        self.mint_with(sub, None, Some(topics.iter().map(|t| (*t).to_owned()).collect()), ttl)
+    }
+
+    /// Signs a token with every claim Tidings reads (HS256 only).
+    pub fn mint_with(&self, sub: &str, scope: Option<&str>, topics: Option<Vec<String>>, ttl: Duration) -> Result<String, KeyError> {
         let key = self
             .encoding
             .as_ref()
@@ -99,19 +110,7 @@ impl JwtKeys {
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let exp = now.checked_add(ttl).ok_or_else(|| KeyError("the token lifetime (ttl) is too long".into()))?;
-        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: scope.map(str::to_owned), iat: Some(now.as_secs()), topics: None };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|e| KeyError(e.to_string()))
-    }
-
-    /// Signs a token for `sub` that may read the broadcast topics matching
-    /// `topics` (HS256 only), valid for `ttl`.
-    pub fn mint_reader(&self, sub: &str, topics: &[&str], ttl: Duration) -> Result<String, KeyError> {
-        let Some(key) = &self.encoding else {
-            return Err(KeyError("tokens can only be minted with an HS256 secret".into()));
-        };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let exp = now.checked_add(ttl).ok_or_else(|| KeyError("the token lifetime (ttl) is too long".into()))?;
-        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: None, iat: Some(now.as_secs()), topics: Some(topics.iter().map(|t| (*t).to_owned()).collect()) };
+        let claims = Claims { sub: sub.to_owned(), exp: exp.as_secs(), scope: scope.map(str::to_owned), iat: Some(now.as_secs()), topics };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|e| KeyError(e.to_string()))
     }
 

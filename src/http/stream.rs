@@ -51,7 +51,10 @@ async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, 
         .or_else(|| query_param(uri.query(), "last_event_id"))
         .filter(|raw| !raw.trim().is_empty());
     let topics = requested_topics(&state, &principal, uri.query())?;
-    let frames = stream::open(state.stream_context(), principal, resume_from, topics).map_err(|refusal| match refusal {
+    // Read before the connection subscribes: a fresh stream also sends its
+    // conversations' and topics' events committed after this point.
+    let floor = crate::store::event_log::newest(&state.db).await?;
+    let frames = stream::open(state.stream_context(), principal, resume_from, topics, floor).map_err(|refusal| match refusal {
         Refusal::TooManyForUser => ApiError::RateLimited { retry_after_secs: 10 },
         Refusal::NodeFull => ApiError::Unavailable("this node holds as many streams as it can; retry on another".into()),
     })?;

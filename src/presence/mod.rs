@@ -98,6 +98,25 @@ struct Inner {
     grace: Duration,
     /// A std mutex: held for map operations only.
     users: Mutex<HashMap<UserId, UserState>>,
+    /// When offline users were last forgotten (see [`forget_offline`]).
+    last_sweep: Mutex<std::time::Instant>,
+}
+
+/// How long an offline user's `last_seen_at` is remembered on a single
+/// node. Without a bound the map would hold every user ever seen; after
+/// this a read says `offline` with `last_seen_at` null.
+pub const REMEMBER_OFFLINE: Duration = Duration::from_secs(3600);
+
+/// How often the map is swept for users to forget.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Drops users who are offline (no stream, not lingering) and were last
+/// seen before `cutoff`: the map then holds the connected and the recently
+/// seen, not everyone ever seen. Returns how many were dropped.
+fn forget_offline(users: &mut HashMap<UserId, UserState>, cutoff: DateTime<Utc>) -> usize {
+    let before = users.len();
+    users.retain(|_, state| state.streams > 0 || state.lingering || state.last_seen_at.is_none_or(|seen| seen > cutoff));
+    before - users.len()
 }
 
 #[derive(Default)]
@@ -131,7 +150,9 @@ impl UserState {
 impl LocalPresence {
     /// Presence publishing to `hub`, finding who may see it in `db`.
     pub fn new(db: DatabaseConnection, visibility: Visibility, hub: Arc<Hub>, grace: Duration) -> Self {
-        LocalPresence { inner: Arc::new(Inner { db, visibility, hub, grace, users: Mutex::new(HashMap::new()) }) }
+        LocalPresence {
+            inner: Arc::new(Inner { db, visibility, hub, grace, users: Mutex::new(HashMap::new()), last_sweep: Mutex::new(std::time::Instant::now()) }),
+        }
     }
 }
 
@@ -167,7 +188,9 @@ impl Drop for Connection {
                     }
                     state.lingering = false;
                     state.last_seen_at = Some(truncate_to_millis(Utc::now()));
-                    inner.change(&user, state)
+                    let view = inner.change(&user, state);
+                    inner.sweep(&mut users);
+                    view
                 };
                 if let Some(view) = view {
                     inner.announce(view).await;
@@ -178,6 +201,17 @@ impl Drop for Connection {
 }
 
 impl Inner {
+    /// Forgets long-offline users, at most once a [`SWEEP_EVERY`].
+    fn sweep(&self, users: &mut HashMap<UserId, UserState>) {
+        let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() < SWEEP_EVERY {
+            return;
+        }
+        *last = std::time::Instant::now();
+        let cutoff = Utc::now() - chrono::Duration::from_std(REMEMBER_OFFLINE).unwrap_or(chrono::Duration::MAX);
+        forget_offline(users, cutoff);
+    }
+
     /// Records what contacts are told; `Some` when it differs from before.
     fn change(&self, user: &UserId, state: &mut UserState) -> Option<PresenceView> {
         let now = state.effective();
@@ -251,5 +285,25 @@ impl Presence for LocalPresence {
             })
             .collect();
         Box::pin(std::future::ready(views))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_map_forgets_long_offline_users_and_keeps_the_connected_and_recently_seen() {
+        let now = Utc::now();
+        let mut users = HashMap::new();
+        let user = |name: &str| UserId::parse(name.to_owned()).unwrap();
+        users.insert(user("connected"), UserState { streams: 1, last_seen_at: Some(now - chrono::Duration::hours(5)), ..Default::default() });
+        users.insert(user("lingering"), UserState { lingering: true, ..Default::default() });
+        users.insert(user("recent"), UserState { last_seen_at: Some(now - chrono::Duration::minutes(5)), ..Default::default() });
+        users.insert(user("gone"), UserState { last_seen_at: Some(now - chrono::Duration::hours(2)), ..Default::default() });
+        let dropped = forget_offline(&mut users, now - chrono::Duration::hours(1));
+        assert_eq!(dropped, 1);
+        assert!(!users.contains_key(&user("gone")));
+        assert_eq!(users.len(), 3);
     }
 }

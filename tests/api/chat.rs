@@ -422,3 +422,25 @@ async fn presence_turns_offline_after_the_grace_period_but_not_on_a_quick_reconn
     let (status, _) = app.post_json("/v1/presence", &bob, Some(json!({"status": "sleeping"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// The same race for a conversation: messages sent right after a member's
+/// fresh stream answered 200 reach it while it is still reading its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_stream_gets_every_message_sent_after_its_200_even_while_it_starts() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    let conversation = app.create_conversation(&alice, &["bob"]).await;
+    for round in 0..20 {
+        let response = app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(&bob).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut sent = Vec::new();
+        for n in 0..3 {
+            sent.push(app.say(&alice, &conversation, &format!("{round}:{n}")).await);
+        }
+        let mut stream = crate::helpers::EventStream::new(response);
+        for expected in &sent {
+            let event = tokio::time::timeout(crate::helpers::PATIENCE, stream.next_named("message")).await.expect("every message after the 200 arrives");
+            assert_eq!(data(&event)["id"], expected["id"], "in order, none skipped");
+        }
+    }
+}

@@ -320,3 +320,24 @@ async fn a_node_killed_outright_is_recovered_from_by_reconnecting_elsewhere() {
     let titles: Vec<_> = events.iter().map(|e| data(e)["title"].clone()).collect();
     assert_eq!(titles, [json!("missed 1"), json!("missed 2")]);
 }
+
+/// A broadcast topic across nodes: stored once, read back by every node's
+/// tail reader, delivered to each node's subscribers once; nothing is
+/// written per subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
+async fn a_topic_published_on_one_node_reaches_its_subscribers_on_the_others() {
+    let nodes = spawn_cluster(3, |_| {}).await;
+    let mut on_first = nodes[0].open_topic_stream(&nodes[0].reader_token("ann", &["dash"]), &["dash"], None).await;
+    on_first.until_unread_count().await;
+    let mut on_third = nodes[2].open_topic_stream(&nodes[2].reader_token("ben", &["dash"]), &["dash"], None).await;
+    on_third.until_unread_count().await;
+    let published = nodes[1].publish_topic("dash", "metric", json!({"cpu": 0.7}), Some("cpu")).await;
+    for stream in [&mut on_first, &mut on_third] {
+        let event = tokio::time::timeout(PATIENCE, stream.next_named("topic.event")).await.expect("the topic event crosses nodes");
+        assert_eq!(data(&event), published);
+    }
+    let second = nodes[1].publish_topic("dash", "metric", json!({"cpu": 0.8}), Some("cpu")).await;
+    assert_eq!(data(&on_first.next_named("topic.event").await), second, "once each, in order");
+    assert_eq!(data(&on_third.next_named("topic.event").await), second);
+}

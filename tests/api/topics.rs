@@ -236,3 +236,33 @@ async fn bad_topic_input_is_refused_with_the_field_and_changes_nothing() {
     let (_, page) = app.get_json("/v1/topics/dash/events", &token).await;
     assert_eq!(page["items"], json!([]));
 }
+
+/// A stream without a resume point answers 200 as soon as it is
+/// subscribed: every topic event published after that 200 reaches it, even
+/// while it is still reading its starting state (a conversation's events
+/// too), and each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_stream_gets_every_topic_event_published_after_its_200_even_while_it_starts() {
+    let app = Arc::new(spawn_app().await);
+    let token = app.reader_token("ann", &["live"]);
+    for round in 0..30 {
+        let response = app
+            .http
+            .get(format!("{}/v1/stream?topic=live", app.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // Published at once, racing the stream's first reads.
+        let mut published = Vec::new();
+        for n in 0..3 {
+            published.push(app.publish_topic("live", "tick", json!({"round": round, "n": n}), None).await);
+        }
+        let mut stream = crate::helpers::EventStream::new(response);
+        for expected in &published {
+            let event = tokio::time::timeout(PATIENCE, stream.next_named("topic.event")).await.expect("every event after the 200 arrives");
+            assert_eq!(&data(&event), expected, "in order, none skipped");
+        }
+    }
+}

@@ -2,8 +2,8 @@
 //! prints one results table and returns it as a [`Report`].
 //!
 //! This module holds what they share: the run context (target, load layout,
-//! server probe, unique names) and the live-delivery procedure that `notify`
-//! and `fanout` both are: connect, publish on a schedule, drain, reconcile.
+//! server probe, unique names) and the live-delivery procedure that `notify`,
+//! `fanout` and `topic` all are: connect, publish on a schedule, drain, reconcile.
 
 pub mod batch;
 pub mod catchup;
@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod idle;
 pub mod ingest;
 pub mod notify;
+pub mod topic;
 
 use std::{
     sync::Arc,
