@@ -55,6 +55,8 @@ pub struct AppState {
     pub stream: Arc<StreamSettings>,
     /// Revoked tokens, checked by the auth extractors and open streams.
     pub revocations: Arc<Revocations>,
+    /// Turns for streams to read their starting state (admission control).
+    pub stream_opening: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server stops; every open stream watches it.
     pub shutdown: CancellationToken,
 }
@@ -69,6 +71,7 @@ impl AppState {
             settings: self.stream.clone(),
             shutdown: self.shutdown.clone(),
             revocations: self.revocations.clone(),
+            opening: self.stream_opening.clone(),
         }
     }
 }
@@ -179,6 +182,7 @@ impl Application {
             limiter,
             retention,
             writer,
+            stream_opening: Arc::new(tokio::sync::Semaphore::new(settings.stream.max_opening)),
             stream: Arc::new(settings.stream),
             revocations,
             shutdown,

@@ -210,6 +210,11 @@ pub struct ServeArgs {
     /// Seconds between `: ping` comments on idle streams.
     #[arg(long, env = "TIDINGS_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
+    /// Streams that may read their starting state at once; a surge beyond
+    /// it takes turns, and an open that waits more than 2 s gets 503 with
+    /// `Retry-After` before any byte.
+    #[arg(long, env = "TIDINGS_MAX_OPENING_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_opening_streams: u64,
     /// Reconnection delay suggested to clients (`retry:`), in milliseconds.
     #[arg(long, env = "TIDINGS_RETRY_MS", default_value_t = 3000)]
     pub retry_ms: u64,
@@ -338,6 +343,7 @@ impl ServeArgs {
             tail_poll: Duration::from_secs(1),
             stream: StreamSettings {
                 heartbeat: Duration::from_secs(self.heartbeat_secs),
+                max_opening: self.max_opening_streams as usize,
                 retry: Duration::from_millis(self.retry_ms),
                 ..StreamSettings::default()
             },

@@ -63,6 +63,13 @@ pub struct StreamSettings {
     pub snapshot_limit: u64,
     /// Events read from the log per query during replay and catch-up.
     pub replay_page: u64,
+    /// Streams that may read their starting state at once on this node.
+    /// A surge beyond it waits (see `open_deadline`) instead of piling
+    /// onto the database pool, where every open would time out together.
+    pub max_opening: usize,
+    /// How long an open waits for its turn before it is refused with 503
+    /// and `Retry-After`, before any byte of the stream is sent.
+    pub open_deadline: Duration,
 }
 
 impl Default for StreamSettings {
@@ -72,6 +79,8 @@ impl Default for StreamSettings {
             retry: Duration::from_secs(3),
             snapshot_limit: 100,
             replay_page: 1000,
+            max_opening: 64,
+            open_deadline: Duration::from_secs(2),
         }
     }
 }
@@ -87,6 +96,41 @@ pub struct StreamContext {
     pub shutdown: CancellationToken,
     /// Revocations in force: a stream whose token is revoked ends at once.
     pub revocations: Arc<Revocations>,
+    /// Turns to read a starting state (see [`StreamSettings::max_opening`]).
+    pub opening: Arc<tokio::sync::Semaphore>,
+}
+
+/// A turn to read a starting state, held from before the stream's 200
+/// until its first `unread_count`.
+pub type OpeningTurn = tokio::sync::OwnedSemaphorePermit;
+
+/// Waits for a turn to open, at most the configured deadline: `None` means
+/// the node is too busy opening streams and the client should retry.
+pub async fn opening_turn(ctx: &StreamContext) -> Option<OpeningTurn> {
+    tokio::time::timeout(ctx.settings.open_deadline, ctx.opening.clone().acquire_owned()).await.ok()?.ok()
+}
+
+/// Reads that a stream retries rather than end on: the pool had no free
+/// connection in time, or a connection broke. A stream that answered 200
+/// must not end because the database was briefly busy.
+async fn patiently<T, F, Fut>(what: &str, mut read: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    let mut wait = Duration::from_millis(50);
+    for _ in 0..6 {
+        match read().await {
+            Err(e @ (DbErr::ConnectionAcquire(_) | DbErr::Conn(_))) => {
+                tracing::debug!(error = %e, what, "stream read retried");
+                let jitter = Duration::from_millis(rand::random::<u64>() % (wait.as_millis() as u64 + 1));
+                tokio::time::sleep(wait + jitter).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+    read().await
 }
 
 /// How far this stream has come.
@@ -154,7 +198,7 @@ enum Start {
 /// stream that starts fresh also sends the events of its conversations and
 /// topics committed after it, which may already sit below the head it
 /// reports (see `fresh_state`).
-pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>, topics: Vec<Topic>, floor: EventId) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
+pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>, topics: Vec<Topic>, floor: EventId, turn: OpeningTurn) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
     let user = principal.user.clone();
     let subscription = ctx.hub.subscribe(Topic::user(&user), topics.clone())?;
     let online = ctx.presence.connected(&user);
@@ -163,7 +207,7 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
     // panicking (the client reconnects and resumes).
     let now = Instant::now();
     let expires = now.checked_add(principal.remaining()).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now);
-    Ok(frames(ctx, Token { user, issued_at: principal.issued_at, expires }, subscription, online, resume_from, topics, floor))
+    Ok(frames(ctx, Token { user, issued_at: principal.issued_at, expires }, subscription, online, resume_from, topics, floor, turn))
 }
 
 /// What a stream remembers of the token it was opened with.
@@ -184,8 +228,10 @@ fn frames(
     resume_from: Option<String>,
     topics: Vec<Topic>,
     floor: EventId,
+    turn: OpeningTurn,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
+        let mut turn = Some(turn);
         let Token { user, issued_at, expires } = token;
         let _online = online;
         let settings = ctx.settings.clone();
@@ -194,7 +240,7 @@ fn frames(
         let mut windows = Windows { user: subscription.owner().clone(), windows: Vec::new(), topics };
         // One-shot steps are boxed: their state is freed once done, instead
         // of sizing the generator that every open stream keeps alive.
-        match Box::pin(chat::memberships_of(&ctx.db, &user)).await {
+        match Box::pin(patiently("memberships", || chat::memberships_of(&ctx.db, &user))).await {
             Ok(memberships) => {
                 for membership in memberships {
                     let topic = Topic::conversation(membership.conversation_id);
@@ -211,7 +257,7 @@ fn frames(
 
         let start = match resume_from.as_deref() {
             None => Start::Fresh,
-            Some(raw) => match Box::pin(resume_point(&ctx.db, &user, &windows, raw)).await {
+            Some(raw) => match Box::pin(patiently("resume point", || resume_point(&ctx.db, &user, &windows, raw))).await {
                 Ok(Some(after)) => Start::After(after),
                 Ok(None) => {
                     yield Ok(encode_frame(None, events::RESET, "{}"));
@@ -226,12 +272,13 @@ fn frames(
         // Replay (on resume, and again whenever the mailbox overflowed) and
         // the unread count after it are one code path.
         let mut replay_from = None;
+        let audience = windows.audience();
         match start {
             Start::After(after) => {
                 cursor.last = after;
                 replay_from = Some(after);
             }
-            Start::Fresh => match Box::pin(fresh_state(&ctx.db, &user, &windows.audience(), settings.snapshot_limit, floor, settings.replay_page)).await {
+            Start::Fresh => match Box::pin(patiently("initial state", || fresh_state(&ctx.db, &user, &audience, settings.snapshot_limit, floor, settings.replay_page))).await {
                 Ok((frames, head)) => {
                     for (id, frame) in frames {
                         cursor.last = id;
@@ -250,6 +297,7 @@ fn frames(
             },
         }
 
+        drop(audience);
         let mut heartbeat = tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let token_expiry = tokio::time::sleep_until(expires);
@@ -279,9 +327,12 @@ fn frames(
             }
             if report_unread {
                 report_unread = false;
-                match Box::pin(unread_frame(&ctx.db, &user, &windows.audience().topics())).await {
+                let topics = windows.audience().topics();
+                match Box::pin(patiently("unread count", || unread_frame(&ctx.db, &user, &topics))).await {
                     Ok((position, frame)) => {
                         cursor.state_as_of = position;
+                        // The stream has its starting state: the next may open.
+                        drop(turn.take());
                         yield Ok(frame);
                     }
                     Err(e) => {
@@ -412,7 +463,7 @@ fn replay(db: DatabaseConnection, user: UserId, user_topic: Topic, topics: Vec<T
         let mut after = after;
         let conflate_upto = if topics.is_empty() { None } else { Some(event_log::newest(&db).await?) };
         loop {
-            let txn = snapshot(&db).await?;
+            let txn = patiently("replay", || snapshot(&db)).await?;
             let audience = audience_after(&txn, &user, &user_topic, &topics, after).await?;
             let events = event_log::read_audience_after(&txn, &audience, after, page_size, conflate_upto).await?;
             let gone = event_log::history_gone(&txn, &audience, after).await?;

@@ -53,8 +53,14 @@ async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, 
     let topics = requested_topics(&state, &principal, uri.query())?;
     // Read before the connection subscribes: a fresh stream also sends its
     // conversations' and topics' events committed after this point.
+    let context = state.stream_context();
+    // Admission: a surge of opens takes turns at reading their starting
+    // state; one that cannot get a turn in time is refused before any byte.
+    let turn = stream::opening_turn(&context)
+        .await
+        .ok_or(ApiError::Overloaded { retry_after_secs: 1 })?;
     let floor = crate::store::event_log::newest(&state.db).await?;
-    let frames = stream::open(state.stream_context(), principal, resume_from, topics, floor).map_err(|refusal| match refusal {
+    let frames = stream::open(context, principal, resume_from, topics, floor, turn).map_err(|refusal| match refusal {
         Refusal::TooManyForUser => ApiError::RateLimited { retry_after_secs: 10 },
         Refusal::NodeFull => ApiError::Unavailable("this node holds as many streams as it can; retry on another".into()),
     })?;

@@ -152,3 +152,38 @@ async fn stopping_the_server_ends_open_streams_promptly() {
     assert!(stream.ended().await);
     tokio::time::timeout(PATIENCE, stopping).await.expect("stop returns").unwrap();
 }
+
+/// Admission: a surge of opens takes turns at reading starting state; an
+/// open that gets no turn in time is refused before any byte, with 503 and
+/// `Retry-After`, instead of answering 200 and ending soon after.
+#[tokio::test]
+async fn an_open_that_gets_no_turn_in_time_is_refused_with_503_before_the_stream() {
+    let app = crate::helpers::spawn_app_with(|settings| {
+        settings.stream.max_opening = 0;
+        settings.stream.open_deadline = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let response = app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(app.token("alice")).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (_, body) = crate::helpers::into_json(response).await;
+    assert_eq!(body["error"]["code"], "unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surge_of_opens_beyond_the_turns_all_open_and_start_in_turn() {
+    let app = std::sync::Arc::new(crate::helpers::spawn_app_with(|settings| settings.stream.max_opening = 2).await);
+    let opens: Vec<_> = (0..60)
+        .map(|n| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut stream = app.open_stream(&app.token(&format!("user{n}")), None).await;
+                stream.until_unread_count().await
+            })
+        })
+        .collect();
+    for open in opens {
+        let (_, count) = tokio::time::timeout(crate::helpers::PATIENCE, open).await.expect("every open starts").unwrap();
+        assert_eq!(count, 0);
+    }
+}
