@@ -207,7 +207,19 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
     // panicking (the client reconnects and resumes).
     let now = Instant::now();
     let expires = now.checked_add(principal.remaining()).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now);
-    Ok(frames(ctx, Token { user, issued_at: principal.issued_at, expires }, subscription, online, resume_from, topics, floor, turn))
+    Ok(frames(ctx, Token { user, issued_at: principal.issued_at, expires }, subscription, online, Opening { resume_from, topics, floor, turn }))
+}
+
+/// What a stream was asked for when it opened.
+struct Opening {
+    /// The client's `Last-Event-ID`, if any.
+    resume_from: Option<String>,
+    /// The broadcast topics it added.
+    topics: Vec<Topic>,
+    /// The log head read before it subscribed (see `fresh_state`).
+    floor: EventId,
+    /// Its turn to read its starting state, given back after the first count.
+    turn: OpeningTurn,
 }
 
 /// What a stream remembers of the token it was opened with.
@@ -225,12 +237,10 @@ fn frames(
     token: Token,
     subscription: Subscription,
     online: Box<dyn Send>,
-    resume_from: Option<String>,
-    topics: Vec<Topic>,
-    floor: EventId,
-    turn: OpeningTurn,
+    opening: Opening,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
+        let Opening { resume_from, topics, floor, turn } = opening;
         let mut turn = Some(turn);
         let Token { user, issued_at, expires } = token;
         let _online = online;
