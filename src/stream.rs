@@ -282,6 +282,7 @@ fn frames(
         // Replay (on resume, and again whenever the mailbox overflowed) and
         // the unread count after it are one code path.
         let mut replay_from = None;
+        let mut starting_count = None;
         let audience = windows.audience();
         match start {
             Start::After(after) => {
@@ -289,7 +290,7 @@ fn frames(
                 replay_from = Some(after);
             }
             Start::Fresh => match Box::pin(patiently("initial state", || fresh_state(&ctx.db, &user, &audience, settings.snapshot_limit, floor, settings.replay_page))).await {
-                Ok((frames, head)) => {
+                Ok((frames, head, count)) => {
                     for (id, frame) in frames {
                         cursor.last = id;
                         subscription.count_delivered(1);
@@ -299,6 +300,9 @@ fn frames(
                         cursor.last = head;
                         yield Ok(encode_position(head));
                     }
+                    // The count read in the same snapshot, at the same position.
+                    cursor.state_as_of = head;
+                    starting_count = Some(count);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "stream ended: initial state failed");
@@ -314,6 +318,11 @@ fn frames(
         tokio::pin!(token_expiry);
         let mut batch: Vec<Arc<Event>> = Vec::new();
         let mut report_unread = true;
+        if let Some(count) = starting_count {
+            report_unread = false;
+            drop(turn.take());
+            yield Ok(count_frame(count));
+        }
         loop {
             if let Some(after) = replay_from.take() {
                 for await page in Box::pin(replay(ctx.db.clone(), user.clone(), windows.user.clone(), windows.topics.clone(), after, settings.replay_page)) {
@@ -533,10 +542,12 @@ async fn resume_point(db: &DatabaseConnection, user: &UserId, windows: &Windows,
 /// events up to the head are reflected in the unread notifications; a
 /// conversation's or topic's are not, so they are sent here, or they would
 /// fall between the snapshot and the live tail.
-async fn fresh_state(db: &DatabaseConnection, user: &UserId, audience: &Audience, limit: u64, floor: EventId, page: u64) -> Result<(Vec<(EventId, Bytes)>, EventId), DbErr> {
+async fn fresh_state(db: &DatabaseConnection, user: &UserId, audience: &Audience, limit: u64, floor: EventId, page: u64) -> Result<(Vec<(EventId, Bytes)>, EventId, u64), DbErr> {
     let txn = snapshot(db).await?;
-    let unread = rows::newest_unread(&txn, user, chrono::Utc::now(), limit).await?;
+    let now = chrono::Utc::now();
+    let unread = rows::newest_unread(&txn, user, now, limit).await?;
     let head = event_log::head(&txn, &audience.topics()).await?;
+    let count = crate::store::unread::count(&txn, user, now).await?;
     let mut shared = Vec::new();
     if !audience.windows.is_empty() || !audience.topics.is_empty() {
         let mut after = floor;
@@ -558,7 +569,7 @@ async fn fresh_state(db: &DatabaseConnection, user: &UserId, audience: &Audience
         .collect();
     frames.extend(shared.into_iter().filter_map(|event| event.id.map(|id| (id, event.frame))));
     frames.sort_by_key(|(id, _)| *id);
-    Ok((frames, head))
+    Ok((frames, head, count))
 }
 
 /// A read-only transaction that sees one instant of the database: in SQLite's
@@ -570,8 +581,13 @@ async fn snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr>
     }
 }
 
+/// The `unread_count` frame of `count`.
+fn count_frame(count: u64) -> Bytes {
+    let data = serde_json::to_string(&UnreadCount { count }).expect("counts encode");
+    encode_frame(None, events::UNREAD_COUNT, &data)
+}
+
 async fn unread_frame(db: &DatabaseConnection, user: &UserId, topics: &[Topic]) -> Result<(EventId, Bytes), DbErr> {
     let (position, count) = unread_state(db, user, topics).await?;
-    let data = serde_json::to_string(&UnreadCount { count }).expect("counts encode");
-    Ok((position, encode_frame(None, events::UNREAD_COUNT, &data)))
+    Ok((position, count_frame(count)))
 }
