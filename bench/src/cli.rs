@@ -37,6 +37,10 @@ pub enum Command {
     /// Tidings only: chat messages into N two-member conversations, each
     /// receiver with one open stream.
     Chat(Run<ChatArgs>),
+    /// Tidings only: a reconnect storm. N streams, notifications to random
+    /// users at R/s; after a warm-up every stream drops at once and
+    /// reconnects with its Last-Event-ID.
+    Storm(Run<StormArgs>),
     /// Prints saved reports of one scenario side by side, with the ratio of
     /// the first (Tidings) to each other one.
     Table(TableArgs),
@@ -291,6 +295,40 @@ pub struct ChatArgs {
     /// Seconds to wait for outstanding deliveries after the last send.
     #[arg(long, default_value_t = 15)]
     pub drain: u64,
+}
+
+/// `storm`.
+#[derive(Debug, Clone, Args)]
+pub struct StormArgs {
+    /// Streams, one per user; all drop at once and reconnect.
+    #[arg(long, default_value_t = 10_000)]
+    pub streams: u64,
+    /// Notifications per second to random users, for the whole run (0: as
+    /// fast as `--concurrency` allows).
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// Seconds of publishing before the drop.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// Seconds of publishing after every stream is live again (or after
+    /// `--storm-timeout`).
+    #[arg(long, default_value_t = 10)]
+    pub after: u64,
+    /// Seconds the streams may take to be all live again before the run
+    /// gives up on the stragglers (and reports them).
+    #[arg(long, default_value_t = 120)]
+    pub storm_timeout: u64,
+    /// Publish requests in flight at most.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds to wait for outstanding deliveries after the last publish.
+    #[arg(long, default_value_t = 15)]
+    pub drain: u64,
+    /// Streams per worker process when `--workers` is not given: fewer than
+    /// other scenarios, so that each source address has ephemeral ports to
+    /// spare for the reconnections and their retries.
+    #[arg(long, default_value_t = 2_500)]
+    pub streams_per_worker: u64,
 }
 
 /// `table`.

@@ -33,6 +33,14 @@ struct Worker {
     stdout: Lines<BufReader<ChildStdout>>,
 }
 
+/// Counters of all workers at one moment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Progress {
+    pub delivered: u64,
+    pub disconnects: u64,
+    pub live_again: u64,
+}
+
 /// How connecting went.
 #[derive(Debug, Clone)]
 pub struct Connected {
@@ -47,8 +55,10 @@ pub struct Connected {
 
 impl Fleet {
     /// Starts workers holding `conns` and waits until every connection is
-    /// open or failed. Workers exit by themselves after `lifetime`.
-    pub async fn start(conns: Vec<ConnSpec>, load: &LoadArgs, lifetime: Duration) -> anyhow::Result<(Fleet, Connected)> {
+    /// open or failed. Workers exit by themselves after `lifetime`. With
+    /// `resume`, streams reconnect with their `Last-Event-ID` and retry
+    /// refused opens (`protocol::Setup::resume`).
+    pub async fn start_with(conns: Vec<ConnSpec>, load: &LoadArgs, lifetime: Duration, resume: bool) -> anyhow::Result<(Fleet, Connected)> {
         let started = Instant::now();
         let total = conns.len().max(1);
         let per_worker = load.conns_per_worker as usize;
@@ -79,6 +89,7 @@ impl Fleet {
                 connect_concurrency: load.connect_concurrency,
                 connect_timeout_secs: load.connect_timeout,
                 lifetime_secs: lifetime.as_secs().max(1),
+                resume,
             };
             let mut line = serde_json::to_vec(&setup)?;
             line.push(b'\n');
@@ -101,13 +112,33 @@ impl Fleet {
 
     /// First deliveries and disconnects so far, over all workers.
     pub async fn progress(&mut self) -> anyhow::Result<(u64, u64)> {
-        let mut totals = (0, 0);
+        let progress = self.progress_detail().await?;
+        Ok((progress.delivered, progress.disconnects))
+    }
+
+    /// First deliveries, disconnects and streams live again after
+    /// [`drop_all`](Self::drop_all), over all workers.
+    pub async fn progress_detail(&mut self) -> anyhow::Result<Progress> {
+        let mut totals = Progress::default();
         for reply in self.ask(Command::Progress).await? {
-            let Reply::Progress { delivered, disconnects } = reply else { bail!("unexpected worker reply {reply:?}") };
-            totals.0 += delivered;
-            totals.1 += disconnects;
+            let Reply::Progress { delivered, disconnects, live_again } = reply else { bail!("unexpected worker reply {reply:?}") };
+            totals.delivered += delivered;
+            totals.disconnects += disconnects;
+            totals.live_again += live_again;
         }
         Ok(totals)
+    }
+
+    /// Tells every worker to close all its streams at once (they reconnect
+    /// by themselves if the fleet was started resuming); returns how many
+    /// streams were told.
+    pub async fn drop_all(&mut self) -> anyhow::Result<u64> {
+        let mut streams = 0;
+        for reply in self.ask(Command::Drop).await? {
+            let Reply::Dropped { streams: n } = reply else { bail!("unexpected worker reply {reply:?}") };
+            streams += n;
+        }
+        Ok(streams)
     }
 
     /// The merged tally of all workers; then the workers stop.

@@ -81,6 +81,29 @@ pub struct Tally {
     /// Wall-clock ns of the first and the last first-delivery.
     pub first_ns: Option<u64>,
     pub last_ns: Option<u64>,
+    /// What resuming streams went through (workers with `resume` only).
+    #[serde(default)]
+    pub resume: Resumes,
+}
+
+/// Reconnections of resuming streams (see `protocol::Setup::resume`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Resumes {
+    /// Opens refused with 503/429 and retried after `Retry-After`.
+    pub refused: u64,
+    /// Opens that got no answer (connection refused or reset, timeout),
+    /// retried after 1 s.
+    pub connect_errors: u64,
+    /// Opens answered with another status: not retried, the stream is gone.
+    pub failed: u64,
+    /// `reset` events (the server no longer had the history asked for).
+    pub resets: u64,
+    /// Wall-clock ns at which each stream dropped on command got its first
+    /// `unread_count` after reconnecting.
+    pub live_again_ns: Vec<u64>,
+    /// (send ns, latency µs) of every first delivery, to split latency by
+    /// send time around the storm.
+    pub samples: Vec<(u64, u64)>,
 }
 
 /// One connection's memory of what it has received, for duplicate detection.
@@ -95,16 +118,17 @@ pub struct LiveTally {
 }
 
 impl LiveTally {
-    /// Accounts for one received stamp on a connection that expects `expect`.
-    pub fn record(&mut self, seen: &mut Seen, expect: &str, stamp: &ReceivedStamp<'_>, now_ns: u64) {
+    /// Accounts for one received stamp on a connection that expects `expect`;
+    /// true if it was a first delivery.
+    pub fn record(&mut self, seen: &mut Seen, expect: &str, stamp: &ReceivedStamp<'_>, now_ns: u64) -> bool {
         let t = &mut self.tally;
         if stamp.to != expect {
             t.misrouted += 1;
-            return;
+            return false;
         }
         if !seen.0.insert(stamp.seq) {
             t.duplicates += 1;
-            return;
+            return false;
         }
         t.delivered += 1;
         let index = stamp.seq as usize;
@@ -115,6 +139,7 @@ impl LiveTally {
         self.latency.record_micros(now_ns.saturating_sub(stamp.sent_ns) / 1000);
         t.first_ns = Some(t.first_ns.map_or(now_ns, |f| f.min(now_ns)));
         t.last_ns = Some(t.last_ns.map_or(now_ns, |l| l.max(now_ns)));
+        true
     }
 
     /// The tally with its histogram folded in, ready to send.
@@ -146,6 +171,13 @@ impl Tally {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        let (mine, theirs) = (&mut self.resume, &other.resume);
+        mine.refused += theirs.refused;
+        mine.connect_errors += theirs.connect_errors;
+        mine.failed += theirs.failed;
+        mine.resets += theirs.resets;
+        mine.live_again_ns.extend_from_slice(&theirs.live_again_ns);
+        mine.samples.extend_from_slice(&theirs.samples);
     }
 
     /// Deliveries missing, and deliveries of messages whose publish was not

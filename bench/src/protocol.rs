@@ -19,6 +19,13 @@ pub struct Setup {
     pub connect_timeout_secs: u64,
     /// The worker exits by itself after this long, whatever happens.
     pub lifetime_secs: u64,
+    /// Streams behave as EventSource does: a refused open (503 or 429) is
+    /// retried after its `Retry-After`, a connection error after 1 s, and a
+    /// stream that ends (or is dropped on [`Command::Drop`]) reconnects with
+    /// its `Last-Event-ID`. Without it a stream is opened once and an end is
+    /// final.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// What the coordinator asks.
@@ -30,6 +37,9 @@ pub enum Command {
     Final,
     /// Close every connection and exit.
     Stop,
+    /// Close every stream at once; with [`Setup::resume`], each reconnects
+    /// at once with its `Last-Event-ID`. Replied to with [`Reply::Dropped`].
+    Drop,
 }
 
 /// What a worker says.
@@ -39,7 +49,16 @@ pub enum Reply {
     /// few errors.
     Connected { ok: u64, failed: u64, errors: Vec<String> },
     /// Deliveries so far (first deliveries only).
-    Progress { delivered: u64, disconnects: u64 },
+    Progress {
+        delivered: u64,
+        disconnects: u64,
+        /// Streams live again after [`Command::Drop`] (their first
+        /// `unread_count` after reconnecting).
+        #[serde(default)]
+        live_again: u64,
+    },
+    /// Every stream was told to drop.
+    Dropped { streams: u64 },
     /// The full tally.
     Final(Tally),
 }

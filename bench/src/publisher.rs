@@ -3,7 +3,10 @@
 //! the hub confirmed, so that loss is judged against what really went in.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -189,7 +192,18 @@ pub async fn run(
     publisher: &Arc<Publisher>,
     schedule: Schedule,
     first_seq: u32,
+    posts: impl FnMut(u32) -> Arc<Vec<PostSpec>>,
+) -> Published {
+    run_until(publisher, schedule, first_seq, posts, None).await
+}
+
+/// [`run`], also stopping (before its duration) once `stop` is set.
+pub async fn run_until(
+    publisher: &Arc<Publisher>,
+    schedule: Schedule,
+    first_seq: u32,
     mut posts: impl FnMut(u32) -> Arc<Vec<PostSpec>>,
+    stop: Option<&AtomicBool>,
 ) -> Published {
     let mut published = Published::default();
     let gate = Arc::new(Semaphore::new(schedule.concurrency.max(1)));
@@ -197,9 +211,10 @@ pub async fn run(
     let start = Instant::now();
     let end = start + schedule.duration;
     let mut seq = first_seq;
+    let stopped = || stop.is_some_and(|stop| stop.load(Ordering::Relaxed));
     loop {
         let index = seq - first_seq;
-        if schedule.max_messages.is_some_and(|max| index >= max) {
+        if schedule.max_messages.is_some_and(|max| index >= max) || stopped() {
             break;
         }
         if let Some(rate) = schedule.rate {
@@ -212,7 +227,7 @@ pub async fn run(
         let permit = gate.clone().acquire_owned().await.expect("the gate is never closed");
         // A hub slower than the rate holds the gate shut: stop on time all
         // the same, rather than publish every scheduled message late.
-        if Instant::now() >= end {
+        if Instant::now() >= end || stopped() {
             break;
         }
         let requests = posts(seq);

@@ -31,6 +31,33 @@ pub async fn open(
     last_event_id: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<impl Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + use<>> {
+    match try_open(client, spec, last_event_id, timeout).await {
+        Ok(events) => Ok(events),
+        Err(OpenError::Refused { status, .. } | OpenError::Status(status)) => bail!("status {status}"),
+        Err(OpenError::Connect(e)) => Err(e),
+    }
+}
+
+/// Why a stream did not open.
+#[derive(Debug)]
+pub enum OpenError {
+    /// 503 or 429: the server asks to come back after `retry_after` (its
+    /// `Retry-After` in seconds, or 1 s without one).
+    Refused { status: u16, retry_after: Duration },
+    /// Any other status that is not 2xx.
+    Status(u16),
+    /// No answer: connection refused or reset, timeout.
+    Connect(anyhow::Error),
+}
+
+/// [`open`], telling refusals (which EventSource-like clients retry after
+/// `Retry-After`) from other failures.
+pub async fn try_open(
+    client: &reqwest::Client,
+    spec: &ConnSpec,
+    last_event_id: Option<&str>,
+    timeout: Duration,
+) -> Result<impl Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + use<>, OpenError> {
     let mut request = client.get(&spec.url).header("accept", "text/event-stream");
     for (name, value) in &spec.headers {
         request = request.header(name, value);
@@ -40,9 +67,21 @@ pub async fn open(
     }
     let response = tokio::time::timeout(timeout, request.send())
         .await
-        .with_context(|| format!("no answer within {timeout:?}"))??;
-    if !response.status().is_success() {
-        bail!("status {}", response.status());
+        .with_context(|| format!("no answer within {timeout:?}"))
+        .map_err(OpenError::Connect)?
+        .map_err(|e| OpenError::Connect(e.into()))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(Duration::from_secs(1), Duration::from_secs);
+        return Err(OpenError::Refused { status: status.as_u16(), retry_after });
+    }
+    if !status.is_success() {
+        return Err(OpenError::Status(status.as_u16()));
     }
     Ok(response.bytes_stream().eventsource())
 }

@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod idle;
 pub mod ingest;
 pub mod notify;
+pub mod storm;
 pub mod topic;
 
 use std::{
@@ -75,9 +76,22 @@ impl Ctx {
 
 /// Opens the connections, reporting (and flagging) how many failed.
 pub async fn connect(ctx: &Ctx, report: &mut Report, conns: Vec<ConnSpec>, busy: Duration) -> anyhow::Result<(Fleet, Connected)> {
+    connect_with(ctx, &ctx.load, false, report, conns, busy).await
+}
+
+/// [`connect`] with another load layout, and streams that reconnect with
+/// their `Last-Event-ID` if `resume` (see `protocol::Setup::resume`).
+pub async fn connect_with(
+    ctx: &Ctx,
+    load: &LoadArgs,
+    resume: bool,
+    report: &mut Report,
+    conns: Vec<ConnSpec>,
+    busy: Duration,
+) -> anyhow::Result<(Fleet, Connected)> {
     let wanted = conns.len() as u64;
     eprintln!("tidings-bench: opening {wanted} streams on {}", ctx.target.name);
-    let (fleet, connected) = Fleet::start(conns, &ctx.load, ctx.lifetime(busy)).await?;
+    let (fleet, connected) = Fleet::start_with(conns, load, ctx.lifetime(busy), resume).await?;
     eprintln!(
         "tidings-bench: {} open, {} failed, in {:.1} s over {} workers",
         connected.ok,
