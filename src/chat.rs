@@ -214,7 +214,10 @@ impl Chat {
                         return Err(DomainError::invalid_field("reply_to", "reply_to must be a message of this conversation"));
                     }
                     let now = truncate_to_millis(Utc::now());
-                    let row = rows::insert_message(write.conn(), id, &sender, request.content, request.client_message_id, request.reply_to, now).await?;
+                    // The writer allocates message ids (in commit order, and
+                    // shared with the set-based sends of the same batch).
+                    let message_id = write.message_id().await?;
+                    let row = rows::insert_message(write.conn(), message_id, id, &sender, request.content, request.client_message_id, request.reply_to, now).await?;
                     rows::touch(write.conn(), id, now).await?;
                     let message = Message::from(row);
                     write.append(&Topic::conversation(id), events::MESSAGE, &message).await?;

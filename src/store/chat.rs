@@ -140,6 +140,7 @@ pub async fn unread_count(conn: &impl ConnectionTrait, conversation_id: i64, use
 /// Stores a message.
 pub async fn insert_message(
     conn: &impl ConnectionTrait,
+    id: i64,
     conversation_id: i64,
     sender: &UserId,
     content: String,
@@ -148,6 +149,7 @@ pub async fn insert_message(
     now: DateTime<Utc>,
 ) -> Result<message::Model, DbErr> {
     message::ActiveModel {
+        id: Set(id),
         conversation_id: Set(conversation_id),
         sender_id: Set(sender.as_str().to_owned()),
         content: Set(Some(content)),
@@ -156,7 +158,6 @@ pub async fn insert_message(
         created_at: Set(now),
         edited_at: Set(None),
         deleted_at: Set(None),
-        ..Default::default()
     }
     .insert(conn)
     .await

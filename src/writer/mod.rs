@@ -299,6 +299,12 @@ impl LogWrite {
         Ok(EventId::new(self.ids.events(&self.txn, 1).await?[0]))
     }
 
+    /// Allocates a message id: every message row takes its id from the
+    /// writer, so set-based sends and single ones never collide.
+    pub async fn message_id(&mut self) -> Result<i64, DbErr> {
+        Ok(self.ids.messages(&self.txn, 1).await?[0])
+    }
+
     /// Allocates a notification id, so its row can be inserted whole.
     pub async fn notification_id(&mut self) -> Result<i64, DbErr> {
         Ok(self.ids.notifications(&self.txn, 1).await?[0])

@@ -73,12 +73,21 @@ pub(super) async fn flush(
         return Ok(());
     }
     if alone {
-        let (created, events) = store(txn, ids, &jobs).await?;
-        outbox.extend(events);
-        for (job, created) in jobs.into_iter().zip(created) {
-            finished.push(Finished::Publish(job, Ok(created)));
+        match store(txn, ids, &jobs).await {
+            Ok((created, events)) => {
+                outbox.extend(events);
+                for (job, created) in jobs.into_iter().zip(created) {
+                    finished.push(Finished::Publish(job, Ok(created)));
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                // The batch fails with them; they are answered with it.
+                let failure = DomainError::Unavailable("the database did not accept the write; retry".into());
+                finished.extend(jobs.into_iter().map(|job| Finished::Publish(job, Err(failure.clone()))));
+                return Err(e);
+            }
         }
-        return Ok(());
     }
     let savepoint = txn.begin().await?;
     match store(&savepoint, ids, &jobs).await {

@@ -58,10 +58,19 @@ pub(super) async fn flush(
         return Ok(());
     }
     if !savepoint {
-        let (outcomes, events) = store(txn, ids, &jobs).await?;
-        outbox.extend(events);
-        finished.extend(jobs.into_iter().zip(outcomes).map(|(job, outcome)| Finished::Send(job, outcome)));
-        return Ok(());
+        return match store(txn, ids, &jobs).await {
+            Ok((outcomes, events)) => {
+                outbox.extend(events);
+                finished.extend(jobs.into_iter().zip(outcomes).map(|(job, outcome)| Finished::Send(job, outcome)));
+                Ok(())
+            }
+            Err(e) => {
+                // The batch fails with them; they are answered with it.
+                let failure = DomainError::Unavailable("the database did not accept the write; retry".into());
+                finished.extend(jobs.into_iter().map(|job| Finished::Send(job, Err(failure.clone()))));
+                Err(e)
+            }
+        };
     }
     let inner = txn.begin().await?;
     match store(&inner, ids, &jobs).await {

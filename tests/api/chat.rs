@@ -444,3 +444,26 @@ async fn a_fresh_stream_gets_every_message_sent_after_its_200_even_while_it_star
         }
     }
 }
+
+/// Replies are stored one at a time, plain sends set-based: both take
+/// their message ids from the writer, so they never collide (a reply once
+/// took the database's own next id, which the next plain send took again).
+#[tokio::test]
+async fn replies_and_plain_sends_alternate_without_an_id_collision() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    let conversation = app.create_conversation(&alice, &["bob"]).await;
+    let path = format!("/v1/conversations/{}/messages", conversation["id"]);
+    let mut last = app.say(&alice, &conversation, "first").await;
+    let mut ids = vec![last["id"].as_i64().unwrap()];
+    for n in 0..5 {
+        let (status, reply) = app.post_json(&path, &bob, Some(json!({"content": format!("reply {n}"), "reply_to": last["id"]}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        ids.push(reply["id"].as_i64().unwrap());
+        last = app.say(&alice, &conversation, &format!("plain {n}")).await;
+        ids.push(last["id"].as_i64().unwrap());
+    }
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "distinct, increasing ids: {ids:?}");
+    let (_, page) = app.get_json(&path, &alice).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 11);
+}
