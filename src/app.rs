@@ -26,6 +26,7 @@ use crate::{
     retention::Retention,
     revocation::{self, Revocations},
     shared_redis::SharedRedis,
+    status,
     store,
     stream::{StreamContext, StreamSettings},
     topics::{TopicAccess, Topics},
@@ -72,6 +73,16 @@ impl AppState {
     }
 }
 
+/// The operator's public topics, plus `tidings:status` while the hub
+/// publishes its figures there: the status panel is for every signed-in user.
+fn public_topics(settings: &Settings) -> Vec<String> {
+    let mut public = settings.public_topics.clone();
+    if settings.status_topic_every.is_some() && !public.iter().any(|p| p == status::STATUS_TOPIC) {
+        public.push(status::STATUS_TOPIC.to_owned());
+    }
+    public
+}
+
 /// A built, bound, not yet running server.
 pub struct Application {
     listener: TcpListener,
@@ -81,6 +92,8 @@ pub struct Application {
     http: http::HttpSettings,
     shutdown_grace: Duration,
     print_demo: bool,
+    /// Whether the hub publishes its figures to `tidings:status` (the demo says so).
+    status_topic: bool,
     connections: crate::server::ConnectionSettings,
 }
 
@@ -160,7 +173,7 @@ impl Application {
             notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy)),
             chat,
             topics: Arc::new(Topics::new(writer.clone(), db.clone())),
-            topic_access: Arc::new(TopicAccess { public: settings.public_topics.clone() }),
+            topic_access: Arc::new(TopicAccess { public: public_topics(&settings) }),
             presence,
             presence_visibility: settings.presence_visibility,
             limiter,
@@ -172,6 +185,9 @@ impl Application {
         };
         state.retention.clone().spawn(state.shutdown.clone());
         store::spawn_checkpointer(state.db.clone(), state.shutdown.clone());
+        if let Some(every) = settings.status_topic_every {
+            status::spawn(state.topics.clone(), state.hub.clone(), state.writer.clone(), every, state.shutdown.clone());
+        }
         Ok(Application {
             listener,
             metrics_listener,
@@ -179,6 +195,7 @@ impl Application {
             http,
             shutdown_grace: settings.shutdown_grace,
             print_demo: settings.print_demo,
+            status_topic: settings.status_topic_every.is_some(),
             connections: settings.connections,
         })
     }
@@ -216,6 +233,11 @@ impl Application {
         if addr.ip().is_unspecified() {
             addr.set_ip([127, 0, 0, 1].into());
         }
+        let status = if self.status_topic {
+            format!("3. The page's \"Hub status\" panel shows this hub's own figures, live, from the public topic {}.\n\n", status::STATUS_TOPIC)
+        } else {
+            String::new()
+        };
         Some(format!(
             "\nTidings is running on http://{addr}\n\n\
              1. Open the notification center as user \"demo\":\n   http://{addr}/#token={user_token}\n\n\
@@ -224,6 +246,7 @@ impl Application {
              -H 'Authorization: Bearer {publish_token}' \\\n     \
              -H 'Content-Type: application/json' \\\n     \
              -d '{{\"user_id\":\"demo\",\"type\":\"welcome\",\"title\":\"Hello from Tidings\",\"body\":\"It works.\"}}'\n\n\
+             {status}\
              (These tokens are signed with the generated secret and valid for 7 days; mint more with `tidings token --sub USER`.)\n"
         ))
     }

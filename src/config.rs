@@ -60,6 +60,9 @@ pub struct Settings {
     pub default_channels: Channels,
     /// Broadcast topic patterns anyone may read, token or no topic claim.
     pub public_topics: Vec<String>,
+    /// How often the hub publishes its own figures to the public topic
+    /// `tidings:status` (see [`crate::status`]); `None`: never.
+    pub status_topic_every: Option<Duration>,
     pub retention: RetentionSettings,
     /// How long a `typing: true` lasts without renewal.
     pub typing_expiry: Duration,
@@ -97,6 +100,7 @@ impl fmt::Debug for Settings {
             .field("rate_limits", &self.rate_limits)
             .field("default_channels", &self.default_channels)
             .field("public_topics", &self.public_topics)
+            .field("status_topic_every", &self.status_topic_every)
             .field("retention", &self.retention)
             .field("typing_expiry", &self.typing_expiry)
             .field("presence_grace", &self.presence_grace)
@@ -253,6 +257,11 @@ pub struct ServeArgs {
     /// run without `:`, `**` any run), comma-separated, e.g. `status,news:*`.
     #[arg(long, env = "TIDINGS_PUBLIC_TOPICS", value_delimiter = ',')]
     pub public_topics: Vec<String>,
+    /// Seconds between the hub's own figures on the public topic
+    /// `tidings:status` (the page's "Hub status" panel); 0: off. Unset: off,
+    /// except every 5 s on a zero-configuration first run (no key configured).
+    #[arg(long, env = "TIDINGS_STATUS_TOPIC_SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub status_topic_secs: Option<u64>,
     /// Channels on by default for types a user never set: any of `web`, `email`, `push`.
     #[arg(long, env = "TIDINGS_DEFAULT_CHANNELS", default_value = "web", value_delimiter = ',')]
     pub default_channels: Vec<String>,
@@ -351,6 +360,7 @@ impl ServeArgs {
             },
             default_channels: parse_channels(&self.default_channels)?,
             public_topics: self.public_topics.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
+            status_topic_every: crate::status::period(self.status_topic_secs, resolved.from_secret_file),
             retention: RetentionSettings {
                 event_max_age: Duration::from_secs(self.event_retention_days * 24 * 3600),
                 events_per_topic: self.events_per_user,

@@ -18,6 +18,7 @@
 //! - [`typing`] and [`presence`] — ephemeral state, never stored, behind seams;
 //! - [`ratelimit`] — per-recipient and per-caller limits behind a seam;
 //! - [`retention`] — pruning of old events and notifications;
+//! - [`status`] — the hub's own figures on the public topic `tidings:status`, the live demo;
 //! - [`revocation`] — revoked tokens: stored, cached on every node, ending open streams;
 //! - [`domain`] — newtypes parsed at the edge and the rules that go with them;
 //! - [`writer`] — the one writer per node: group commit, ids in commit order, back-pressure;
@@ -45,6 +46,7 @@ pub mod retention;
 pub mod revocation;
 pub mod server;
 pub mod shared_redis;
+pub mod status;
 pub mod store;
 pub mod stream;
 pub mod telemetry;

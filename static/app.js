@@ -30,6 +30,10 @@
  *               the same id and the server stores it once. Typing, read
  *               marks (sent when the newest message is on screen) and
  *               presence dots live here too.
+ *   hub status  the hub's own figures from the public topic tidings:status,
+ *               on an EventSource of its own so that a refused topic (the
+ *               server has it off) never touches the main stream. The panel
+ *               shows once figures arrive; a refusal leaves it hidden.
  *   boot        wiring it all up.
  */
 'use strict';
@@ -1963,6 +1967,113 @@ function wireChat() {
   window.addEventListener('pagehide', stopMyTyping);
 }
 
+// ---------------------------------------------------------------- hub status
+
+const STATUS_TOPIC = 'tidings:status';
+
+const hubStatus = {
+  source: null, // its own EventSource, or null
+  retries: 0,
+  timer: null,
+};
+
+/**
+ * Opens the status stream. Like every stream it also carries the user's own
+ * events; only `topic.event` is listened to here. EventSource resumes by
+ * itself with Last-Event-ID, and the topic's key means a resume brings only
+ * the newest figures.
+ */
+function connectHubStatus() {
+  clearTimeout(hubStatus.timer);
+  if (hubStatus.source) hubStatus.source.close();
+  const url = `/v1/stream?topic=${encodeURIComponent(STATUS_TOPIC)}&access_token=${encodeURIComponent(state.token)}`;
+  const source = new EventSource(url);
+  hubStatus.source = source;
+  $('hub-status').dataset.state = 'connecting';
+  source.onopen = () => {
+    if (source !== hubStatus.source) return;
+    hubStatus.retries = 0;
+    $('hub-status').dataset.state = 'live';
+  };
+  source.onerror = () => {
+    if (source !== hubStatus.source) return;
+    $('hub-status').dataset.state = 'reconnecting';
+    $('hub-status-state').textContent = 'reconnecting…';
+    // CONNECTING: the browser retries by itself. CLOSED: it was refused.
+    if (source.readyState === EventSource.CLOSED) {
+      source.close();
+      hubStatus.source = null;
+      probeHubStatus(state.token);
+    }
+  };
+  source.addEventListener('topic.event', (event) => {
+    if (source !== hubStatus.source) return;
+    try {
+      showHubStatus(JSON.parse(event.data));
+    } catch (error) {
+      console.warn(`tidings: ignored a status event: ${error.message}`);
+    }
+  });
+}
+
+/**
+ * A refused stream says nothing about why; the topic's history does. A 403
+ * means this server does not publish its status (or not to this token):
+ * give up quietly, panel hidden, `data-state="off"`. A 401 is the main
+ * stream's business.
+ * Anything else is passing: try again with backoff.
+ */
+async function probeHubStatus(token) {
+  try {
+    await api('GET', `/v1/topics/${STATUS_TOPIC}/events?limit=1`);
+  } catch (error) {
+    if (token !== state.token) return;
+    if (error.status === 401 || error.status === 403 || error.status === 404) {
+      stopHubStatus();
+      return;
+    }
+  }
+  if (token !== state.token) return;
+  const ceiling = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** hubStatus.retries);
+  hubStatus.retries += 1;
+  clearTimeout(hubStatus.timer);
+  hubStatus.timer = setTimeout(connectHubStatus, ceiling * (0.8 + Math.random() * 0.4));
+}
+
+function stopHubStatus() {
+  clearTimeout(hubStatus.timer);
+  if (hubStatus.source) hubStatus.source.close();
+  hubStatus.source = null;
+  hubStatus.retries = 0;
+  $('hub-status').hidden = true;
+  $('hub-status').dataset.state = 'off';
+  for (const figure of document.querySelectorAll('#hub-figures [data-figure]')) figure.textContent = '–';
+  $('hub-status-state').textContent = '';
+}
+
+function showHubStatus(event) {
+  if (event.topic !== STATUS_TOPIC || event.type !== 'hub.status' || !event.data) return;
+  for (const figure of document.querySelectorAll('#hub-figures [data-figure]')) {
+    const value = event.data[figure.dataset.figure];
+    if (typeof value !== 'number') continue;
+    figure.textContent = figure.dataset.figure === 'uptime_secs' ? durationText(value) : value.toLocaleString();
+    figure.title = String(value);
+  }
+  const at = new Date(event.created_at);
+  $('hub-status-state').textContent = Number.isNaN(at.getTime()) ? '' : `as of ${at.toLocaleTimeString()}`;
+  $('hub-status').dataset.state = 'live';
+  $('hub-status').hidden = false;
+}
+
+/** 42 s, 3 min 5 s, 2 h 7 min, 3 d 4 h. */
+function durationText(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
 // ---------------------------------------------------------------- boot
 
 /** Starts a session with `token`, or shows setup if it is unusable. */
@@ -1977,6 +2088,7 @@ function signIn(token) {
     return;
   }
   disconnect();
+  stopHubStatus();
   if (state.token) stopChat();
   localStorage.setItem(TOKEN_KEY, token);
   Object.assign(state, {
@@ -2004,6 +2116,7 @@ function signIn(token) {
   setConnection(navigator.onLine ? 'reconnecting' : 'offline');
   startChat();
   connect();
+  connectHubStatus();
   loadPage(null).catch(reportError);
   // Should the stream not open (too many tabs, say), chat still loads over REST.
   clearTimeout(state.chatBootTimer);
@@ -2015,6 +2128,7 @@ function signIn(token) {
 
 function signOut(reason) {
   disconnect();
+  stopHubStatus();
   clearTimeout(state.chatBootTimer);
   if (state.token) stopChat();
   localStorage.removeItem(TOKEN_KEY);

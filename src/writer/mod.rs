@@ -459,19 +459,20 @@ fn answer(finished: Vec<Finished>, failed: Option<&DomainError>) {
         match job {
             Finished::Work(work) => work.answer(failed),
             Finished::Publish(job, result) => {
-                let result = match (result, failed) {
-                    (Ok(_), Some(batch)) => Err(batch.clone()),
-                    (result, _) => result,
-                };
-                let _ = job.reply.send(result);
+                let _ = job.reply.send(settle(result, failed));
             }
             Finished::Send(job, result) => {
-                let result = match (result, failed) {
-                    (Ok(_), Some(batch)) => Err(batch.clone()),
-                    (result, _) => result,
-                };
-                let _ = job.reply.send(result);
+                let _ = job.reply.send(settle(result, failed));
             }
         }
+    }
+}
+
+/// A set-based job's answer: its own error stands; a success stands only
+/// if the batch committed.
+fn settle<T>(result: Result<T, DomainError>, failed: Option<&DomainError>) -> Result<T, DomainError> {
+    match (result, failed) {
+        (Ok(_), Some(batch)) => Err(batch.clone()),
+        (result, _) => result,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 /// Runs one browser script with `env` and answers its output. Panics when
 /// Chromium or the node packages are missing: the browser tests are
@@ -66,4 +66,22 @@ async fn two_users_chat_in_two_browsers_with_typing_and_read_ticks() {
     ];
     let stdout = run_browser_script("chat.mjs", &env).await;
     assert!(stdout.contains("chat browser test passed"), "{stdout}");
+}
+
+/// The "Hub status" panel: live figures from `tidings:status` on a server
+/// that publishes them every second, and hidden (the page otherwise live)
+/// on one that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and `npm ci` in tests/browser (bash .ci/run installs both)"]
+async fn the_hub_status_panel_shows_the_hubs_figures_live() {
+    let on = spawn_app_with(|settings| settings.status_topic_every = Some(Duration::from_secs(1))).await;
+    let off = spawn_app().await;
+    let env = [
+        ("TIDINGS_URL", on.base.clone()),
+        ("TIDINGS_USER_TOKEN", on.token("status-watcher")),
+        ("TIDINGS_OFF_URL", off.base.clone()),
+        ("TIDINGS_OFF_TOKEN", off.token("status-watcher")),
+    ];
+    let stdout = run_browser_script("hub_status.mjs", &env).await;
+    assert!(stdout.contains("hub status browser test passed"), "{stdout}");
 }

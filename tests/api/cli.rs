@@ -72,6 +72,13 @@ async fn the_first_run_generates_a_secret_and_prints_a_demo_that_works_as_printe
     assert_eq!(published.status(), StatusCode::CREATED);
     let event = stream.next_named("notification").await;
     assert_eq!(data(&event)["title"], "Hello from Tidings");
+
+    // The first run publishes the hub's figures (every 5 s) to a public
+    // topic: the demo user's plain token may stream them.
+    let response = http.get(format!("{base}/v1/stream?topic=tidings:status")).bearer_auth(user_token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "tidings:status is public on the first run");
+    let status = data(&EventStream::new(response).next_named("topic.event").await);
+    assert_eq!((status["topic"].as_str(), status["type"].as_str()), (Some("tidings:status"), Some("hub.status")));
     child.kill().await.unwrap();
 }
 

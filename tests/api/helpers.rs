@@ -133,6 +133,8 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
         },
         default_channels: tidings::domain::preference::Channels::default(),
         public_topics: Vec::new(),
+        // Off, as in any configured deployment; the status tests turn it on.
+        status_topic_every: None,
         retention: tidings::retention::RetentionSettings::default(),
         typing_expiry: Duration::from_secs(5),
         presence_grace: Duration::from_secs(10),

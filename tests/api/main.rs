@@ -17,6 +17,7 @@ mod policy;
 mod presence;
 mod resume;
 mod revocation;
+mod status;
 mod stream;
 mod topics;
 mod writer;
