@@ -170,7 +170,7 @@ mod integral {
         match number.as_f64() {
             // 2^63 is exactly representable; anything below it in magnitude
             // with no fraction converts without loss of range.
-            Some(f) if f.fract() == 0.0 && f >= -9_223_372_036_854_775_808.0 && f < 9_223_372_036_854_775_808.0 => Ok(f as i64),
+            Some(f) if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) => Ok(f as i64),
             _ => Err(E::custom(format!("invalid value: {number}, expected an integer id"))),
         }
     }
