@@ -51,12 +51,14 @@ impl TopicAccess {
 pub struct TopicEventRequest {
     /// 1-50 characters of `a-z 0-9 _ . -`, as for notifications.
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 50, pattern = r"^[a-z0-9_.-]{1,50}$")]
     pub kind: String,
     /// A JSON object of at most 16 KiB, nested at most 16 levels deep.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
     /// Conflation key, 1-255 characters: a subscriber catching up after a
     /// gap gets only the newest event of the gap with this key.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub key: Option<String>,
 }
 

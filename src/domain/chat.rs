@@ -65,8 +65,11 @@ pub struct Conversation {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewConversation {
+    /// 1-255 characters without control characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub title: Option<String>,
-    /// Other members; the caller is always a member.
+    /// Other members, at most 1000; the caller is always a member.
+    #[schema(value_type = Vec<super::user_id::UserIdText>, max_items = 1000)]
     pub members: Vec<String>,
 }
 
@@ -74,6 +77,7 @@ pub struct NewConversation {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMember {
+    #[schema(value_type = super::user_id::UserIdText)]
     pub user_id: String,
 }
 
@@ -81,12 +85,17 @@ pub struct NewMember {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
-    /// 1-10,000 characters.
+    /// 1-10,000 characters, not only white space.
+    #[schema(min_length = 1, max_length = 10000, pattern = r"\S")]
     pub content: String,
-    /// The sender's own id for this message: a retry with the same one
-    /// answers 200 with the message already stored, and stores nothing.
+    /// The sender's own id for this message, 1-255 characters without
+    /// control characters: a retry with the same one answers 200 with the
+    /// message already stored, and stores nothing.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub client_message_id: Option<String>,
     /// A message of the same conversation.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[schema(minimum = 1)]
     pub reply_to: Option<i64>,
 }
 
@@ -94,6 +103,8 @@ pub struct NewMessage {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageEdit {
+    /// 1-10,000 characters, not only white space.
+    #[schema(min_length = 1, max_length = 10000, pattern = r"\S")]
     pub content: String,
 }
 
@@ -108,6 +119,8 @@ pub struct TypingUpdate {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadMark {
+    #[serde(deserialize_with = "integral::required")]
+    #[schema(minimum = 1)]
     pub message_id: i64,
 }
 
@@ -143,6 +156,34 @@ pub struct Typing {
     pub is_typing: bool,
 }
 
+/// Ids in request bodies. JSON Schema's `integer` is any number without a
+/// fraction, `7.0` included, and some clients (JavaScript's, generated
+/// ones, fuzzers) write ids so; serde's `i64` refuses them. These accept an
+/// integral number in range and refuse a fraction as serde would.
+mod integral {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    fn to_i64<E: Error>(number: serde_json::Number) -> Result<i64, E> {
+        if let Some(n) = number.as_i64() {
+            return Ok(n);
+        }
+        match number.as_f64() {
+            // 2^63 is exactly representable; anything below it in magnitude
+            // with no fraction converts without loss of range.
+            Some(f) if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) => Ok(f as i64),
+            _ => Err(E::custom(format!("invalid value: {number}, expected an integer id"))),
+        }
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        to_i64(serde_json::Number::deserialize(deserializer)?)
+    }
+
+    pub fn option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(deserializer)?.map(to_i64).transpose()
+    }
+}
+
 /// Checks message content: 1-10,000 characters, not only white space.
 pub fn validate_content(content: &str) -> Result<(), DomainError> {
     let chars = content.chars().count();
@@ -166,6 +207,23 @@ pub fn validate_short(field: &str, value: Option<&str>) -> Result<(), DomainErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_may_be_written_as_integral_numbers_but_not_fractions() {
+        let mark: ReadMark = serde_json::from_str(r#"{"message_id": 7.0}"#).unwrap();
+        assert_eq!(mark.message_id, 7);
+        let mark: ReadMark = serde_json::from_str(r#"{"message_id": 7}"#).unwrap();
+        assert_eq!(mark.message_id, 7);
+        assert!(serde_json::from_str::<ReadMark>(r#"{"message_id": 7.5}"#).is_err());
+        assert!(serde_json::from_str::<ReadMark>(r#"{"message_id": 1e300}"#).is_err());
+        assert!(serde_json::from_str::<ReadMark>(r#"{"message_id": "7"}"#).is_err());
+        let sent: NewMessage = serde_json::from_str(r#"{"content": "hi", "reply_to": -3.0}"#).unwrap();
+        assert_eq!(sent.reply_to, Some(-3));
+        let sent: NewMessage = serde_json::from_str(r#"{"content": "hi", "reply_to": null}"#).unwrap();
+        assert_eq!(sent.reply_to, None);
+        let sent: NewMessage = serde_json::from_str(r#"{"content": "hi"}"#).unwrap();
+        assert_eq!(sent.reply_to, None);
+    }
 
     #[test]
     fn content_must_be_present_and_bounded() {

@@ -51,29 +51,40 @@ impl NotificationType {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
-    /// The one recipient; give this or `user_ids`.
+    /// The one recipient; give this or `user_ids`, not both. Shown in the
+    /// schema as a non-null string that may be left out: `null` reads as
+    /// absent, and the document's `oneOf` asks for exactly one of the two.
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub user_id: Option<String>,
     /// 1 to 1000 recipients; duplicates are folded.
+    #[schema(value_type = Vec<super::user_id::UserIdText>, required = false, min_items = 1, max_items = 1000)]
     pub user_ids: Option<Vec<String>>,
     /// 1-50 characters of `a-z 0-9 _ . -`.
     #[serde(rename = "type")]
-    #[schema(example = "comment.created")]
+    #[schema(example = "comment.created", min_length = 1, max_length = 50, pattern = r"^[a-z0-9_.-]{1,50}$")]
     pub kind: String,
-    /// 1-255 characters, no control characters.
+    /// 1-255 characters, no control characters, not only white space.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub title: String,
     /// At most 10,000 characters.
     #[serde(default)]
+    #[schema(max_length = 10000)]
     pub body: String,
-    /// A JSON object of at most 16 KiB, nested at most 16 levels deep.
+    /// A JSON object of at most 16 KiB, nested at most 16 levels deep
+    /// (JSON Schema cannot state either bound).
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
     /// An absolute http(s) URL, or a path starting with a single `/`
-    /// (not `//` or `/\`, which browsers read as another host).
+    /// (not `//` or `/\`, which browsers read as another host). The pattern
+    /// is narrower than the rule (hosts of letters, digits, `.`, `-`; ports
+    /// up to 9999) so that every URL it admits also parses.
+    #[schema(max_length = 2048, pattern = r"^(https?://[a-zA-Z][a-zA-Z0-9-]*(\.[a-zA-Z][a-zA-Z0-9-]*)*(:[1-9][0-9]{0,3})?(/[^\s\x00-\x1f\x7f-\x9f]*)?|/([^/\\\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*)?)$")]
     pub action_url: Option<String>,
     /// When the notification disappears; must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
     /// 1-255 characters. While the recipient's notification with this key
     /// is unread, a new one updates it (`count` + 1) instead of adding one.
+    #[schema(min_length = 1, max_length = 255)]
     pub group_key: Option<String>,
     /// Bypasses the recipient's preferences (security alerts and the like).
     #[serde(default)]

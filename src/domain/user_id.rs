@@ -32,6 +32,30 @@ impl UserId {
     }
 }
 
+/// The OpenAPI schema of a user id in a request: what [`UserId::parse`]
+/// accepts, so that a generated client or a fuzzer sends only ids the server
+/// takes. JSON Schema counts characters where the rule counts bytes: ids of
+/// plain ASCII, the usual case, agree exactly; the description says bytes.
+pub struct UserIdText;
+
+impl utoipa::PartialSchema for UserIdText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A user id (the JWT `sub`): 1-255 bytes of UTF-8, no control characters."))
+            .min_length(Some(1))
+            .max_length(Some(UserId::MAX_LEN))
+            .pattern(Some(crate::domain::NO_CONTROL_PATTERN))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for UserIdText {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "UserId".into()
+    }
+}
+
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

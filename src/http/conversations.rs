@@ -47,7 +47,7 @@ async fn list(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result
 }
 
 /// One conversation.
-#[utoipa::path(get, path = "/conversations/{id}", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/conversations/{id}", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Conversation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn show(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Conversation>, ApiError> {
     Ok(Json(state.chat.get(&user.user, path_id(&id)?).await?))
@@ -56,7 +56,7 @@ async fn show(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id):
 /// Adds a member (any member may); the new member receives the
 /// conversation's events from now on. A user who left this conversation
 /// cannot be added back by others (403).
-#[utoipa::path(post, path = "/conversations/{id}/members", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path)), request_body = NewMember,
+#[utoipa::path(post, path = "/conversations/{id}/members", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path, minimum = 1)), request_body = NewMember,
     responses((status = 200, body = Conversation), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "The user left this conversation"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn add_member(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>, body: JsonBody<NewMember>) -> Result<Json<Conversation>, ApiError> {
@@ -66,7 +66,7 @@ async fn add_member(State(state): State<AppState>, AuthUser(user): AuthUser, Pat
 
 /// Leaves a conversation: `user_id` must be the caller.
 #[utoipa::path(delete, path = "/conversations/{id}/members/{user_id}", tag = "chat", security(("bearer" = [])),
-    params(("id" = i64, Path), ("user_id" = String, Path)),
+    params(("id" = i64, Path, minimum = 1), ("user_id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 204, description = "Left"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn remove_member(State(state): State<AppState>, AuthUser(user): AuthUser, Path((id, member)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     let member = UserId::parse(member).map_err(|_| ApiError::NotFound)?;
@@ -76,7 +76,7 @@ async fn remove_member(State(state): State<AppState>, AuthUser(user): AuthUser, 
 
 /// Sends a message. The same `client_message_id` again from the same sender
 /// answers 200 with the stored message and sends nothing.
-#[utoipa::path(post, path = "/conversations/{id}/messages", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path)), request_body = NewMessage,
+#[utoipa::path(post, path = "/conversations/{id}/messages", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path, minimum = 1)), request_body = NewMessage,
     responses((status = 201, body = Message), (status = 200, body = Message, description = "A retry: the message already stored"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn send(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>, body: JsonBody<NewMessage>) -> Result<Response, ApiError> {
@@ -87,7 +87,7 @@ async fn send(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id):
 
 /// Messages, newest first, a page at a time.
 #[utoipa::path(get, path = "/conversations/{id}/messages", tag = "chat", security(("bearer" = [])),
-    params(("id" = i64, Path), ("before" = Option<String>, Query, description = "`next_cursor` of the previous page"), ("limit" = Option<u32>, Query, description = "1-100, default 50")),
+    params(("id" = i64, Path, minimum = 1), ("before" = Option<String>, Query, pattern = r"^[1-9][0-9]{0,17}$", description = "`next_cursor` of the previous page"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1-100, default 50")),
     responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn history(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>, uri: Uri) -> Result<Json<MessagePage>, ApiError> {
     let query = uri.query();
@@ -98,7 +98,7 @@ async fn history(State(state): State<AppState>, AuthUser(user): AuthUser, Path(i
 
 /// Edits a message (its sender only).
 #[utoipa::path(patch, path = "/conversations/{id}/messages/{message_id}", tag = "chat", security(("bearer" = [])),
-    params(("id" = i64, Path), ("message_id" = i64, Path)), request_body = MessageEdit,
+    params(("id" = i64, Path, minimum = 1), ("message_id" = i64, Path, minimum = 1)), request_body = MessageEdit,
     responses((status = 200, body = Message), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn edit(State(state): State<AppState>, AuthUser(user): AuthUser, Path((id, message_id)): Path<(String, String)>, body: JsonBody<MessageEdit>) -> Result<Json<Message>, ApiError> {
     Ok(Json(state.chat.edit(&user.user, path_id(&id)?, path_id(&message_id)?, body.value.content).await?))
@@ -106,7 +106,7 @@ async fn edit(State(state): State<AppState>, AuthUser(user): AuthUser, Path((id,
 
 /// Deletes a message (its sender only); a tombstone with `content: null` stays.
 #[utoipa::path(delete, path = "/conversations/{id}/messages/{message_id}", tag = "chat", security(("bearer" = [])),
-    params(("id" = i64, Path), ("message_id" = i64, Path)),
+    params(("id" = i64, Path, minimum = 1), ("message_id" = i64, Path, minimum = 1)),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_message(State(state): State<AppState>, AuthUser(user): AuthUser, Path((id, message_id)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     state.chat.delete(&user.user, path_id(&id)?, path_id(&message_id)?).await?;
@@ -115,7 +115,7 @@ async fn delete_message(State(state): State<AppState>, AuthUser(user): AuthUser,
 
 /// Says whether the caller is typing. Without renewal, `true` ends by itself
 /// after 5 s with an `is_typing: false` event.
-#[utoipa::path(post, path = "/conversations/{id}/typing", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path)), request_body = TypingUpdate,
+#[utoipa::path(post, path = "/conversations/{id}/typing", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path, minimum = 1)), request_body = TypingUpdate,
     responses((status = 204, description = "Announced"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn typing(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>, body: JsonBody<TypingUpdate>) -> Result<StatusCode, ApiError> {
     state.chat.typing(&user.user, path_id(&id)?, body.value.is_typing).await?;
@@ -123,7 +123,7 @@ async fn typing(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id
 }
 
 /// Moves the caller's read mark forward; the other members get a `read` receipt.
-#[utoipa::path(post, path = "/conversations/{id}/read", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path)), request_body = ReadMark,
+#[utoipa::path(post, path = "/conversations/{id}/read", tag = "chat", security(("bearer" = [])), params(("id" = i64, Path, minimum = 1)), request_body = ReadMark,
     responses((status = 200, body = ConversationUnread), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>, body: JsonBody<ReadMark>) -> Result<Json<ConversationUnread>, ApiError> {
     Ok(Json(state.chat.read(&user.user, path_id(&id)?, body.value.message_id).await?))

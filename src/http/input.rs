@@ -30,7 +30,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// A JSON body that may be absent: an empty body reads as `T::default()`.
+/// A JSON body that may be absent: an empty body, or `null` (what the
+/// document's optional body allows, and what generated clients send for
+/// "no body"), reads as `T::default()`.
 pub struct OptionalJsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
@@ -38,7 +40,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let raw = read_body(req, state).await?;
-        if raw.iter().all(u8::is_ascii_whitespace) {
+        if raw.iter().all(u8::is_ascii_whitespace) || raw.trim_ascii() == b"null" {
             return Ok(OptionalJsonBody(T::default()));
         }
         Ok(OptionalJsonBody(parse_json(&raw)?))

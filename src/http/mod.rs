@@ -66,6 +66,7 @@ impl HttpSettings {
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let (routes, mut api) = documented_routes(settings).split_for_parts();
     openapi::describe_stream_events(&mut api);
+    openapi::require_one_recipient(&mut api);
     let docs = Router::from(SwaggerUi::new("/docs").url("/openapi.json", api)).layer(middleware::map_response(page::docs_security_headers));
     let mut router = routes
         .merge(docs)

@@ -44,7 +44,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Each recipient's copy is stored, then sent on their open streams.
 #[utoipa::path(post, path = "/notifications", tag = "notifications", security(("bearer" = [])),
     request_body = PublishRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body creates nothing and gets the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$", description = "A retry with the same key and body creates nothing and gets the first answer")),
     responses(
         (status = 201, body = Published, description = "Created (or, with a reused Idempotency-Key, the first answer again, with `Idempotent-Replayed: true`)"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -61,7 +61,7 @@ async fn publish(State(state): State<AppState>, Publisher(caller): Publisher, he
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1 to 1,000 bodies of `POST /v1/notifications`.
-    #[schema(value_type = Vec<PublishRequest>)]
+    #[schema(value_type = Vec<PublishRequest>, min_items = 1, max_items = 1000)]
     items: Vec<serde_json::Value>,
 }
 
@@ -71,7 +71,7 @@ pub struct BatchRequest {
 /// send a digest or a job's results.
 #[utoipa::path(post, path = "/notifications/batch", tag = "notifications", security(("bearer" = [])),
     request_body = BatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Covers the whole batch: a retry with the same key and body gets the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$", description = "Covers the whole batch: a retry with the same key and body gets the first answer")),
     responses(
         (status = 200, description = "`{\"results\": [...]}`: per item `{created, suppressed, rate_limited}` or `{error}`"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -133,10 +133,10 @@ fn fingerprint(raw: &[u8]) -> Result<String, ApiError> {
 /// The caller's notifications, newest first, a page at a time.
 #[utoipa::path(get, path = "/notifications", tag = "notifications", security(("bearer" = [])),
     params(
-        ("status" = Option<String>, Query, description = "`unread` or `all` (default)"),
-        ("type" = Option<String>, Query, description = "Only this type"),
-        ("limit" = Option<u32>, Query, description = "1-100, default 50"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+        ("status" = Option<String>, Query, pattern = "^(unread|all)$", description = "`unread` or `all` (default)"),
+        ("type" = Option<String>, Query, max_length = 50, pattern = r"^[a-z0-9_.-]{0,50}$", description = "Only this type; empty means any"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1-100, default 50"),
+        ("cursor" = Option<String>, Query, pattern = r"^[1-9][0-9]{0,17}$", description = "`next_cursor` of the previous page")),
     responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) -> Result<Json<Page>, ApiError> {
     let query = uri.query();
@@ -170,7 +170,7 @@ async fn unread_count(State(state): State<AppState>, AuthUser(user): AuthUser) -
 
 /// Marks one notification read; every stream of the user hears of it.
 #[utoipa::path(post, path = "/notifications/{id}/read", tag = "notifications", security(("bearer" = [])),
-    params(("id" = i64, Path)),
+    params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
     Ok(Json(state.notifications.read(&user.user, path_id(&id)?).await?))
@@ -178,7 +178,7 @@ async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id):
 
 /// Records a click on a notification, which also marks it read.
 #[utoipa::path(post, path = "/notifications/{id}/click", tag = "notifications", security(("bearer" = [])),
-    params(("id" = i64, Path)),
+    params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
     Ok(Json(state.notifications.click(&user.user, path_id(&id)?).await?))
@@ -186,7 +186,7 @@ async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id)
 
 /// Deletes one of the caller's notifications.
 #[utoipa::path(delete, path = "/notifications/{id}", tag = "notifications", security(("bearer" = [])),
-    params(("id" = i64, Path)),
+    params(("id" = i64, Path, minimum = 1)),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn remove(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.notifications.delete(&user.user, path_id(&id)?).await?;

@@ -79,3 +79,27 @@ pub fn describe_stream_events(openapi: &mut utoipa::openapi::OpenApi) {
         get.extensions = Some(ExtensionsBuilder::new().add("x-sse-events", events).build());
     }
 }
+
+/// A publish names its recipients with exactly one of `user_id` and
+/// `user_ids` (or, for announcements, neither: not in this version). The
+/// derive cannot say "one of these two fields", so the schema becomes
+/// `allOf: [the fields, oneOf: [required user_id, required user_ids]]`,
+/// and a generated request carries exactly one. Applied once the routers
+/// have added their schemas.
+pub fn require_one_recipient(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        RefOr,
+        schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema},
+    };
+    let Some(components) = openapi.components.as_mut() else { return };
+    let Some(RefOr::T(fields)) = components.schemas.remove("PublishRequest") else { return };
+    let description = match &fields {
+        Schema::Object(object) => object.description.clone(),
+        _ => None,
+    };
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().required("user_id"))
+        .item(ObjectBuilder::new().required("user_ids"));
+    let schema = AllOfBuilder::new().description(description).item(fields).item(one_of).build();
+    components.schemas.insert("PublishRequest".to_owned(), RefOr::T(Schema::AllOf(schema)));
+}

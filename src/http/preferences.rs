@@ -34,7 +34,7 @@ async fn list(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result
 /// `web` off, while the stream is the only delivering channel) is not stored
 /// for the caller and is reported as `suppressed` to the publisher.
 #[utoipa::path(put, path = "/preferences/{type}", tag = "preferences", security(("bearer" = [])),
-    params(("type" = String, Path, description = "A notification type")),
+    params(("type" = String, Path, min_length = 1, max_length = 50, pattern = r"^[a-z0-9_.-]{1,50}$", description = "A notification type")),
     request_body = PreferenceUpdate,
     responses((status = 200, body = Preference), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn set(State(state): State<AppState>, AuthUser(user): AuthUser, Path(kind): Path<String>, body: JsonBody<PreferenceUpdate>) -> Result<Json<Preference>, ApiError> {

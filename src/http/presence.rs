@@ -40,7 +40,7 @@ async fn set(State(state): State<AppState>, AuthUser(user): AuthUser, body: Json
 /// them (with `TIDINGS_PRESENCE_VISIBILITY=contacts`: a conversation in
 /// which both have sent a message); other ids are left out of the answer.
 #[utoipa::path(get, path = "/presence", tag = "presence", security(("bearer" = [])),
-    params(("user_ids" = String, Query, description = "Comma-separated user ids")),
+    params(("user_ids" = Option<String>, Query, description = "Comma-separated user ids, at most 500; left out, the answer is empty")),
     responses((status = 200, body = Vec<PresenceView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn get(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) -> Result<Json<Vec<PresenceView>>, ApiError> {
     let raw = query_param(uri.query(), "user_ids").unwrap_or_default();

@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct RevocationRequest {
     /// The user whose tokens are revoked.
+    #[schema(value_type = crate::domain::user_id::UserIdText)]
     pub user_id: String,
     /// Tokens issued (`iat`) before this instant are refused; default now.
     /// Tokens without `iat` count as issued at the epoch.

@@ -23,8 +23,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// covers the retention window.
 #[utoipa::path(get, path = "/stats/notifications", tag = "notifications", security(("bearer" = [])),
     params(
-        ("type" = Option<String>, Query, description = "Only this type"),
-        ("since" = Option<String>, Query, description = "RFC 3339: only notifications created since")),
+        ("type" = Option<String>, Query, max_length = 50, pattern = r"^[a-z0-9_.-]{0,50}$", description = "Only this type; empty means any"),
+        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: only notifications created since")),
     responses((status = 200, body = Vec<TypeStats>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn notifications(State(state): State<AppState>, _publisher: Publisher, uri: Uri) -> Result<Json<Vec<TypeStats>>, ApiError> {
     let query = uri.query();

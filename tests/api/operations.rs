@@ -45,6 +45,61 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/"),
 ];
 
+/// The document states the contract's limits, so that generated clients and
+/// fuzzers send what the server takes (issue 15, item 7).
+#[tokio::test]
+async fn the_openapi_document_states_the_contracts_limits() {
+    let app = spawn_app().await;
+    let (status, doc) = into_json(app.http.get(format!("{}/openapi.json", app.base)).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let schemas = &doc["components"]["schemas"];
+    // The publish body: its fields, and exactly one of user_id / user_ids.
+    let publish = &schemas["PublishRequest"]["allOf"][0];
+    let fields = &publish["properties"];
+    assert_eq!(fields["title"]["maxLength"], 255);
+    assert_eq!(fields["title"]["minLength"], 1);
+    assert_eq!(fields["type"]["pattern"], "^[a-z0-9_.-]{1,50}$");
+    assert_eq!(fields["type"]["maxLength"], 50);
+    assert_eq!(fields["body"]["maxLength"], 10_000);
+    assert_eq!(fields["user_ids"]["maxItems"], 1000);
+    assert_eq!(fields["user_ids"]["minItems"], 1);
+    assert_eq!(fields["user_ids"]["items"]["$ref"], "#/components/schemas/UserId");
+    assert_eq!(fields["group_key"]["maxLength"], 255);
+    assert_eq!(fields["action_url"]["maxLength"], 2048);
+    let required: Vec<&str> = publish["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(!required.contains(&"user_ids") && !required.contains(&"user_id"), "neither recipient field is required alone: {required:?}");
+    assert_eq!(
+        schemas["PublishRequest"]["allOf"][1]["oneOf"],
+        json!([{"type": "object", "required": ["user_id"]}, {"type": "object", "required": ["user_ids"]}])
+    );
+    assert_eq!(schemas["UserId"]["maxLength"], 255);
+    assert_eq!(schemas["UserId"]["pattern"], tidings::domain::NO_CONTROL_PATTERN);
+    assert_eq!(schemas["BatchRequest"]["properties"]["items"]["maxItems"], 1000);
+    assert_eq!(schemas["NewMessage"]["properties"]["content"]["maxLength"], 10_000);
+    assert_eq!(schemas["NewConversation"]["properties"]["members"]["maxItems"], 1000);
+    assert_eq!(schemas["TopicEventRequest"]["properties"]["type"]["pattern"], "^[a-z0-9_.-]{1,50}$");
+
+    // Parameters: limit 1-100 wherever it is taken, the topic name's rule,
+    // and presence's user_ids, which may be left out.
+    let param = |path: &str, method: &str, name: &str| -> Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{method} {path} has {name}"))
+    };
+    for (path, method) in [("/v1/notifications", "get"), ("/v1/conversations/{id}/messages", "get"), ("/v1/topics/{topic}/events", "get")] {
+        let limit = param(path, method, "limit");
+        assert_eq!(limit["schema"]["minimum"], 1, "{path}");
+        assert_eq!(limit["schema"]["maximum"], 100, "{path}");
+    }
+    assert_eq!(param("/v1/topics/{topic}/events", "post", "topic")["schema"]["pattern"], "^[a-z0-9_.:-]{1,100}$");
+    assert_eq!(param("/v1/notifications", "get", "cursor")["schema"]["pattern"], "^[1-9][0-9]{0,17}$");
+    assert_eq!(param("/v1/presence", "get", "user_ids")["required"], false);
+}
+
 #[tokio::test]
 async fn the_openapi_document_covers_every_route_and_every_documented_route_is_served() {
     let app = spawn_app().await;
