@@ -217,7 +217,18 @@ impl Chat {
                     // The writer allocates message ids (in commit order, and
                     // shared with the set-based sends of the same batch).
                     let message_id = write.message_id().await?;
-                    let row = rows::insert_message(write.conn(), message_id, id, &sender, request.content, request.client_message_id, request.reply_to, now).await?;
+                    let row = entity::message::Model {
+                        id: message_id,
+                        conversation_id: id,
+                        sender_id: sender.as_str().to_owned(),
+                        content: Some(request.content),
+                        client_message_id: request.client_message_id,
+                        reply_to: request.reply_to,
+                        created_at: now,
+                        edited_at: None,
+                        deleted_at: None,
+                    };
+                    let row = rows::insert_message(write.conn(), row).await?;
                     rows::touch(write.conn(), id, now).await?;
                     let message = Message::from(row);
                     write.append(&Topic::conversation(id), events::MESSAGE, &message).await?;

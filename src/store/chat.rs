@@ -137,30 +137,9 @@ pub async fn unread_count(conn: &impl ConnectionTrait, conversation_id: i64, use
         .await
 }
 
-/// Stores a message.
-pub async fn insert_message(
-    conn: &impl ConnectionTrait,
-    id: i64,
-    conversation_id: i64,
-    sender: &UserId,
-    content: String,
-    client_message_id: Option<String>,
-    reply_to: Option<i64>,
-    now: DateTime<Utc>,
-) -> Result<message::Model, DbErr> {
-    message::ActiveModel {
-        id: Set(id),
-        conversation_id: Set(conversation_id),
-        sender_id: Set(sender.as_str().to_owned()),
-        content: Set(Some(content)),
-        client_message_id: Set(client_message_id),
-        reply_to: Set(reply_to),
-        created_at: Set(now),
-        edited_at: Set(None),
-        deleted_at: Set(None),
-    }
-    .insert(conn)
-    .await
+/// Stores a message whose id the writer allocated.
+pub async fn insert_message(conn: &impl ConnectionTrait, row: message::Model) -> Result<message::Model, DbErr> {
+    message::ActiveModel::from(row).insert(conn).await
 }
 
 /// The message a sender already sent with this client id, if any.
