@@ -109,6 +109,12 @@ impl RateLimiter for LocalRateLimiter {
 
 /// GCRA in one atomic Lua step: the key holds the theoretical arrival time
 /// (ms); answers 0 when allowed, else the milliseconds to wait.
+/// The GCRA script, hashed once for EVALSHA.
+fn gcra_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(GCRA))
+}
+
 const GCRA: &str = r#"
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
@@ -155,11 +161,27 @@ impl RedisRateLimiter {
             return allowed();
         };
         let now = chrono::Utc::now().timestamp_millis();
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.cmd("EVAL").arg(GCRA).arg(1).arg(key).arg(now).arg(interval).arg(tolerance);
+        // EVALSHA: the script's text crosses the wire only when Redis does
+        // not have it yet (first use, or after a restart emptied it).
+        let script = gcra_script();
+        let pipeline = || {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                let mut invocation = script.key(key);
+                invocation.arg(now).arg(interval).arg(tolerance);
+                pipe.invoke_script(&invocation);
+            }
+            pipe
+        };
+        let mut answer = pipeline().query_async::<Vec<i64>>(&mut conn).await;
+        if answer.as_ref().is_err_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) {
+            // A pipeline does not load a missing script by itself.
+            answer = match script.prepare_invoke().load_async(&mut conn).await {
+                Ok(_) => pipeline().query_async::<Vec<i64>>(&mut conn).await,
+                Err(e) => Err(e),
+            };
         }
-        match pipe.query_async::<Vec<i64>>(&mut conn).await {
+        match answer {
             Ok(waits) => waits
                 .into_iter()
                 .map(|wait| if wait <= 0 { Ok(()) } else { Err(Duration::from_millis(wait as u64)) })
