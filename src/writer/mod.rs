@@ -234,8 +234,6 @@ pub struct LogWrite {
     ids: Ids,
     /// Open inner savepoints: where the outbox stood when each began.
     marks: Vec<(usize, Option<EventId>)>,
-    /// The conflation key of the next event appended (broadcast topics).
-    next_key: Option<String>,
 }
 
 impl LogWrite {
@@ -260,23 +258,23 @@ impl LogWrite {
     /// (when a row must name its event before the event is written).
     pub async fn append_with_id(&mut self, id: EventId, topic: &Topic, name: &str, data: &impl Serialize) -> Result<(), DbErr> {
         let data = serde_json::to_string(data).map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
-        self.insert_event(id, topic, name, data, None).await
+        self.insert_event(id, topic, name, data, None, None).await
     }
 
     /// Appends a broadcast topic's event with its conflation `key`, under an
     /// id the caller allocated (its payload names the id).
     pub async fn append_keyed(&mut self, id: EventId, topic: &Topic, name: &str, data: &impl Serialize, key: Option<String>) -> Result<(), DbErr> {
-        self.next_key = key;
-        self.append_with_id(id, topic, name, data).await
+        let data = serde_json::to_string(data).map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
+        self.insert_event(id, topic, name, data, None, key).await
     }
 
     async fn append_encoded(&mut self, topic: &Topic, name: &str, data: String, route: Option<RouteChange>) -> Result<EventId, DbErr> {
         let id = self.event_id().await?;
-        self.insert_event(id, topic, name, data, route).await?;
+        self.insert_event(id, topic, name, data, route, None).await?;
         Ok(id)
     }
 
-    async fn insert_event(&mut self, id: EventId, topic: &Topic, name: &str, data: String, route: Option<RouteChange>) -> Result<(), DbErr> {
+    async fn insert_event(&mut self, id: EventId, topic: &Topic, name: &str, data: String, route: Option<RouteChange>, key: Option<String>) -> Result<(), DbErr> {
         let mut event = Event::persisted(id, topic.clone(), name, &data);
         let row = event::ActiveModel {
             id: Set(id.get()),
@@ -285,7 +283,7 @@ impl LogWrite {
             data: Set(data),
             created_at: Set(Utc::now()),
             route: Set(route.as_ref().map(RouteChange::encode)),
-            key: Set(self.next_key.take()),
+            key: Set(key),
         };
         event::Entity::insert(row).exec_without_returning(&self.txn).await?;
         event.route = route;
@@ -432,7 +430,7 @@ impl WriterTask {
                     publish::flush(&txn, &mut ids, std::mem::take(&mut plain), &mut outbox, finished, false).await?;
                     send::flush(&txn, &mut ids, std::mem::take(&mut sends), &mut outbox, finished, true).await?;
                     let savepoint = txn.begin().await?;
-                    let mut write = LogWrite { txn: savepoint, outbox: Vec::new(), last_appended: None, ids, marks: Vec::new(), next_key: None };
+                    let mut write = LogWrite { txn: savepoint, outbox: Vec::new(), last_appended: None, ids, marks: Vec::new() };
                     let ok = AssertUnwindSafe(work.run(&mut write)).catch_unwind().await.unwrap_or_else(|_| {
                         tracing::error!("a write job panicked; it is rolled back alone");
                         false
