@@ -187,15 +187,20 @@ pub async fn save_message(conn: &impl ConnectionTrait, row: message::Model) -> R
     active.update(conn).await
 }
 
-/// Ids of users who share at least one conversation with `user` (not `user`).
-pub async fn contacts(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<String>, DbErr> {
-    let conversations: Vec<i64> = member::Entity::find()
+/// The conversations `user` is a member of now.
+async fn conversation_ids_of(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<i64>, DbErr> {
+    member::Entity::find()
         .select_only()
         .column(member::Column::ConversationId)
         .filter(member::Column::UserId.eq(user.as_str()))
         .into_tuple()
         .all(conn)
-        .await?;
+        .await
+}
+
+/// Ids of users who share at least one conversation with `user` (not `user`).
+pub async fn contacts(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<String>, DbErr> {
+    let conversations = conversation_ids_of(conn, user).await?;
     if conversations.is_empty() {
         return Ok(Vec::new());
     }
@@ -214,13 +219,7 @@ pub async fn contacts(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<
 /// sent a message (not `user`): the audience of presence with
 /// `TIDINGS_PRESENCE_VISIBILITY=contacts`. Both must still be members.
 pub async fn correspondents(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<String>, DbErr> {
-    let conversations: Vec<i64> = member::Entity::find()
-        .select_only()
-        .column(member::Column::ConversationId)
-        .filter(member::Column::UserId.eq(user.as_str()))
-        .into_tuple()
-        .all(conn)
-        .await?;
+    let conversations = conversation_ids_of(conn, user).await?;
     if conversations.is_empty() {
         return Ok(Vec::new());
     }
