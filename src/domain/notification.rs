@@ -244,15 +244,24 @@ pub struct Notification {
 
 impl From<entity::notification::Model> for Notification {
     fn from(row: entity::notification::Model) -> Self {
+        let data = row.data.as_deref().and_then(|json| serde_json::from_str(json).ok());
+        Notification::with_data(&row, data)
+    }
+}
+
+impl Notification {
+    /// The notification of `row` with its `data` already decoded: a publish
+    /// to many users decodes the shared `data` once, not once per copy.
+    pub fn with_data(row: &entity::notification::Model, data: Option<serde_json::Value>) -> Self {
         Notification {
             id: row.id,
-            user_id: row.user_id,
-            kind: row.kind,
-            title: row.title,
-            body: row.body,
-            data: row.data.and_then(|json| serde_json::from_str(&json).ok()),
-            action_url: row.action_url,
-            group_key: row.group_key,
+            user_id: row.user_id.clone(),
+            kind: row.kind.clone(),
+            title: row.title.clone(),
+            body: row.body.clone(),
+            data,
+            action_url: row.action_url.clone(),
+            group_key: row.group_key.clone(),
             count: row.count,
             created_at: row.created_at,
             updated_at: row.updated_at,

@@ -162,10 +162,12 @@ async fn prepare(
         let mut of_job = Vec::with_capacity(job.items.len());
         for item in &job.items {
             let mut of_item = Vec::with_capacity(item.recipients.len());
+            // Decoded once for every copy of this publish.
+            let data: Option<serde_json::Value> = item.new.data.as_deref().and_then(|json| serde_json::from_str(json).ok());
             for user in &item.recipients {
                 let (id, event_id) = next.next().ok_or_else(|| DbErr::Custom("fewer ids than rows".into()))?;
                 let row = row(id, event_id, user, &item.new, item.now);
-                let notification = Notification::from(row.clone());
+                let notification = Notification::with_data(&row, data.clone());
                 let data = serde_json::to_string(&notification).map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
                 let topic = Topic::user(user);
                 let event_id = EventId::new(event_id);
