@@ -73,9 +73,17 @@ async function checkLive(page) {
     const text = await page.locator(`#hub-figures [data-figure="${name}"]`).textContent();
     if (!text || text === '–') throw new Error(`figure ${name} shows ${JSON.stringify(text)}`);
   }
-  if (first.open_streams < 2) {
-    throw new Error(`open_streams is ${first.open_streams}, expected at least this page's two streams`);
-  }
+  // The first figures may predate the page's second stream (they are taken
+  // every second or two, and the two streams open independently): wait for
+  // a snapshot that counts both, rather than judging the first one.
+  step("open_streams counts this page's two streams");
+  await page.waitForFunction(
+    () => Number(document.querySelector('#hub-figures [data-figure="open_streams"]').title) >= 2,
+    null,
+    { timeout: TIMEOUT_MS },
+  ).catch(async () => {
+    throw new Error(`open_streams reads ${await figure(page, 'open_streams')}, expected at least this page's two streams`);
+  });
   const stateText = await page.locator('#hub-status-state').textContent();
   if (!/^as of /.test(stateText || '')) throw new Error(`the panel's time reads ${JSON.stringify(stateText)}`);
 
