@@ -3,7 +3,9 @@
 //! The schema itself is owned by the `migration` crate; these types only
 //! mirror it so that queries are checked by the compiler.
 
+pub mod contact;
 pub mod conversation;
+pub mod delivery;
 pub mod event;
 pub mod history_floor;
 pub mod idempotency_key;
@@ -13,4 +15,6 @@ pub mod message;
 pub mod notification;
 pub mod preference;
 pub mod revocation;
+pub mod template;
 pub mod unread_counter;
+pub mod webhook;

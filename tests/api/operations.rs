@@ -218,7 +218,7 @@ async fn a_request_past_its_deadline_gets_503_but_streams_have_none() {
     let writes = app.state.notifications.clone();
     let alice = tidings::domain::UserId::parse("alice").unwrap();
     let new = tidings::domain::notification::PublishRequest {
-        user_id: Some("alice".into()), user_ids: None, kind: "t".into(), title: "after the deadline".into(),
+        user_id: Some("alice".into()), user_ids: None, kind: "t".into(), title: Some("after the deadline".into()),
         body: String::new(), data: None, action_url: None, expires_at: None, group_key: None, critical: false,
     }
     .validate(chrono::Utc::now())
