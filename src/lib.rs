@@ -21,6 +21,7 @@
 //! - [`status`] — the hub's own figures on the public topic `tidings:status`, the live demo;
 //! - [`outbox`] — the durable outbox of deliveries beyond the page, its workers and the `Channel` trait (webhooks here);
 //! - [`templates`] and [`contacts`] — per-type templates rendered at publish, and how users are reached;
+//! - [`webhooks`] — the operator's webhook endpoints and their secrets;
 //! - [`revocation`] — revoked tokens: stored, cached on every node, ending open streams;
 //! - [`domain`] — newtypes parsed at the edge and the rules that go with them;
 //! - [`writer`] — the one writer per node: group commit, ids in commit order, back-pressure;
