@@ -14,7 +14,8 @@ mod m20261122_000004_event_routes;
 mod m20261202_000005_unread_counters;
 mod m20261202_000006_revocations;
 mod m20261202_000007_topic_keys;
-mod m20261202_000008_outbox;
+mod m20261202_000008_announcements;
+mod m20261202_000009_outbox;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -30,7 +31,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_unread_counters::Migration),
             Box::new(m20261202_000006_revocations::Migration),
             Box::new(m20261202_000007_topic_keys::Migration),
-            Box::new(m20261202_000008_outbox::Migration),
+            Box::new(m20261202_000008_announcements::Migration),
+            Box::new(m20261202_000009_outbox::Migration),
         ]
     }
 }
