@@ -103,7 +103,8 @@ async fn the_hub_status_panel_shows_the_hubs_figures_live() {
 /// tokens that live a few seconds: its `getToken` fetches fresh ones from
 /// the app's backend (played here by a small server the test starts, which
 /// also serves the page), and notifications published without pause across
-/// the refreshes all arrive, in order, none twice.
+/// the refreshes all arrive, in order, none twice. The hub's own page,
+/// which cannot get a new token, signs out when its token expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and `npm ci` in tests/browser (bash .ci/run installs both)"]
 async fn an_app_using_tidings_js_refreshes_expiring_tokens_and_misses_nothing_and_repeats_nothing() {
@@ -133,6 +134,8 @@ async fn an_app_using_tidings_js_refreshes_expiring_tokens_and_misses_nothing_an
         ("TIDINGS_USER_ID", "refreshing-user".to_owned()),
         ("TIDINGS_PUBLISH_TOKEN", hub.publisher_token()),
         ("TIDINGS_TOKEN_TTL_SECS", TTL.as_secs().to_string()),
+        // Long enough for Chromium to start and the page to go live first.
+        ("TIDINGS_SHORT_TOKEN", hub.token_expiring("short-lived", Duration::from_secs(8))),
     ];
     let stdout = run_browser_script("token_refresh.mjs", &env).await;
     server.abort();

@@ -3,13 +3,17 @@
 // test's token endpoint) before each expires, and the client reconnects
 // with the new token and the last event id. Notifications published
 // without pause across the refreshes all arrive, in order, none twice,
-// and no stream ever reaches its token's expiry (no disconnect).
+// and no stream ever reaches its token's expiry (no disconnect). Then the
+// hub's own page, which has no way to get a new token: when its token
+// expires it goes back to setup and says why.
 //
 //   TIDINGS_URL=http://127.0.0.1:PORT (the hub; CORS open to any origin) \
 //   TIDINGS_APP_URL=http://127.0.0.1:PORT2 (serves token_refresh.html at /
 //     and a fresh short-lived token for TIDINGS_USER_ID at /token) \
 //   TIDINGS_USER_ID=<the tokens' sub> TIDINGS_PUBLISH_TOKEN=<jwt, scope publish> \
-//   TIDINGS_TOKEN_TTL_SECS=<the tokens' lifetime> node token_refresh.mjs
+//   TIDINGS_TOKEN_TTL_SECS=<the tokens' lifetime> \
+//   TIDINGS_SHORT_TOKEN=<jwt that expires some seconds after the test starts> \
+//   node token_refresh.mjs
 //
 // Optional: CHROMIUM_PATH (default /usr/bin/chromium), TIDINGS_SCREENSHOT_DIR.
 // Exits 0 and prints "token refresh browser test passed" on success;
@@ -33,6 +37,7 @@ const appUrl = requiredEnv('TIDINGS_APP_URL').replace(/\/+$/, '');
 const userId = requiredEnv('TIDINGS_USER_ID');
 const publishToken = requiredEnv('TIDINGS_PUBLISH_TOKEN');
 const ttlSecs = Number(requiredEnv('TIDINGS_TOKEN_TTL_SECS'));
+const shortToken = requiredEnv('TIDINGS_SHORT_TOKEN');
 // Publishing lasts a little over two token lifetimes: at least two refreshes.
 const PUBLISH_FOR_MS = (2 * ttlSecs + 2) * 1000;
 const PUBLISH_EVERY_MS = 150;
@@ -100,6 +105,15 @@ async function run(page) {
   if (log.resets > 0) throw new Error(`${log.resets} resets`);
 }
 
+async function pageSignsOutAtExpiry(page) {
+  step('the hub\'s page, with a token it cannot refresh, goes live');
+  await page.goto(`${hubUrl}/#token=${encodeURIComponent(shortToken)}`, { timeout: TIMEOUT_MS });
+  await page.locator('#connection-state[data-state="live"]').waitFor({ timeout: TIMEOUT_MS });
+  step('when the token expires, it is back at setup, saying why');
+  await page.locator('#setup-reason', { hasText: 'Your token has expired' }).waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  if (!(await page.locator('#session').isHidden())) throw new Error('the session is still shown');
+}
+
 async function main() {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
@@ -111,6 +125,7 @@ async function main() {
     page = await browser.newPage();
     page.on('console', (message) => consoleLines.push(`[${message.type()}] ${message.text()}`));
     page.on('pageerror', (error) => consoleLines.push(`[pageerror] ${error.stack || error.message}`));
+    await pageSignsOutAtExpiry(page);
     await run(page);
     console.log('token refresh browser test passed');
   } catch (error) {
