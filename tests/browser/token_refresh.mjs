@@ -8,11 +8,11 @@
 // expires it goes back to setup and says why.
 //
 //   TIDINGS_URL=http://127.0.0.1:PORT (the hub; CORS open to any origin) \
-//   TIDINGS_APP_URL=http://127.0.0.1:PORT2 (serves token_refresh.html at /
-//     and a fresh short-lived token for TIDINGS_USER_ID at /token) \
+//   TIDINGS_APP_URL=http://127.0.0.1:PORT2 (serves token_refresh.html at /,
+//     a fresh short-lived token for TIDINGS_USER_ID at /token, and one for
+//     another user at /short-token) \
 //   TIDINGS_USER_ID=<the tokens' sub> TIDINGS_PUBLISH_TOKEN=<jwt, scope publish> \
 //   TIDINGS_TOKEN_TTL_SECS=<the tokens' lifetime> \
-//   TIDINGS_SHORT_TOKEN=<jwt that expires some seconds after the test starts> \
 //   node token_refresh.mjs
 //
 // Optional: CHROMIUM_PATH (default /usr/bin/chromium), TIDINGS_SCREENSHOT_DIR.
@@ -37,7 +37,6 @@ const appUrl = requiredEnv('TIDINGS_APP_URL').replace(/\/+$/, '');
 const userId = requiredEnv('TIDINGS_USER_ID');
 const publishToken = requiredEnv('TIDINGS_PUBLISH_TOKEN');
 const ttlSecs = Number(requiredEnv('TIDINGS_TOKEN_TTL_SECS'));
-const shortToken = requiredEnv('TIDINGS_SHORT_TOKEN');
 // Publishing lasts a little over two token lifetimes: at least two refreshes.
 const PUBLISH_FOR_MS = (2 * ttlSecs + 2) * 1000;
 const PUBLISH_EVERY_MS = 150;
@@ -107,6 +106,9 @@ async function run(page) {
 
 async function pageSignsOutAtExpiry(page) {
   step('the hub\'s page, with a token it cannot refresh, goes live');
+  // Minted now, not when the test started: Chromium may take a while to start.
+  const response = await fetch(`${appUrl}/short-token`, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+  const shortToken = await response.text();
   await page.goto(`${hubUrl}/#token=${encodeURIComponent(shortToken)}`, { timeout: TIMEOUT_MS });
   await page.locator('#connection-state[data-state="live"]').waitFor({ timeout: TIMEOUT_MS });
   step('when the token expires, it is back at setup, saying why');
