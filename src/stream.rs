@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::Principal,
     domain::{EventId, Topic, UserId, events::{self, UnreadCount}, notification::Notification},
-    hub::{Delivery, Event, Hub, Refusal, RouteChange, Subscription, event::{encode_frame, encode_position}},
-    notifications::unread_state,
+    hub::{Announced, Delivery, Event, Hub, Notice, Refusal, RouteChange, Subscription, event::{encode_frame, encode_position}},
+    notifications::{UnreadState, announcements::{self, Viewer}, unread_state},
     presence::Presence,
     revocation::Revocations,
     store::{
@@ -98,6 +98,8 @@ pub struct StreamContext {
     pub revocations: Arc<Revocations>,
     /// Turns to read a starting state (see [`StreamSettings::max_opening`]).
     pub opening: Arc<tokio::sync::Semaphore>,
+    /// Where deliveries of announcements are counted (their `sent`).
+    pub seen: Arc<announcements::SeenTally>,
 }
 
 /// A turn to read a starting state, held from before the stream's 200
@@ -139,6 +141,47 @@ struct Cursor {
     last: EventId,
     /// The log position of the last state report sent (`unread_count`).
     state_as_of: EventId,
+}
+
+/// The stream's view of announcements: which ones reach its user (judged
+/// by the token it was opened with) and which of those are unread, so that
+/// the unread count it sends includes them. A shared `unread_count` frame
+/// carries the user's own count only; this stream adds its own part.
+struct AnnouncementView {
+    viewer: Viewer,
+    /// Types the user's preferences hide, as of the last state read.
+    hidden: Vec<String>,
+    /// Unread announcements this stream's user sees, with their expiry.
+    unread: Vec<(i64, Option<chrono::DateTime<chrono::Utc>>)>,
+    /// The user's own unread count, as last sent.
+    own: u64,
+}
+
+impl AnnouncementView {
+    /// Takes a freshly read state.
+    fn reset(&mut self, state: UnreadState) {
+        self.own = state.own;
+        self.hidden = state.hidden;
+        self.unread = state.announced.iter().map(|a| (a.id, a.expires_at)).collect();
+    }
+
+    /// Whether an announcement reaches this stream.
+    fn shows(&self, announced: &Announced) -> bool {
+        self.viewer.shows(announced, &self.hidden)
+    }
+
+    /// The count the user sees: their own and the live unread announcements.
+    fn count(&self) -> u64 {
+        let now = chrono::Utc::now();
+        self.own + self.unread.iter().filter(|(_, expires)| expires.is_none_or(|at| at > now)).count() as u64
+    }
+
+    /// The `unread_count` frame to send for a shared one reporting `own`:
+    /// the shared frame itself unless announcements add to it.
+    fn count_frame(&mut self, own: u64, shared: &Bytes) -> Bytes {
+        self.own = own;
+        if self.unread.is_empty() { shared.clone() } else { count_frame(self.count()) }
+    }
 }
 
 /// The stream's knowledge of its user's membership windows.
@@ -198,8 +241,11 @@ enum Start {
 /// stream that starts fresh also sends the events of its conversations and
 /// topics committed after it, which may already sit below the head it
 /// reports (see `fresh_state`).
-pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String>, topics: Vec<Topic>, floor: EventId, turn: OpeningTurn) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
+/// `viewer` decides which announcements reach the stream (every stream
+/// listens to the announcements' topic and keeps what its token covers).
+pub fn open(ctx: StreamContext, principal: Principal, viewer: Viewer, resume_from: Option<String>, mut topics: Vec<Topic>, floor: EventId, turn: OpeningTurn) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refusal> {
     let user = principal.user.clone();
+    topics.push(Topic::announcements());
     let subscription = ctx.hub.subscribe(Topic::user(&user), topics.clone())?;
     let online = ctx.presence.connected(&user);
     // A token's `exp` is the client's number: `remaining` is capped, and
@@ -207,7 +253,7 @@ pub fn open(ctx: StreamContext, principal: Principal, resume_from: Option<String
     // panicking (the client reconnects and resumes).
     let now = Instant::now();
     let expires = now.checked_add(principal.remaining()).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now);
-    Ok(frames(ctx, Token { user, issued_at: principal.issued_at, expires }, subscription, online, Opening { resume_from, topics, floor, turn }))
+    Ok(frames(ctx, Token { user, issued_at: principal.issued_at, expires }, subscription, online, Opening { resume_from, topics, floor, turn, viewer }))
 }
 
 /// What a stream was asked for when it opened.
@@ -220,6 +266,8 @@ struct Opening {
     floor: EventId,
     /// Its turn to read its starting state, given back after the first count.
     turn: OpeningTurn,
+    /// Who the stream's announcements are judged for.
+    viewer: Viewer,
 }
 
 /// What a stream remembers of the token it was opened with.
@@ -240,7 +288,8 @@ fn frames(
     opening: Opening,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
-        let Opening { resume_from, topics, floor, turn } = opening;
+        let Opening { resume_from, topics, floor, turn, viewer } = opening;
+        let mut announced = AnnouncementView { viewer, hidden: Vec::new(), unread: Vec::new(), own: 0 };
         let mut turn = Some(turn);
         let Token { user, issued_at, expires } = token;
         let _online = online;
@@ -289,8 +338,8 @@ fn frames(
                 cursor.last = after;
                 replay_from = Some(after);
             }
-            Start::Fresh => match Box::pin(patiently("initial state", || fresh_state(&ctx.db, &user, &audience, settings.snapshot_limit, floor, settings.replay_page))).await {
-                Ok((frames, head, count)) => {
+            Start::Fresh => match Box::pin(patiently("initial state", || fresh_state(&ctx.db, &announced.viewer, &audience, settings.snapshot_limit, floor, settings.replay_page))).await {
+                Ok((frames, head, state)) => {
                     for (id, frame) in frames {
                         cursor.last = id;
                         subscription.count_delivered(1);
@@ -302,7 +351,11 @@ fn frames(
                     }
                     // The count read in the same snapshot, at the same position.
                     cursor.state_as_of = head;
-                    starting_count = Some(count);
+                    for a in &state.announced {
+                        ctx.seen.count(a.id);
+                    }
+                    announced.reset(state);
+                    starting_count = Some(announced.count());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "stream ended: initial state failed");
@@ -331,6 +384,12 @@ fn frames(
                             windows.windows = page.windows;
                             for event in page.events {
                                 cursor.last = event.id.unwrap_or(cursor.last);
+                                if let Some(Notice::Announced(a)) = &event.notice {
+                                    if !announced.shows(a) {
+                                        continue;
+                                    }
+                                    ctx.seen.count(a.id);
+                                }
                                 subscription.count_replayed(1);
                                 subscription.count_delivered(1);
                                 yield Ok(event.frame);
@@ -347,9 +406,11 @@ fn frames(
             if report_unread {
                 report_unread = false;
                 let topics = windows.audience().topics();
-                match Box::pin(patiently("unread count", || unread_frame(&ctx.db, &user, &topics))).await {
-                    Ok((position, frame)) => {
-                        cursor.state_as_of = position;
+                match Box::pin(patiently("unread count", || unread_state(&ctx.db, &announced.viewer, &topics))).await {
+                    Ok(state) => {
+                        cursor.state_as_of = state.position;
+                        announced.reset(state);
+                        let frame = count_frame(announced.count());
                         // The stream has its starting state: the next may open.
                         drop(turn.take());
                         yield Ok(frame);
@@ -390,9 +451,18 @@ fn frames(
                                 subscription.forget(&route.conversation);
                             }
                         }
-                        if let Some(frame) = admit(&mut cursor, &windows, &user, &event) {
+                        if let Some(frame) = admit(&mut cursor, &windows, &mut announced, &user, &event) {
                             delivered += u64::from(event.id.is_some());
                             yield Ok(frame);
+                            // A new announcement is one more unread: the
+                            // count follows it, as it follows a notification.
+                            if let Some(Notice::Announced(a)) = &event.notice {
+                                ctx.seen.count(a.id);
+                                if !announced.unread.iter().any(|(id, _)| *id == a.id) {
+                                    announced.unread.push((a.id, a.expires_at));
+                                    yield Ok(count_frame(announced.count()));
+                                }
+                            }
                         }
                     }
                     subscription.count_delivered(delivered);
@@ -429,12 +499,21 @@ enum Step {
 /// Decides whether a live event goes out: never to a user it excludes, a
 /// conversation's only inside a membership window, logged events only past
 /// the last id sent, state reports only when fresher than the last one sent.
-fn admit(cursor: &mut Cursor, windows: &Windows, user: &UserId, event: &Event) -> Option<Bytes> {
+///
+/// Announcements go only where the token's audience and the user's
+/// preferences let them; what the user read or deleted leaves the stream's
+/// unread announcements; a shared count gets the stream's own part added.
+fn admit(cursor: &mut Cursor, windows: &Windows, announced: &mut AnnouncementView, user: &UserId, event: &Event) -> Option<Bytes> {
     if event.exclude.as_ref() == Some(user) {
         return None;
     }
     if event.topic != windows.user && !windows.admits(event) {
         return None;
+    }
+    match &event.notice {
+        Some(Notice::Announced(a)) if !announced.shows(a) => return None,
+        Some(Notice::Settled(ids)) if event.id.is_some_and(|id| id > cursor.last) => announced.unread.retain(|(id, _)| !ids.contains(id)),
+        _ => {}
     }
     match (event.id, event.as_of) {
         (Some(id), _) if id > cursor.last => {
@@ -447,7 +526,10 @@ fn admit(cursor: &mut Cursor, windows: &Windows, user: &UserId, event: &Event) -
             if let Some(as_of) = as_of {
                 cursor.state_as_of = as_of;
             }
-            Some(event.frame.clone())
+            match event.notice {
+                Some(Notice::Count(own)) => Some(announced.count_frame(own, &event.frame)),
+                _ => Some(event.frame.clone()),
+            }
         }
     }
 }
@@ -480,7 +562,7 @@ struct ReplayPage {
 fn replay(db: DatabaseConnection, user: UserId, user_topic: Topic, topics: Vec<Topic>, after: EventId, page_size: u64) -> impl Stream<Item = Result<ReplayPage, ReplayError>> {
     async_stream::try_stream! {
         let mut after = after;
-        let conflate_upto = if topics.is_empty() { None } else { Some(event_log::newest(&db).await?) };
+        let conflate_upto = if topics.iter().all(|t| t.name().is_none()) { None } else { Some(event_log::newest(&db).await?) };
         loop {
             let txn = patiently("replay", || snapshot(&db)).await?;
             let audience = audience_after(&txn, &user, &user_topic, &topics, after).await?;
@@ -542,12 +624,18 @@ async fn resume_point(db: &DatabaseConnection, user: &UserId, windows: &Windows,
 /// events up to the head are reflected in the unread notifications; a
 /// conversation's or topic's are not, so they are sent here, or they would
 /// fall between the snapshot and the live tail.
-async fn fresh_state(db: &DatabaseConnection, user: &UserId, audience: &Audience, limit: u64, floor: EventId, page: u64) -> Result<(Vec<(EventId, Bytes)>, EventId, u64), DbErr> {
+///
+/// Announcements the viewer sees and has not read are among the unread
+/// notifications (by the id of the event that last carried each); the
+/// state returned holds them apart from the user's own count.
+async fn fresh_state(db: &DatabaseConnection, viewer: &Viewer, audience: &Audience, limit: u64, floor: EventId, page: u64) -> Result<(Vec<(EventId, Bytes)>, EventId, UnreadState), DbErr> {
+    let user = viewer.user();
     let txn = snapshot(db).await?;
     let now = chrono::Utc::now();
     let unread = rows::newest_unread(&txn, user, now, limit).await?;
-    let head = event_log::head(&txn, &audience.topics()).await?;
-    let count = crate::store::unread::count(&txn, user, now).await?;
+    let state = unread_state(&txn, viewer, &audience.topics()).await?;
+    let head = state.position;
+    let unread_announcements = announcements::unread_given(&txn, viewer, &state.hidden, now).await?;
     let mut shared = Vec::new();
     if !audience.windows.is_empty() || !audience.topics.is_empty() {
         let mut after = floor;
@@ -555,21 +643,30 @@ async fn fresh_state(db: &DatabaseConnection, user: &UserId, audience: &Audience
             let events = event_log::read_audience_after(&txn, audience, after, page, None).await?;
             let Some(last) = events.last().and_then(|e| e.id) else { break };
             after = last;
-            shared.extend(events.into_iter().filter(|e| e.topic != audience.user && e.id.is_some_and(|id| id <= head)));
+            // The user's own events and announcements up to the head are in
+            // the unread notifications already.
+            shared.extend(events.into_iter().filter(|e| e.topic != audience.user && e.topic != Topic::announcements() && e.id.is_some_and(|id| id <= head)));
         }
     }
     txn.commit().await?;
-    let mut frames: Vec<(EventId, Bytes)> = unread
+    let mut notifications: Vec<(EventId, Notification)> = unread
         .into_iter()
-        .map(|row| {
-            let id = EventId::new(row.event_id);
-            let data = serde_json::to_string(&Notification::from(row)).expect("notifications encode");
+        .map(|row| (EventId::new(row.event_id), Notification::from(row)))
+        .chain(unread_announcements.iter().map(|seen| (EventId::new(seen.row.event_id), announcements::notification(&seen.row, None))))
+        .collect();
+    // The newest `limit` of both kinds, oldest first.
+    notifications.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+    notifications.truncate(limit as usize);
+    let mut frames: Vec<(EventId, Bytes)> = notifications
+        .into_iter()
+        .map(|(id, notification)| {
+            let data = serde_json::to_string(&notification).expect("notifications encode");
             (id, encode_frame(Some(id), events::NOTIFICATION, &data))
         })
         .collect();
     frames.extend(shared.into_iter().filter_map(|event| event.id.map(|id| (id, event.frame))));
     frames.sort_by_key(|(id, _)| *id);
-    Ok((frames, head, count))
+    Ok((frames, head, state))
 }
 
 /// A read-only transaction that sees one instant of the database: in SQLite's
@@ -585,9 +682,4 @@ async fn snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr>
 fn count_frame(count: u64) -> Bytes {
     let data = serde_json::to_string(&UnreadCount { count }).expect("counts encode");
     encode_frame(None, events::UNREAD_COUNT, &data)
-}
-
-async fn unread_frame(db: &DatabaseConnection, user: &UserId, topics: &[Topic]) -> Result<(EventId, Bytes), DbErr> {
-    let (position, count) = unread_state(db, user, topics).await?;
-    Ok((position, count_frame(count)))
 }

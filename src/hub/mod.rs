@@ -19,7 +19,7 @@ use std::sync::{
 };
 
 pub use bus::{Bus, LocalBus};
-pub use event::{Event, RouteChange};
+pub use event::{Announced, Event, Notice, RouteChange};
 pub use mailbox::{Delivery, Mailbox};
 pub use registry::Registry;
 

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod announcements;
 mod auth;
 mod browser;
 mod chat;

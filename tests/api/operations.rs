@@ -70,7 +70,7 @@ async fn the_openapi_document_states_the_contracts_limits() {
     assert!(!required.contains(&"user_ids") && !required.contains(&"user_id"), "neither recipient field is required alone: {required:?}");
     assert_eq!(
         schemas["PublishRequest"]["allOf"][1]["oneOf"],
-        json!([{"type": "object", "required": ["user_id"]}, {"type": "object", "required": ["user_ids"]}])
+        json!([{"type": "object", "required": ["user_id"]}, {"type": "object", "required": ["user_ids"]}, {"type": "object", "required": ["audience"]}])
     );
     assert_eq!(schemas["UserId"]["maxLength"], 255);
     assert_eq!(schemas["UserId"]["pattern"], tidings::domain::NO_CONTROL_PATTERN);
@@ -226,7 +226,7 @@ async fn a_request_past_its_deadline_gets_503_but_streams_have_none() {
     let alice = tidings::domain::UserId::parse("alice").unwrap();
     let new = tidings::domain::notification::PublishRequest {
         user_id: Some("alice".into()), user_ids: None, kind: "t".into(), title: "after the deadline".into(),
-        body: String::new(), data: None, action_url: None, expires_at: None, group_key: None, critical: false,
+        body: String::new(), data: None, action_url: None, expires_at: None, group_key: None, critical: false, audience: None,
     }
     .validate(chrono::Utc::now())
     .unwrap();
