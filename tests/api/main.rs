@@ -14,6 +14,7 @@ mod connections;
 mod errors;
 mod notifications;
 mod operations;
+mod page;
 mod policy;
 mod presence;
 mod resume;
