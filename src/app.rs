@@ -21,6 +21,7 @@ use crate::{
     config::Settings,
     contacts::ContactBook,
     outbox::{ChannelSet, Outbox, webhook::WebhookChannel, worker::Worker},
+    push::{PushSettings, PushSubscriptions, channel::PushChannel},
     templates::Templates,
     webhooks::Webhooks,
     hub::{Hub, Registry, redis_bus::RedisBus},
@@ -67,6 +68,10 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     /// The outbox's channels and settings.
     pub outbox: Arc<Outbox>,
+    /// Browsers' Web Push subscriptions.
+    pub push_subscriptions: Arc<PushSubscriptions>,
+    /// The VAPID key (when Web Push is on) and what endpoints are accepted.
+    pub push: Arc<PushSettings>,
     /// Turns for streams to read their starting state (admission control).
     pub stream_opening: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server stops; every open stream watches it.
@@ -164,18 +169,6 @@ impl Application {
         // uses ring; installed once per process (a second install fails,
         // harmlessly, when tests build several applications).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut channels = ChannelSet::default();
-        // A webhook request gives up well within the lease, so a slow
-        // endpoint never has one row sent by two workers at once.
-        let webhook_timeout = (settings.outbox.lease / 2).min(Duration::from_secs(10));
-        channels.add(Arc::new(WebhookChannel::new(webhooks.clone(), webhook_timeout).context("building the webhook client")?));
-        let outbox = Arc::new(Outbox::new(channels, settings.outbox.clone()));
-        let retention = Arc::new(Retention::new(writer.clone(), db.clone(), settings.retention.clone()));
-        let typing_state = match &settings.redis_url {
-            None => TypingState::Local(Default::default()),
-            Some(url) => TypingState::Redis { redis: Box::new(SharedRedis::open(url)?), namespace: settings.redis_namespace.clone() },
-        };
-        let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry, typing_state));
         let presence: Arc<dyn Presence> = match &settings.redis_url {
             None => Arc::new(LocalPresence::new(db.clone(), settings.presence_visibility, hub.clone(), settings.presence_grace)),
             Some(url) => Arc::new(RedisPresence::start(
@@ -188,6 +181,24 @@ impl Application {
                 shutdown.clone(),
             )?),
         };
+        let mut channels = ChannelSet::default();
+        // A webhook request gives up well within the lease, so a slow
+        // endpoint never has one row sent by two workers at once.
+        let webhook_timeout = (settings.outbox.lease / 2).min(Duration::from_secs(10));
+        channels.add(Arc::new(WebhookChannel::new(webhooks.clone(), webhook_timeout).context("building the webhook client")?));
+        let push_subscriptions = Arc::new(PushSubscriptions::new(writer.clone(), db.clone()));
+        if settings.push.vapid.is_some() {
+            channels.add(Arc::new(
+                PushChannel::new(&settings.push, push_subscriptions.clone(), presence.clone(), db.clone(), webhook_timeout).context("building the Web Push client")?,
+            ));
+        }
+        let outbox = Arc::new(Outbox::new(channels, settings.outbox.clone()));
+        let retention = Arc::new(Retention::new(writer.clone(), db.clone(), settings.retention.clone()));
+        let typing_state = match &settings.redis_url {
+            None => TypingState::Local(Default::default()),
+            Some(url) => TypingState::Redis { redis: Box::new(SharedRedis::open(url)?), namespace: settings.redis_namespace.clone() },
+        };
+        let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry, typing_state));
         let chat = Arc::new(Chat::new(writer.clone(), db.clone(), typing));
         let revocations = Revocations::load(db.clone(), writer.clone(), hub.clone(), settings.max_token_lifetime)
             .await
@@ -212,6 +223,8 @@ impl Application {
             templates,
             webhooks,
             outbox,
+            push_subscriptions,
+            push: Arc::new(settings.push.clone()),
             chat,
             topics: Arc::new(Topics::new(writer.clone(), db.clone())),
             topic_access: Arc::new(TopicAccess { public: public_topics(&settings) }),

@@ -79,6 +79,8 @@ pub struct Settings {
     pub max_token_lifetime: Duration,
     /// How sockets are accepted and held: the header timeout, the per-IP cap.
     pub connections: crate::server::ConnectionSettings,
+    /// Web Push: the VAPID key and subject, when to push.
+    pub push: crate::push::PushSettings,
 }
 
 impl fmt::Debug for Settings {
@@ -110,6 +112,7 @@ impl fmt::Debug for Settings {
             .field("presence_visibility", &self.presence_visibility)
             .field("max_token_lifetime", &self.max_token_lifetime)
             .field("connections", &self.connections)
+            .field("push", &self.push)
             .finish()
     }
 }
@@ -325,6 +328,24 @@ pub struct ServeArgs {
     /// Most deliveries a worker claims, and sends concurrently, at once.
     #[arg(long, env = "TIDINGS_OUTBOX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub outbox_batch: u64,
+    /// The VAPID private key of Web Push: the raw 32-byte P-256 scalar in
+    /// base64url (what `web-push generate-vapid-keys` prints). Unset: one is
+    /// generated and kept beside the database (`<db>.vapid`, mode 0600).
+    #[arg(long, env = "TIDINGS_VAPID_PRIVATE_KEY", hide_env_values = true)]
+    pub vapid_private_key: Option<String>,
+    /// The VAPID subject: how push services reach the operator, a `mailto:`
+    /// or `https:` URL. Set it in production: some push services refuse
+    /// the default.
+    #[arg(long, env = "TIDINGS_VAPID_SUBJECT", default_value = crate::push::DEFAULT_SUBJECT)]
+    pub vapid_subject: String,
+    /// When a notification goes out by Web Push: `offline` (only if the user
+    /// has no stream open when it falls due) or `always`.
+    #[arg(long, env = "TIDINGS_PUSH_WHEN", value_enum, default_value_t = crate::push::PushWhen::Offline)]
+    pub push_when: crate::push::PushWhen,
+    /// Accept push endpoints over plain `http://` and on loopback or private
+    /// addresses: for tests and local trials only.
+    #[arg(long, env = "TIDINGS_PUSH_ALLOW_INSECURE", default_value_t = false)]
+    pub push_allow_insecure: bool,
     /// Log format: `text` or `json`.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -356,6 +377,14 @@ impl ServeArgs {
     /// Resolves flags into settings, generating the secret on a first run.
     pub fn into_settings(self) -> anyhow::Result<Settings> {
         let resolved = resolve_keys(&self.keys, &self.database.database_url)?;
+        let vapid_path = crate::push::vapid::key_path(&self.database.database_url);
+        let (vapid, generated) = crate::push::VapidKey::resolve(self.vapid_private_key.as_deref(), &vapid_path)?;
+        if generated {
+            tracing::warn!(path = %vapid_path.display(), "no TIDINGS_VAPID_PRIVATE_KEY: generated a VAPID key for Web Push and saved it; keep it (browsers subscribed with it), and set the same key on every node of a cluster");
+        }
+        if !self.vapid_subject.starts_with("mailto:") && !self.vapid_subject.starts_with("https://") {
+            anyhow::bail!("TIDINGS_VAPID_SUBJECT must be a mailto: or https: URL");
+        }
         Ok(Settings {
             bind: self.bind,
             database_url: self.database.database_url,
@@ -415,6 +444,12 @@ impl ServeArgs {
             connections: crate::server::ConnectionSettings {
                 header_read_timeout: Duration::from_secs(self.header_timeout_secs),
                 max_per_ip: self.max_connections_per_ip,
+            },
+            push: crate::push::PushSettings {
+                vapid: Some(std::sync::Arc::new(vapid)),
+                subject: self.vapid_subject,
+                when: self.push_when,
+                allow_insecure: self.push_allow_insecure,
             },
         })
     }
@@ -479,7 +514,9 @@ pub fn secret_path(database_url: &str) -> PathBuf {
     }
 }
 
-fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+/// Writes a generated secret readable by its owner only (mode 0600), and
+/// never over an existing file.
+pub fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -22,6 +22,7 @@
 //! - [`outbox`] — the durable outbox of deliveries beyond the page, its workers and the `Channel` trait (webhooks here);
 //! - [`templates`] and [`contacts`] — per-type templates rendered at publish, and how users are reached;
 //! - [`webhooks`] — the operator's webhook endpoints and their secrets;
+//! - [`push`] — Web Push: the VAPID key, browsers' subscriptions, the outbox's `push` channel;
 //! - [`revocation`] — revoked tokens: stored, cached on every node, ending open streams;
 //! - [`domain`] — newtypes parsed at the edge and the rules that go with them;
 //! - [`writer`] — the one writer per node: group commit, ids in commit order, back-pressure;
@@ -46,6 +47,7 @@ pub mod limits;
 pub mod notifications;
 pub mod outbox;
 pub mod presence;
+pub mod push;
 pub mod ratelimit;
 pub mod retention;
 pub mod revocation;

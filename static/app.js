@@ -10,6 +10,7 @@
  *   js/stream.js         the page's stream and the connection indicator
  *   js/notifications.js  the bell: badge, panel, actions
  *   js/preferences.js    the gear: types and channels
+ *   js/push.js           the gear: browser notifications (Web Push, /sw.js)
  *   js/chat-state.js     the chat's state and merge rules
  *   js/chat.js           chat loading, stream events, typing, actions
  *   js/chat-view.js      chat rendering and controls
@@ -29,6 +30,7 @@ import {
 import {
   addPreferenceType, noticeType, onPreferenceChange, startPreferences, togglePreferences,
 } from './js/preferences.js';
+import { startPush, stopPush, togglePush } from './js/push.js';
 import { chat, scheduleChatRender } from './js/chat-state.js';
 import { CHAT_EVENTS, forgetTyping, loadChat, onChatStreamOpen, startChat, stopChat } from './js/chat.js';
 import { wireChat } from './js/chat-view.js';
@@ -147,6 +149,7 @@ function signIn(token) {
   session.claims = claims;
   startNotifications();
   startPreferences();
+  startPush();
   $('setup').hidden = true;
   $('session').hidden = false;
   $('try-it').hidden = false;
@@ -169,7 +172,10 @@ function signOut(reason) {
   closeStream();
   stopHubStatus();
   clearTimeout(chatBootTimer);
-  if (session.token) stopChat();
+  if (session.token) {
+    stopChat();
+    stopPush();
+  }
   localStorage.removeItem(TOKEN_KEY);
   session.token = null;
   session.claims = null;
@@ -194,6 +200,7 @@ function wireEvents() {
   $('open-preferences').addEventListener('click', () => togglePreferencesPanel());
   $('preferences-list').addEventListener('change', onPreferenceChange);
   $('preferences-add').addEventListener('submit', addPreferenceType);
+  $('push-toggle').addEventListener('click', togglePush);
   $('mark-all-read').addEventListener('click', markAllRead);
   $('load-more').addEventListener('click', loadMore);
   $('copy-command').addEventListener('click', copyCommand);

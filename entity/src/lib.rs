@@ -16,6 +16,7 @@ pub mod member_period;
 pub mod message;
 pub mod notification;
 pub mod preference;
+pub mod push_subscription;
 pub mod revocation;
 pub mod template;
 pub mod unread_counter;

@@ -30,6 +30,9 @@ pub struct Model {
     /// Id of the latest `notification` event that carried this notification:
     /// the id it is sent with when a fresh stream replays unread ones.
     pub event_id: i64,
+    /// Published with `critical`: it bypassed the preferences, and a push
+    /// of it goes with `Urgency: high`.
+    pub critical: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,7 @@ mod m20261202_000006_revocations;
 mod m20261202_000007_topic_keys;
 mod m20261202_000008_announcements;
 mod m20261202_000009_outbox;
+mod m20261202_000010_push;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_topic_keys::Migration),
             Box::new(m20261202_000008_announcements::Migration),
             Box::new(m20261202_000009_outbox::Migration),
+            Box::new(m20261202_000010_push::Migration),
         ]
     }
 }

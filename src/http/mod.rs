@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod page;
 pub mod preferences;
 pub mod presence;
+pub mod push;
 pub mod revocations;
 pub mod stats;
 pub mod stream;
@@ -127,6 +128,7 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
                 .merge(templates::router())
                 .merge(contacts::router())
                 .merge(webhooks::router())
+                .merge(push::router())
                 .layer(deadline),
         );
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

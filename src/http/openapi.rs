@@ -38,6 +38,7 @@ use crate::{
         (name = "templates", description = "Templates per type, rendered at publish (scope admin)"),
         (name = "contacts", description = "How a user is reached beyond the page (scope publish)"),
         (name = "webhooks", description = "Signed deliveries to the operator's endpoints (scope admin)"),
+        (name = "push", description = "Web Push to browsers whose tab is closed: the VAPID key and subscriptions"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]

@@ -1,7 +1,8 @@
 //! The web page in `static/`, compiled into the binary so that `tidings`
 //! serves it from any working directory with nothing to deploy beside it:
 //! the HTML, the style sheet, the entry module `app.js` and its modules under
-//! `/js/`, and `/tidings.js`, the stream client other apps may import too.
+//! `/js/`, `/tidings.js`, the stream client other apps may import too, and
+//! `/sw.js`, the service worker that shows Web Push notifications.
 //!
 //! Each file gets a strong ETag (a hash of its bytes) computed once at
 //! start; browsers revalidate (`Cache-Control: no-cache`) and get `304 Not
@@ -18,7 +19,7 @@ use std::{collections::HashMap, sync::LazyLock};
 
 use axum::{
     extract::Path,
-    http::{HeaderMap, HeaderValue, Response, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header},
     middleware,
     response::IntoResponse,
 };
@@ -51,6 +52,7 @@ const MODULES: &[(&str, &str)] = &[
     ("notifications.js", include_str!("../../static/js/notifications.js")),
     ("preferences.js", include_str!("../../static/js/preferences.js")),
     ("presence.js", include_str!("../../static/js/presence.js")),
+    ("push.js", include_str!("../../static/js/push.js")),
     ("session.js", include_str!("../../static/js/session.js")),
     ("stream.js", include_str!("../../static/js/stream.js")),
 ];
@@ -59,6 +61,7 @@ static INDEX: LazyLock<Asset> = LazyLock::new(|| Asset::new(HTML, include_str!("
 static SCRIPT: LazyLock<Asset> = LazyLock::new(|| Asset::new(JAVASCRIPT, include_str!("../../static/app.js")));
 static STYLE: LazyLock<Asset> = LazyLock::new(|| Asset::new(CSS, include_str!("../../static/app.css")));
 static CLIENT: LazyLock<Asset> = LazyLock::new(|| Asset::new(JAVASCRIPT, include_str!("../../static/tidings.js")).for_any_origin());
+static WORKER: LazyLock<Asset> = LazyLock::new(|| Asset::new(JAVASCRIPT, include_str!("../../static/sw.js")).as_service_worker());
 static MODULE_ASSETS: LazyLock<HashMap<&'static str, Asset>> =
     LazyLock::new(|| MODULES.iter().map(|(name, body)| (*name, Asset::new(JAVASCRIPT, body))).collect());
 
@@ -71,13 +74,22 @@ struct Asset {
     etag: HeaderValue,
     /// Whether pages on other origins may load it (`Access-Control-Allow-Origin: *`).
     any_origin: bool,
+    /// The service worker: `Service-Worker-Allowed: /`, so it may control
+    /// the whole origin.
+    service_worker: bool,
 }
 
 impl Asset {
     fn new(content_type: &'static str, body: &'static str) -> Self {
         let digest = Sha256::digest(body.as_bytes());
         let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..16]))).expect("hex is a valid header value");
-        Asset { content_type, body, etag, any_origin: false }
+        Asset { content_type, body, etag, any_origin: false, service_worker: false }
+    }
+
+    /// The service worker script, whose scope is the whole origin.
+    fn as_service_worker(mut self) -> Self {
+        self.service_worker = true;
+        self
     }
 
     /// A file meant to be imported by other apps' pages: a module script
@@ -113,6 +125,9 @@ impl Asset {
         }
         if self.any_origin {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
+        if self.service_worker {
+            headers.insert(HeaderName::from_static("service-worker-allowed"), HeaderValue::from_static("/"));
         }
         response
     }
@@ -164,7 +179,7 @@ pub async fn docs_security_headers<B>(mut response: Response<B>) -> Response<B> 
 /// Routes of the page, compressed. The files' tags are computed here, at
 /// start, rather than on the first request.
 pub fn router() -> OpenApiRouter<AppState> {
-    for asset in [&INDEX, &SCRIPT, &STYLE, &CLIENT] {
+    for asset in [&INDEX, &SCRIPT, &STYLE, &CLIENT, &WORKER] {
         LazyLock::force(asset);
     }
     LazyLock::force(&MODULE_ASSETS);
@@ -174,6 +189,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(module))
         .routes(routes!(style))
         .routes(routes!(client))
+        .routes(routes!(service_worker))
         .layer(CompressionLayer::new())
         .layer(middleware::map_response(weaken_etag_when_encoded))
 }
@@ -222,6 +238,15 @@ async fn style(headers: HeaderMap) -> impl IntoResponse {
     responses((status = 200, content_type = "text/javascript", body = String), (status = 304, description = "Unchanged since that tag")))]
 async fn client(headers: HeaderMap) -> impl IntoResponse {
     CLIENT.respond(&headers)
+}
+
+/// The page's service worker: shows Web Push notifications while no tab is
+/// open and records their clicks. Scope `/` (`Service-Worker-Allowed: /`).
+#[utoipa::path(get, path = "/sw.js", tag = "push",
+    params(("If-None-Match" = Option<String>, Header, description = "A tag from an earlier answer's ETag")),
+    responses((status = 200, content_type = "text/javascript", body = String), (status = 304, description = "Unchanged since that tag")))]
+async fn service_worker(headers: HeaderMap) -> impl IntoResponse {
+    WORKER.respond(&headers)
 }
 
 #[cfg(test)]

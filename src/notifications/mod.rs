@@ -24,7 +24,7 @@ use crate::{
         preference::{Channels, Preference, PreferenceUpdate},
     },
     contacts,
-    outbox::{ChannelKind, Outbox, Routes, store::NewDelivery},
+    outbox::{ChannelKind, Outbox, Route, Routes, store::NewDelivery},
     ratelimit::{RateLimiter, retry_after_secs},
     store::{announcements as announcement_rows, event_log, idempotency, notifications as rows, preferences, unread},
     templates::Templates,
@@ -747,8 +747,9 @@ async fn publish_alone(write: &mut LogWrite, new: &NewNotification, audience: Au
 
 /// A publish inside the writer, one recipient at a time: folds into an
 /// unread group where there is one, else stores a new copy for recipients
-/// within their limit. A new copy gets its outbox rows; a folded one does
-/// not (the group's first copy was delivered already).
+/// within their limit. A new copy gets its outbox rows; a folded one gets
+/// only its push (which replaces the earlier push by its `Topic`): the
+/// group's first copy went out by the other channels already.
 async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>, email_due: DateTime<Utc>) -> Result<Published, DomainError> {
     if let Some(broadcast) = &new.audience {
         return announce_in(write, new, broadcast, now).await;
@@ -769,7 +770,28 @@ async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audie
             _ => write.event_id().await?,
         };
         let (row, added) = match group {
-            Some(group) => (rows::fold_into(write.conn(), group, new, event_id.get(), now).await?, 0),
+            Some(group) => {
+                let id = group.id;
+                let row = rows::fold_into(write.conn(), group, new, event_id.get(), now).await?;
+                // A push replaces the one waiting at the push service (same
+                // `Topic`), so the update goes out too; each update is its own
+                // row, told apart by its event id.
+                let updates: Vec<NewDelivery> = routes
+                    .iter()
+                    .filter(|route| route.channel == ChannelKind::Push)
+                    .map(|route| NewDelivery {
+                        notification_id: id,
+                        user_id: user.as_str().to_owned(),
+                        route: Route { channel: route.channel, target: Some(format!("update-{}", event_id.get())) },
+                        due_at: now,
+                        now,
+                    })
+                    .collect();
+                if !updates.is_empty() {
+                    crate::outbox::store::insert(write.conn(), &updates).await?;
+                }
+                (row, 0)
+            }
             None => {
                 let id = write.notification_id().await?;
                 let row = rows::insert(write.conn(), id, event_id.get(), &user, new, now).await?;

@@ -130,6 +130,14 @@ pub struct RenderedNotification {
     pub action_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub read_at: Option<DateTime<Utc>>,
+    /// For push: `Topic` (a grouped update replaces the earlier push),
+    /// `Urgency` and `TTL`. Not in the webhook payload.
+    #[serde(skip)]
+    pub group_key: Option<String>,
+    #[serde(skip)]
+    pub critical: bool,
+    #[serde(skip)]
+    pub expires_at: Option<DateTime<Utc>>,
     pub email_subject: String,
     pub email_text: String,
     /// Only when the type's template has an HTML part (auto-escaped).
@@ -143,18 +151,27 @@ pub struct DeliveryError {
     /// True for faults that may pass (a timeout, a 5xx, a refused
     /// connection); false when a retry cannot succeed (a 4xx, no address).
     pub retryable: bool,
+    /// Not a failure: the delivery is not needed (a push while the user
+    /// has the page open, a user without a subscription); the row ends
+    /// `skipped` with the message.
+    pub skip: bool,
     pub message: String,
 }
 
 impl DeliveryError {
     /// A fault that may pass: the row is tried again after a backoff.
     pub fn retryable(message: impl Into<String>) -> Self {
-        DeliveryError { retryable: true, message: message.into() }
+        DeliveryError { retryable: true, skip: false, message: message.into() }
     }
 
     /// A refusal no retry can change: the row fails at once.
     pub fn permanent(message: impl Into<String>) -> Self {
-        DeliveryError { retryable: false, message: message.into() }
+        DeliveryError { retryable: false, skip: false, message: message.into() }
+    }
+
+    /// The delivery is not needed after all: the row is `skipped` at once.
+    pub fn skipped(message: impl Into<String>) -> Self {
+        DeliveryError { retryable: false, skip: true, message: message.into() }
     }
 }
 

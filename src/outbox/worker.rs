@@ -127,6 +127,10 @@ impl Worker {
                 outcomes.push(final_outcome(&delivery, DeliveryStatus::Skipped, Some("read on the page before the email was due".into())));
                 continue;
             }
+            if delivery.channel == ChannelKind::Push && row.read_at.is_some() {
+                outcomes.push(final_outcome(&delivery, DeliveryStatus::Skipped, Some("read before the push was due".into())));
+                continue;
+            }
             match self.render(row, &contact).await {
                 Ok(rendered) => items.push((delivery, rendered)),
                 Err(e) => outcomes.push(final_outcome(&delivery, DeliveryStatus::Failed, Some(e.to_string()))),
@@ -156,6 +160,7 @@ impl Worker {
                 metrics::counter!("tidings_deliveries_total", "channel" => channel, "status" => "sent").increment(1);
                 final_outcome(delivery, DeliveryStatus::Sent, None)
             }
+            Err(e) if e.skip => final_outcome(delivery, DeliveryStatus::Skipped, Some(e.message)),
             Err(e) if e.retryable && delivery.attempt < settings.max_attempts => {
                 metrics::counter!("tidings_delivery_retries_total", "channel" => channel).increment(1);
                 let due = Utc::now() + chrono::Duration::from_std(settings.backoff(delivery.attempt)).unwrap_or_default();
@@ -192,6 +197,9 @@ impl Worker {
             action_url: row.action_url.clone(),
             created_at: row.created_at,
             read_at: row.read_at,
+            group_key: row.group_key.clone(),
+            critical: row.critical,
+            expires_at: row.expires_at,
         })
     }
 

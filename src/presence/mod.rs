@@ -83,6 +83,9 @@ pub trait Presence: Send + Sync + 'static {
     fn set_status(&self, user: &UserId, status: Status);
     /// The presence of `users` now.
     fn get<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<PresenceView>>;
+    /// Whether `user` has a stream open now, whatever the status they
+    /// chose: Web Push skips users the page reaches already.
+    fn has_open_stream<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, bool>;
 }
 
 /// Presence kept in this process.
@@ -285,6 +288,11 @@ impl Presence for LocalPresence {
             })
             .collect();
         Box::pin(std::future::ready(views))
+    }
+
+    fn has_open_stream<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, bool> {
+        let open = self.inner.users.lock().unwrap_or_else(|p| p.into_inner()).get(user).is_some_and(|state| state.streams > 0);
+        Box::pin(std::future::ready(open))
     }
 }
 

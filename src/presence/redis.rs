@@ -298,6 +298,30 @@ impl Presence for RedisPresence {
         });
     }
 
+    /// A stream on this node, or a live lease of any node. A lease outlives
+    /// its node's last stream by the grace period, so in a cluster a user
+    /// counts as connected that much longer; if Redis cannot answer, the
+    /// user counts as not connected (a push too many beats a lost one).
+    fn has_open_stream<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let here = self.inner.local.lock().unwrap_or_else(|p| p.into_inner()).get(user).is_some_and(|(streams, _)| *streams > 0);
+            if here {
+                return true;
+            }
+            let live = async {
+                let mut conn = self.inner.connection().await?;
+                redis::cmd("ZCOUNT").arg(self.inner.key(user, "nodes")).arg(Inner::now_ms()).arg("+inf").query_async::<i64>(&mut conn).await
+            };
+            match live.await {
+                Ok(n) => n > 0,
+                Err(_) => {
+                    self.inner.forget_connection().await;
+                    false
+                }
+            }
+        })
+    }
+
     fn get<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<PresenceView>> {
         Box::pin(async move {
             let mut views = Vec::with_capacity(users.len());

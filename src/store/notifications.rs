@@ -41,6 +41,7 @@ pub async fn insert(conn: &impl ConnectionTrait, id: i64, event_id: i64, user: &
         clicked_at: Set(None),
         deleted_at: Set(None),
         event_id: Set(event_id),
+        critical: Set(new.critical),
     }
     .insert(conn)
     .await
@@ -73,6 +74,7 @@ pub async fn fold_into(conn: &impl ConnectionTrait, group: Model, new: &NewNotif
     row.expires_at = Set(new.expires_at);
     row.updated_at = Set(now);
     row.event_id = Set(event_id);
+    row.critical = Set(new.critical);
     row.update(conn).await
 }
 

@@ -241,6 +241,7 @@ fn row(id: i64, event_id: i64, user: &UserId, new: &NewNotification, now: DateTi
         clicked_at: None,
         deleted_at: None,
         event_id,
+        critical: new.critical,
     }
 }
 
@@ -297,6 +298,7 @@ mod script {
                 notification::Column::UpdatedAt,
                 notification::Column::ExpiresAt,
                 notification::Column::EventId,
+                notification::Column::Critical,
             ]);
             for r in chunk {
                 insert.values_panic([
@@ -313,6 +315,7 @@ mod script {
                     time(r.updated_at),
                     r.expires_at.map_or_else(|| Value::String(None).into(), time),
                     r.event_id.into(),
+                    r.critical.into(),
                 ]);
             }
             sql.push_str(&insert.to_string(SqliteQueryBuilder));

@@ -40,7 +40,7 @@ const FIELD_LABELS = {
   enabled: (type) => `Receive ${type}`,
   web: (type) => `${type} on the web`,
   email: (type) => `${type} by email (coming soon)`,
-  push: (type) => `${type} by push (coming soon)`,
+  push: (type) => `${type} by browser notification when no tab is open`,
 };
 
 /** A preference as the page keeps it: every channel present, booleans only. */

@@ -143,6 +143,13 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
         print_demo: false,
         max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
         connections: tidings::server::ConnectionSettings::default(),
+        // Web Push on, as `tidings serve` always has it, with a fresh key;
+        // the fake push services of the tests listen on http://127.0.0.1.
+        push: tidings::push::PushSettings {
+            vapid: Some(Arc::new(tidings::push::VapidKey::generate().expect("a VAPID key"))),
+            allow_insecure: true,
+            ..Default::default()
+        },
     };
     configure(&mut settings);
     let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref()).expect("test keys"));

@@ -18,6 +18,7 @@ mod outbox;
 mod page;
 mod policy;
 mod presence;
+mod push;
 mod resume;
 mod revocation;
 mod status;

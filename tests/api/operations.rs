@@ -47,6 +47,9 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/webhooks"),
     ("get", "/v1/webhooks"),
     ("delete", "/v1/webhooks/{id}"),
+    ("get", "/v1/push/vapid_public_key"),
+    ("post", "/v1/push/subscriptions"),
+    ("delete", "/v1/push/subscriptions"),
     ("get", "/v1/notifications/{id}/deliveries"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -138,13 +141,13 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
             }
         }
     }
-    for path in ["/app.js", "/app.css", "/js/{module}", "/tidings.js"] {
+    for path in ["/app.js", "/app.css", "/js/{module}", "/tidings.js", "/sw.js"] {
         assert!(doc["paths"][path]["get"].is_object(), "GET {path} is documented");
     }
     assert_eq!(
         documented,
-        CONTRACT_ROUTES.len() + 4,
-        "the contract's routes plus the page's files (app.js, app.css, its modules) and /tidings.js, nothing unknown"
+        CONTRACT_ROUTES.len() + 5,
+        "the contract's routes plus the page's files (app.js, app.css, its modules), /tidings.js and /sw.js, nothing unknown"
     );
     let events = &doc["paths"]["/v1/stream"]["get"]["x-sse-events"];
     for name in [
