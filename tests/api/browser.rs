@@ -64,6 +64,24 @@ async fn the_page_shows_a_live_notification_bumps_the_badge_and_mark_all_read_cl
     assert!(stdout.contains("browser test passed"), "{stdout}");
 }
 
+/// Browser notifications: the gear's button registers the service worker
+/// and, with no push service reachable from here, explains why it could not
+/// subscribe; a push delivered through the DevTools protocol shows a
+/// notification, and its click (dispatched in the worker) is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and `npm ci` in tests/browser (bash .ci/run installs both)"]
+async fn the_service_worker_shows_a_pushed_notification_and_records_its_click() {
+    let app = spawn_app().await;
+    let env = [
+        ("TIDINGS_URL", app.base.clone()),
+        ("TIDINGS_USER_ID", "push-user".to_owned()),
+        ("TIDINGS_USER_TOKEN", app.token("push-user")),
+        ("TIDINGS_PUBLISH_TOKEN", app.publisher_token()),
+    ];
+    let stdout = run_browser_script("push.mjs", &env).await;
+    assert!(stdout.contains("browser test passed"), "{stdout}");
+}
+
 /// Two users in two browsers: typing shows, the message arrives, the read
 /// tick comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
