@@ -25,7 +25,7 @@ use crate::{
     ratelimit::{LocalRateLimiter, RateLimiter, RedisRateLimiter},
     retention::Retention,
     revocation::{self, Revocations},
-    shared_redis::SharedRedis,
+    shared_redis,
     status,
     store,
     stream::{StreamContext, StreamSettings},
@@ -37,6 +37,8 @@ use crate::{
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// How long `/readyz` waits for the database's answer.
+    pub database_timeout: Duration,
     pub keys: Arc<JwtKeys>,
     pub hub: Arc<Hub>,
     pub notifications: Arc<Notifications>,
@@ -103,11 +105,11 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, wires and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = store::connect_with(&settings.database_url, store::Pool::Readers { connections: 16 }, settings.sqlite_synchronous)
+        let db = store::connect_with(&settings.database_url, store::Pool::Readers { connections: 16 }, settings.sqlite_synchronous, settings.database_timeout)
             .await
             .with_context(|| format!("connecting to {}", crate::config::redact_url(&settings.database_url)))?;
         Migrator::up(&db, None).await.context("applying migrations")?;
-        let write_db = store::connect_with(&settings.database_url, store::Pool::Writer, settings.sqlite_synchronous)
+        let write_db = store::connect_with(&settings.database_url, store::Pool::Writer, settings.sqlite_synchronous, settings.database_timeout)
             .await
             .context("opening the writer's connection")?;
         let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref())?);
@@ -123,7 +125,7 @@ impl Application {
                 Arc::new(Hub::new(registry, bus, settings.mailbox_capacity, settings.limits.streams))
             }
         };
-        let writer = Writer::start(write_db, hub.clone(), settings.writer);
+        let writer = Writer::start(write_db, hub.clone(), crate::writer::WriterSettings { batch_timeout: settings.database_timeout, ..settings.writer });
         let limiter: Arc<dyn RateLimiter> = match &settings.redis_url {
             None => {
                 let local = Arc::new(LocalRateLimiter::new(settings.rate_limits));
@@ -139,7 +141,7 @@ impl Application {
         let retention = Arc::new(Retention::new(writer.clone(), db.clone(), settings.retention.clone()));
         let typing_state = match &settings.redis_url {
             None => TypingState::Local(Default::default()),
-            Some(url) => TypingState::Redis { redis: Box::new(SharedRedis::open(url)?), namespace: settings.redis_namespace.clone() },
+            Some(url) => TypingState::Redis { redis: shared_redis::connect(url)?, namespace: settings.redis_namespace.clone() },
         };
         let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry, typing_state));
         let presence: Arc<dyn Presence> = match &settings.redis_url {
@@ -171,6 +173,7 @@ impl Application {
         let http = http::HttpSettings::from_settings(&settings);
         let state = AppState {
             db: db.clone(),
+            database_timeout: settings.database_timeout,
             keys,
             hub,
             notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy)),

@@ -30,6 +30,11 @@ pub struct Settings {
     /// Address to listen on; port 0 picks a free one (tests).
     pub bind: String,
     pub database_url: String,
+    /// How long the database may take to hand out a connection, answer the
+    /// readiness ping, or (PostgreSQL) commit a write batch. A database that
+    /// vanished without closing its sockets (a partition) then costs a
+    /// request this long, not the kernel's quarter of an hour.
+    pub database_timeout: Duration,
     /// How SQLite syncs commits (ignored on PostgreSQL).
     pub sqlite_synchronous: crate::store::SqliteSync,
     /// The write queue and batch sizes.
@@ -84,6 +89,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
+            .field("database_timeout", &self.database_timeout)
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("writer", &self.writer)
             .field("keys", &self.keys)
@@ -218,6 +224,11 @@ pub struct ServeArgs {
     /// Reconnection delay suggested to clients (`retry:`), in milliseconds.
     #[arg(long, env = "TIDINGS_RETRY_MS", default_value_t = 3000)]
     pub retry_ms: u64,
+    /// Seconds the database may take to hand out a connection, answer
+    /// `/readyz`'s ping, or (PostgreSQL) commit a write batch; beyond it
+    /// the request gets 503 `unavailable`. Raise it for a distant database.
+    #[arg(long, env = "TIDINGS_DATABASE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub database_timeout_secs: u64,
     /// SQLite only: `normal` survives a crash of the process, `full` also
     /// power loss (one fsync per write batch).
     #[arg(long, env = "TIDINGS_SQLITE_SYNCHRONOUS", value_enum, default_value_t = crate::store::SqliteSync::Normal)]
@@ -334,6 +345,7 @@ impl ServeArgs {
         Ok(Settings {
             bind: self.bind,
             database_url: self.database.database_url,
+            database_timeout: Duration::from_secs(self.database_timeout_secs),
             sqlite_synchronous: self.sqlite_synchronous,
             writer: crate::writer::WriterSettings { queue_capacity: self.write_queue as usize, ..Default::default() },
             keys: resolved.source,

@@ -111,6 +111,7 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
         database_url: database.url.clone(),
+        database_timeout: Duration::from_secs(10),
         sqlite_synchronous: tidings::store::SqliteSync::Normal,
         writer: tidings::writer::WriterSettings::default(),
         keys: KeySource::Secret(SECRET.to_vec()),
