@@ -72,8 +72,8 @@ async fn two_nodes(
         let namespace = namespace.clone();
         nodes.push(
             spawn_app_in(database.clone(), |settings| {
-                settings.database_url = database_url;
-                settings.redis_url = Some(redis_url);
+                settings.database_url = database_url.into();
+                settings.redis_url = Some(redis_url.into());
                 settings.redis_namespace = namespace;
                 settings.tail_poll = Duration::from_millis(200);
                 settings.database_timeout = DATABASE_TIMEOUT;
