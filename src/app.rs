@@ -61,6 +61,8 @@ pub struct AppState {
     /// Turns for streams to read their starting state (admission control).
     pub stream_opening: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server stops; every open stream watches it.
+    /// Deliveries of announcements counted on this node, for statistics.
+    pub announcements_seen: Arc<crate::notifications::announcements::SeenTally>,
     pub shutdown: CancellationToken,
 }
 
@@ -68,6 +70,7 @@ impl AppState {
     /// What a new stream needs.
     pub fn stream_context(&self) -> StreamContext {
         StreamContext {
+            seen: self.announcements_seen.clone(),
             db: self.db.clone(),
             hub: self.hub.clone(),
             presence: self.presence.clone(),
@@ -76,6 +79,12 @@ impl AppState {
             revocations: self.revocations.clone(),
             opening: self.stream_opening.clone(),
         }
+    }
+
+    /// The caller as announcements judge them: the user and the topics
+    /// their token may read.
+    pub fn viewer(&self, principal: &crate::auth::Principal) -> crate::notifications::announcements::Viewer {
+        crate::notifications::announcements::Viewer::new(principal, &self.topic_access)
     }
 }
 
@@ -190,8 +199,11 @@ impl Application {
             stream_opening: Arc::new(tokio::sync::Semaphore::new(settings.stream.max_opening)),
             stream: Arc::new(settings.stream),
             revocations,
+            announcements_seen: Arc::default(),
             shutdown,
         };
+        state.hub.spawn_heartbeat(state.stream.heartbeat, state.shutdown.clone());
+        state.announcements_seen.clone().spawn_flusher(state.writer.clone(), std::time::Duration::from_secs(5), state.shutdown.clone());
         state.retention.clone().spawn(state.shutdown.clone());
         store::spawn_checkpointer(state.db.clone(), state.shutdown.clone());
         if let Some(every) = settings.status_topic_every {

@@ -41,7 +41,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Publishes a notification to one user or up to 1000 (scope `publish`).
-/// Each recipient's copy is stored, then sent on their open streams.
+/// Each recipient's copy is stored, then sent on their open streams. With
+/// `audience` (`"all"` or `{"topic": ...}`) it is an announcement instead:
+/// stored once, shown to every user in the audience with their own read
+/// state, and answered with `user_id` null.
 #[utoipa::path(post, path = "/notifications", tag = "notifications", security(("bearer" = [])),
     request_body = PublishRequest,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$", description = "A retry with the same key and body creates nothing and gets the first answer")),
@@ -142,7 +145,7 @@ async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, Query(par
     let ListParams { status, kind, limit, cursor } = params;
     let unread_only = status == Some(ListStatus::Unread);
     let kind = kind.map(|kind| kind.as_str().to_owned());
-    let page = state.notifications.list(&user.user, ListQuery { unread_only, kind, cursor, limit }).await?;
+    let page = state.notifications.list(&state.viewer(&user), ListQuery { unread_only, kind, cursor, limit }).await?;
     Ok(Json(page))
 }
 
@@ -170,7 +173,7 @@ enum ListStatus {
 #[utoipa::path(get, path = "/notifications/unread_count", tag = "notifications", security(("bearer" = [])),
     responses((status = 200, body = UnreadCount), (status = 401, body = ErrorBody)))]
 async fn unread_count(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result<Json<UnreadCount>, ApiError> {
-    let count = state.notifications.unread_count(&user.user).await?;
+    let count = state.notifications.unread_count(&state.viewer(&user)).await?;
     Ok(Json(UnreadCount { count }))
 }
 
@@ -179,7 +182,7 @@ async fn unread_count(State(state): State<AppState>, AuthUser(user): AuthUser) -
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
-    Ok(Json(state.notifications.read(&user.user, path_id(&id)?).await?))
+    Ok(Json(state.notifications.read(&state.viewer(&user), path_id(&id)?).await?))
 }
 
 /// Records a click on a notification, which also marks it read.
@@ -187,7 +190,7 @@ async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id):
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
-    Ok(Json(state.notifications.click(&user.user, path_id(&id)?).await?))
+    Ok(Json(state.notifications.click(&state.viewer(&user), path_id(&id)?).await?))
 }
 
 /// Deletes one of the caller's notifications.
@@ -195,7 +198,7 @@ async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id)
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn remove(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.notifications.delete(&user.user, path_id(&id)?).await?;
+    state.notifications.delete(&state.viewer(&user), path_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -217,6 +220,6 @@ async fn read_all(State(state): State<AppState>, AuthUser(user): AuthUser, Optio
         None => None,
         Some(raw) => Some(NotificationType::parse(&raw).map_err(|why| ApiError::invalid_field("type", format!("type {why}")))?),
     };
-    let updated = state.notifications.read_all(&user.user, kind.as_ref().map(NotificationType::as_str)).await?;
+    let updated = state.notifications.read_all(&state.viewer(&user), kind.as_ref().map(NotificationType::as_str)).await?;
     Ok(Json(ReadAllResult { updated }))
 }

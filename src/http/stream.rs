@@ -60,7 +60,8 @@ async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, 
         .await
         .ok_or(ApiError::Overloaded { retry_after_secs: 1 })?;
     let floor = crate::store::event_log::newest(&state.db).await?;
-    let frames = stream::open(context, principal, resume_from, topics, floor, turn).map_err(|refusal| match refusal {
+    let viewer = state.viewer(&principal);
+    let frames = stream::open(context, principal, viewer, resume_from, topics, floor, turn).map_err(|refusal| match refusal {
         Refusal::TooManyForUser => ApiError::RateLimited { retry_after_secs: 10 },
         Refusal::NodeFull => ApiError::Unavailable("this node holds as many streams as it can; retry on another".into()),
     })?;

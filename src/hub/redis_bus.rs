@@ -69,6 +69,10 @@ struct WireEvent {
     frame: String,
     as_of: Option<i64>,
     exclude: Option<String>,
+    /// The user's own unread count, for an `unread_count` event: each
+    /// stream adds its unread announcements to it (see `Notice::Count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
 }
 
 impl RedisBus {
@@ -180,6 +184,7 @@ impl RedisBus {
             event.frame = Bytes::from(wire.frame);
             event.as_of = wire.as_of.map(EventId::new);
             event.exclude = wire.exclude.and_then(|user| UserId::parse(user).ok());
+            event.notice = wire.count.map(super::event::Notice::Count);
             if event.as_of.is_some() { later.push(Arc::new(event)) } else { now.push(Arc::new(event)) }
         }
         self.registry.deliver(&now);
@@ -202,6 +207,10 @@ impl Bus for RedisBus {
                 frame: String::from_utf8_lossy(&event.frame).into_owned(),
                 as_of: event.as_of.map(EventId::get),
                 exclude: event.exclude.as_ref().map(ToString::to_string),
+                count: match event.notice {
+                    Some(super::event::Notice::Count(count)) => Some(count),
+                    _ => None,
+                },
             });
             if event.as_of.is_some() { states.push(event.clone()) } else { ephemeral_now.push(event.clone()) }
         }

@@ -4,12 +4,14 @@
 //!
 //! - [`event_log`]: reads of the append-only log every stream resumes from;
 //! - [`notifications`]: notification rows and their queries;
+//! - [`announcements`]: notifications stored once for many users, and users' marks;
 //! - [`unread`]: the per-user unread counters;
 //! - [`idempotency`]: remembered answers for `Idempotency-Key`.
 //!
 //! Writes happen inside the [`Writer`](crate::writer)'s transactions; the
 //! functions here only run statements on the connection they are given.
 
+pub mod announcements;
 pub mod chat;
 pub mod event_log;
 pub mod idempotency;

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod announcements;
 mod auth;
 mod browser;
 mod chat;
@@ -15,6 +16,7 @@ mod fault_proxy;
 mod faults;
 mod notifications;
 mod operations;
+mod page;
 mod policy;
 mod presence;
 mod resume;
