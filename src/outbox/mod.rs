@@ -375,3 +375,28 @@ impl From<entity::delivery::Model> for DeliveryState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_with_jitter_and_stops_at_the_cap() {
+        let settings = OutboxSettings { retry_base: Duration::from_secs(2), retry_max: Duration::from_secs(60), ..Default::default() };
+        for attempt in 1..=12 {
+            let full = Duration::from_secs(2 * (1u64 << (attempt - 1))).min(Duration::from_secs(60));
+            for _ in 0..50 {
+                let wait = settings.backoff(attempt);
+                assert!(wait >= full / 2 && wait <= full, "attempt {attempt}: {wait:?} outside [{:?}, {full:?}]", full / 2);
+            }
+        }
+    }
+
+    #[test]
+    fn idempotency_ids_are_stable_and_name_the_endpoint() {
+        let route = Route { channel: ChannelKind::Webhook, target: Some("wh_1".into()) };
+        assert_eq!(idempotency_id(7, &route), idempotency_id(7, &route.clone()));
+        assert_eq!(idempotency_id(7, &route), "msg_7_webhook_wh_1");
+        assert_eq!(idempotency_id(7, &Route { channel: ChannelKind::Email, target: None }), "msg_7_email");
+    }
+}

@@ -203,10 +203,15 @@ impl Worker {
         })
     }
 
-    /// Claims due rows: on the pool (PostgreSQL) or through the writer (SQLite).
+    /// Claims due rows: on the pool (PostgreSQL) or through the writer
+    /// (SQLite, after asking the pool whether any row is due, so an idle
+    /// outbox never queues a write).
     async fn claim(&self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, DomainError> {
         if self.db.get_database_backend() == DbBackend::Postgres {
             return Ok(store::claim(&self.db, now, lease_until, limit).await?);
+        }
+        if store::oldest_due(&self.db, now).await?.is_none() {
+            return Ok(Vec::new());
         }
         self.writer.run(move |write| Box::pin(async move { Ok(store::claim(write.conn(), now, lease_until, limit).await?) })).await
     }

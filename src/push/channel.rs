@@ -22,8 +22,16 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use bytes::Bytes;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, header};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -114,8 +122,15 @@ pub struct PushChannel {
     presence: Arc<dyn Presence>,
     /// The read pool: the unread count of the payload.
     db: DatabaseConnection,
-    client: reqwest::Client,
+    /// hyper-util's pooled client over rustls (ring, webpki roots), as the
+    /// webhook channel's: keep-alive per push service, no redirects.
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// One push's deadline: connect, send, answer.
+    timeout: Duration,
 }
+
+/// The `User-Agent` of every push.
+const USER_AGENT: &str = concat!("tidings/", env!("CARGO_PKG_VERSION"));
 
 /// How one subscription's push ended.
 enum Sent {
@@ -136,13 +151,17 @@ impl PushChannel {
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         let vapid = settings.vapid.clone().ok_or_else(|| anyhow::anyhow!("Web Push needs a VAPID key"))?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tidings/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(PushChannel { subscriptions, vapid, subject: settings.subject.clone(), when: settings.when, presence, db, client })
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
+        Ok(PushChannel { subscriptions, vapid, subject: settings.subject.clone(), when: settings.when, presence, db, client, timeout })
     }
 
     async fn push(&self, delivery: &Delivery, notification: &RenderedNotification) -> Result<(), DeliveryError> {
@@ -223,22 +242,32 @@ impl PushChannel {
             Err(e) => return Sent::Failed(DeliveryError::permanent(format!("signing the VAPID token: {e}"))),
         };
         let origin = endpoint.origin().ascii_serialization();
-        let mut request = self
-            .client
-            .post(endpoint)
-            .header(reqwest::header::AUTHORIZATION, authorization)
-            .header(reqwest::header::CONTENT_ENCODING, "aes128gcm")
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        let mut request = Request::post(endpoint.as_str())
+            .header(header::AUTHORIZATION, authorization)
+            .header(header::CONTENT_ENCODING, "aes128gcm")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::USER_AGENT, USER_AGENT)
             .header("TTL", headers.ttl.to_string())
             .header("Urgency", headers.urgency);
         if let Some(topic) = &headers.topic {
             request = request.header("Topic", topic);
         }
-        let response = match request.body(body).send().await {
-            Ok(response) => response,
-            Err(e) => return Sent::Failed(DeliveryError::retryable(format!("POST to the push service {origin}: {}", error_chain(&e)))),
+        let request = match request.body(Full::new(Bytes::from(body))) {
+            Ok(request) => request,
+            Err(e) => return self.gone(subscription, format!("the stored endpoint cannot be requested: {e}")).await,
         };
-        let status = response.status();
+        let attempt = async {
+            let response = self.client.request(request).await.map_err(|e| format!("POST to the push service {origin}: {}", error_chain(&e)))?;
+            let status = response.status();
+            // Read the (small) answer, so the connection goes back to the pool.
+            let _ = response.into_body().collect().await;
+            Ok::<_, String>(status)
+        };
+        let status = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(message)) => return Sent::Failed(DeliveryError::retryable(message)),
+            Err(_) => return Sent::Failed(DeliveryError::retryable(format!("the push service {origin} gave no answer within {} s", self.timeout.as_secs_f32()))),
+        };
         if status.is_success() {
             return Sent::Delivered;
         }
@@ -271,8 +300,7 @@ struct Headers {
     topic: Option<String>,
 }
 
-/// An error with its causes (reqwest's own message says only "error
-/// sending request").
+/// An error with its causes (hyper's own message says only "client error").
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

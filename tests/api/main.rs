@@ -12,6 +12,8 @@ mod cli;
 mod cluster;
 mod connections;
 mod errors;
+mod fault_proxy;
+mod faults;
 mod notifications;
 mod operations;
 mod outbox;
