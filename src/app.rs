@@ -126,16 +126,19 @@ impl Application {
         let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref())?);
         http::metrics::exporter();
         let shutdown = CancellationToken::new();
+        // Where the log stands before this node delivers anything: a fresh
+        // stream's floor starts here (see `Registry::delivered_upto`).
+        let start_after = store::event_log::newest(&db).await?;
         let hub = match redis_url {
             None => Arc::new(Hub::in_process(settings.mailbox_capacity, settings.limits.streams)),
             Some(url) => {
                 let registry = Arc::new(Registry::new());
-                let start_after = store::event_log::newest(&db).await?;
                 let bus = RedisBus::start(url, &settings.redis_namespace, db.clone(), registry.clone(), settings.tail_poll, start_after, shutdown.clone())
                     .context("configuring the Redis bus")?;
                 Arc::new(Hub::new(registry, bus, settings.mailbox_capacity, settings.limits.streams))
             }
         };
+        hub.registry().mark_delivered(start_after);
         let writer = Writer::start(write_db, hub.clone(), crate::writer::WriterSettings { batch_timeout: settings.database_timeout, ..settings.writer });
         let limiter: Arc<dyn RateLimiter> = match redis_url {
             None => {

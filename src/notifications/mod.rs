@@ -24,7 +24,7 @@ use crate::{
         preference::{Channels, Preference, PreferenceUpdate},
     },
     ratelimit::{RateLimiter, retry_after_secs},
-    store::{announcements as announcement_rows, event_log, idempotency, notifications as rows, preferences, unread},
+    store::{announcements as announcement_rows, idempotency, notifications as rows, preferences, unread},
     writer::{LogWrite, PlainPublish, Writer},
 };
 use announcements::Viewer;
@@ -688,13 +688,12 @@ async fn announce_unread_count(write: &mut LogWrite, user: &UserId, delta: i64) 
 /// come separately, so that a stream can keep adding them to the shared
 /// counts it forwards.
 pub async fn unread_state(conn: &impl sea_orm::ConnectionTrait, viewer: &Viewer, topics: &[Topic]) -> Result<UnreadState, sea_orm::DbErr> {
-    let position = event_log::head(conn, topics).await?;
     let now = Utc::now();
-    let own = unread::count(conn, viewer.user(), now).await?;
-    let hidden = preferences::hidden_types(conn, viewer.user()).await?;
-    let unread_announcements = announcements::unread_given(conn, viewer, &hidden, now).await?;
-    let announced = unread_announcements.iter().map(|seen| announcements::announced(&seen.row)).collect();
-    Ok(UnreadState { position, own, announced, hidden })
+    let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
+    let state = unread::stream_state(conn, viewer.user(), &names, now).await?;
+    let hidden = if state.hiding_preferences > 0 { preferences::hidden_types(conn, viewer.user()).await? } else { Vec::new() };
+    let announced = if state.live_announcements > 0 { announcements::unread_given(conn, viewer, &hidden, now).await? } else { Vec::new() };
+    Ok(UnreadState { position: crate::domain::EventId::new(state.head), own: unread::visible(state.stored, state.expired), announced, hidden })
 }
 
 /// A stream's unread state at one log position.
@@ -702,8 +701,8 @@ pub struct UnreadState {
     pub position: crate::domain::EventId,
     /// The user's own unread count.
     pub own: u64,
-    /// The announcements the viewer sees and has not read.
-    pub announced: Vec<crate::hub::Announced>,
+    /// The announcements the viewer sees and has not read, newest first.
+    pub announced: Vec<crate::store::announcements::Seen>,
     /// The types the viewer's preferences hide: the stream applies them to
     /// announcements that arrive live.
     pub hidden: Vec<String>,
