@@ -20,6 +20,10 @@ use crate::{
     presence::{LocalPresence, Presence, redis::RedisPresence},
     typing::{TypingState, TypingTracker},
     config::Settings,
+    contacts::ContactBook,
+    outbox::{ChannelSet, Outbox, webhook::WebhookChannel, worker::Worker},
+    templates::Templates,
+    webhooks::Webhooks,
     hub::{Hub, Registry, redis_bus::RedisBus},
     http,
     notifications::{Notifications, Policy},
@@ -58,6 +62,14 @@ pub struct AppState {
     pub stream: Arc<StreamSettings>,
     /// Revoked tokens, checked by the auth extractors and open streams.
     pub revocations: Arc<Revocations>,
+    /// Templates per type, rendered at publish.
+    pub templates: Arc<Templates>,
+    /// How users are reached beyond the page.
+    pub contacts: Arc<ContactBook>,
+    /// The operator's webhook endpoints.
+    pub webhooks: Arc<Webhooks>,
+    /// The outbox's channels and settings.
+    pub outbox: Arc<Outbox>,
     /// Turns for streams to read their starting state (admission control).
     pub stream_opening: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server stops; every open stream watches it.
@@ -152,6 +164,15 @@ impl Application {
         // one only briefly there.
         let preference_ttl = redis_url.map(|_| Duration::from_secs(2));
         let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone(), preference_ttl };
+        // Templates and webhooks are cached like preferences: briefly in a cluster.
+        let templates = Arc::new(Templates::new(writer.clone(), db.clone(), preference_ttl));
+        let webhooks = Arc::new(Webhooks::new(writer.clone(), db.clone(), preference_ttl));
+        let mut channels = ChannelSet::default();
+        // A webhook request gives up well within the lease, so a slow
+        // endpoint never has one row sent by two workers at once.
+        let webhook_timeout = (settings.outbox.lease / 2).min(Duration::from_secs(10));
+        channels.add(Arc::new(WebhookChannel::new(webhooks.clone(), webhook_timeout).context("building the webhook client")?));
+        let outbox = Arc::new(Outbox::new(channels, settings.outbox.clone()));
         let retention = Arc::new(Retention::new(writer.clone(), db.clone(), settings.retention.clone()));
         let typing_state = match redis_url {
             None => TypingState::Local(Default::default()),
@@ -190,7 +211,11 @@ impl Application {
             database_timeout: settings.database_timeout,
             keys,
             hub,
-            notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy)),
+            notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy, templates.clone(), outbox.clone())),
+            contacts: Arc::new(ContactBook::new(writer.clone(), db.clone())),
+            templates,
+            webhooks,
+            outbox,
             chat,
             topics: Arc::new(Topics::new(writer.clone(), db.clone())),
             topic_access: Arc::new(TopicAccess { public: public_topics(&settings) }),
@@ -208,6 +233,7 @@ impl Application {
         state.hub.spawn_heartbeat(state.stream.heartbeat, state.shutdown.clone());
         state.announcements_seen.clone().spawn_flusher(state.writer.clone(), std::time::Duration::from_secs(5), state.shutdown.clone());
         state.retention.clone().spawn(state.shutdown.clone());
+        Worker { outbox: state.outbox.clone(), db: state.db.clone(), writer: state.writer.clone(), templates: state.templates.clone() }.spawn(state.shutdown.clone());
         store::spawn_checkpointer(state.db.clone(), state.shutdown.clone());
         if let Some(every) = settings.status_topic_every {
             status::spawn(state.topics.clone(), state.hub.clone(), state.writer.clone(), every, state.shutdown.clone());

@@ -73,6 +73,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// How long a `typing: true` lasts without renewal.
     pub typing_expiry: Duration,
+    /// Deliveries beyond the page: retries, leases, the email delay.
+    pub outbox: crate::outbox::OutboxSettings,
     /// How long after their last stream closes a user turns offline.
     pub presence_grace: Duration,
     /// Who sees a user's presence.
@@ -247,8 +249,9 @@ pub struct ServeArgs {
     /// except every 5 s on a zero-configuration first run (no key configured).
     #[arg(long, env = "TIDINGS_STATUS_TOPIC_SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub status_topic_secs: Option<u64>,
-    /// Channels on by default for types a user never set: any of `web`, `email`, `push`.
-    #[arg(long, env = "TIDINGS_DEFAULT_CHANNELS", default_value = "web", value_delimiter = ',')]
+    /// Channels on by default for types a user never set: any of `web`,
+    /// `email`, `push`, `webhook`.
+    #[arg(long, env = "TIDINGS_DEFAULT_CHANNELS", default_value = "web,webhook", value_delimiter = ',')]
     pub default_channels: Vec<String>,
     /// Days events are kept for resuming streams (at most 36,500: the
     /// retention cutoff is a date, and must stay one).
@@ -280,6 +283,27 @@ pub struct ServeArgs {
     /// conversation they share).
     #[arg(long, env = "TIDINGS_PRESENCE_VISIBILITY", value_enum, default_value_t = crate::presence::Visibility::Conversations)]
     pub presence_visibility: crate::presence::Visibility,
+    /// Seconds after a publish before its email is sent; an email whose
+    /// notification was read on the page by then is not sent.
+    #[arg(long, env = "TIDINGS_EMAIL_DELAY_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600))]
+    pub email_delay_secs: u64,
+    /// The first retry's wait, in milliseconds; each next one doubles (with
+    /// jitter) up to TIDINGS_OUTBOX_RETRY_MAX_SECS.
+    #[arg(long, env = "TIDINGS_OUTBOX_RETRY_BASE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub outbox_retry_base_ms: u64,
+    /// The longest wait between two attempts of a delivery, in seconds.
+    #[arg(long, env = "TIDINGS_OUTBOX_RETRY_MAX_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub outbox_retry_max_secs: u64,
+    /// Attempts before a delivery is `failed`.
+    #[arg(long, env = "TIDINGS_OUTBOX_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub outbox_max_attempts: u32,
+    /// How long a worker holds a claimed delivery: after it, a delivery of a
+    /// worker that died is taken again. Channels time out well before it.
+    #[arg(long, env = "TIDINGS_OUTBOX_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub outbox_lease_secs: u64,
+    /// Most deliveries a worker claims, and sends concurrently, at once.
+    #[arg(long, env = "TIDINGS_OUTBOX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub outbox_batch: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -355,6 +379,15 @@ impl ServeArgs {
                 ..RetentionSettings::default()
             },
             typing_expiry: Duration::from_secs(5),
+            outbox: crate::outbox::OutboxSettings {
+                email_delay: Duration::from_secs(self.email_delay_secs),
+                retry_base: Duration::from_millis(self.outbox_retry_base_ms),
+                retry_max: Duration::from_secs(self.outbox_retry_max_secs),
+                max_attempts: self.outbox_max_attempts,
+                lease: Duration::from_secs(self.outbox_lease_secs),
+                batch: self.outbox_batch as usize,
+                ..crate::outbox::OutboxSettings::default()
+            },
             presence_grace: Duration::from_secs(self.presence_grace_secs),
             presence_visibility: self.presence_visibility,
             print_demo: resolved.from_secret_file,
@@ -368,13 +401,14 @@ impl ServeArgs {
 }
 
 fn parse_channels(names: &[String]) -> anyhow::Result<Channels> {
-    let mut channels = Channels { web: false, email: false, push: false };
+    let mut channels = Channels { web: false, email: false, push: false, webhook: false };
     for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         match name {
             "web" => channels.web = true,
             "email" => channels.email = true,
             "push" => channels.push = true,
-            other => anyhow::bail!("unknown channel {other:?} in TIDINGS_DEFAULT_CHANNELS (web, email, push)"),
+            "webhook" => channels.webhook = true,
+            other => anyhow::bail!("unknown channel {other:?} in TIDINGS_DEFAULT_CHANNELS (web, email, push, webhook)"),
         }
     }
     Ok(channels)

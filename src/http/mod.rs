@@ -3,6 +3,7 @@
 //! Routers are `utoipa-axum` routers, so the OpenAPI document is built from
 //! the very routes that are served.
 
+pub mod contacts;
 pub mod conversations;
 pub mod health;
 pub mod input;
@@ -15,7 +16,9 @@ pub mod presence;
 pub mod revocations;
 pub mod stats;
 pub mod stream;
+pub mod templates;
 pub mod topics;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -121,6 +124,9 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
                 .merge(presence::router())
                 .merge(topics::router())
                 .merge(revocations::router())
+                .merge(templates::router())
+                .merge(contacts::router())
+                .merge(webhooks::router())
                 .layer(deadline),
         );
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
