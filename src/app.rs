@@ -226,6 +226,7 @@ impl Application {
             announcements_seen: Arc::default(),
             shutdown,
         };
+        state.hub.spawn_heartbeat(state.stream.heartbeat, state.shutdown.clone());
         state.announcements_seen.clone().spawn_flusher(state.writer.clone(), std::time::Duration::from_secs(5), state.shutdown.clone());
         state.retention.clone().spawn(state.shutdown.clone());
         Worker { outbox: state.outbox.clone(), db: state.db.clone(), writer: state.writer.clone(), templates: state.templates.clone() }.spawn(state.shutdown.clone());

@@ -177,6 +177,12 @@ impl TestApp {
         self.keys.mint(user, None, ttl).unwrap()
     }
 
+    /// The server's signing keys, for a test that plays an app's backend
+    /// and mints tokens on demand.
+    pub fn keys(&self) -> Arc<JwtKeys> {
+        self.keys.clone()
+    }
+
     /// A backend's token, with the `publish` scope.
     pub fn publisher_token(&self) -> String {
         self.keys.mint("backend", Some("publish"), Duration::from_secs(3600)).unwrap()

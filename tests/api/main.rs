@@ -15,6 +15,7 @@ mod errors;
 mod notifications;
 mod operations;
 mod outbox;
+mod page;
 mod policy;
 mod presence;
 mod resume;
