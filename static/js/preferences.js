@@ -214,15 +214,15 @@ function createPreferenceRow(type, channels) {
 export function renderPreferences() {
   const list = $('preferences-list');
   const types = [...prefs.types.keys()].sort();
-  const channels = shownChannels();
-  renderHead(channels);
+  const columns = shownChannels();
+  renderHead(columns);
   // Rows built for other columns (the channels arrived since) are rebuilt.
   const existing = new Map([...list.children]
-    .filter((row) => row.dataset.channels === channels.join(',') || (row.remove(), false))
+    .filter((row) => row.dataset.channels === columns.join(',') || (row.remove(), false))
     .map((row) => [row.dataset.type, row]));
   types.forEach((type, index) => {
     const entry = prefs.types.get(type);
-    const row = existing.get(type) || createPreferenceRow(type, channels);
+    const row = existing.get(type) || createPreferenceRow(type, columns);
     const { enabled, channels } = entry.desired;
     row.classList.toggle('off', !enabled);
     row.classList.toggle('nowhere', enabled && !channels.web);
