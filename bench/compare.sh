@@ -8,12 +8,13 @@
 #                             seconds; exits non-zero if Tidings lost,
 #                             duplicated or misrouted an event
 #
-# SCENARIO is idle, notify, fanout, topic, ingest, catchup, batch, chat,
-# storm, or all. topic is fanout over one broadcast topic (Tidings'
+# SCENARIO is idle, notify, fanout, topic, ingest, catchup, batch, webhook,
+# chat, storm, or all. topic is fanout over one broadcast topic (Tidings'
 # /v1/topics); the peers run it exactly as fanout, one channel.
 # Options after `--` go to every `tidings-bench SCENARIO` run (e.g.
-# `-- --streams 2000`). batch and chat use Tidings' own API (batch
-# publishing, conversations), which no peer has, and storm (a reconnect
+# `-- --streams 2000`). batch, webhook and chat use Tidings' own API (batch
+# publishing, the outbox's webhooks to a receiver started by the bench,
+# conversations), which no peer has, and storm (a reconnect
 # storm) measures Tidings' resume: they run against Tidings alone, whatever
 # --peers says.
 #
@@ -40,7 +41,7 @@ PORT_NCHAN=${BENCH_NCHAN_PORT:-18081}
 PORT_NODE=${BENCH_NODE_PORT:-18082}
 SECRET="tidings-bench-secret-$(date +%s)-$$"
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 SCENARIO=$1
@@ -51,7 +52,7 @@ PROFILE=release
 OUT=""
 case "$SCENARIO" in
   smoke) SMOKE=1; PEERS=""; PROFILE=dev ;;
-  idle|notify|fanout|topic|ingest|catchup|batch|chat|storm|all) ;;
+  idle|notify|fanout|topic|ingest|catchup|batch|webhook|chat|storm|all) ;;
   -h|--help) usage ;;
   *) echo "compare.sh: unknown scenario '$SCENARIO'" >&2; usage ;;
 esac
@@ -218,17 +219,18 @@ if [ -n "$SMOKE" ]; then
   run_bench ingest tidings "${common[@]}" --concurrency 4 --duration 1 --users 20 "${EXTRA[@]}"
   run_bench catchup tidings "${common[@]}" --events 300 --repeat 2 --timeout 20 "${EXTRA[@]}"
   run_bench batch tidings "${common[@]}" --items 50 --concurrency 2 --duration 2 "${EXTRA[@]}"
+  run_bench webhook tidings "${common[@]}" --items 50 --concurrency 2 --duration 2 --drain 20 "${EXTRA[@]}"
   run_bench chat tidings "${common[@]}" --conversations 20 --concurrency 4 --duration 2 --drain 5 "${EXTRA[@]}"
   run_bench storm tidings "${common[@]}" --streams 50 --rate 20 --warmup 2 --after 2 --storm-timeout 30 --drain 5 "${EXTRA[@]}"
   stop_server
-  if [ "$STATUS" -eq 0 ]; then echo "smoke: 9 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
+  if [ "$STATUS" -eq 0 ]; then echo "smoke: 10 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
   exit "$STATUS"
 fi
 
 # --- comparison -----------------------------------------------------------
-if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout topic ingest catchup batch chat storm); else SCENARIOS=("$SCENARIO"); fi
+if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout topic ingest catchup batch webhook chat storm); else SCENARIOS=("$SCENARIO"); fi
 # Scenarios of Tidings' own API: no peer has an equivalent.
-TIDINGS_ONLY=" batch chat storm "
+TIDINGS_ONLY=" batch webhook chat storm "
 IFS=, read -r -a PEER_LIST <<<"$PEERS"
 for scenario in "${SCENARIOS[@]}"; do
   files=()

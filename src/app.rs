@@ -164,10 +164,6 @@ impl Application {
         // Templates and webhooks are cached like preferences: briefly in a cluster.
         let templates = Arc::new(Templates::new(writer.clone(), db.clone(), preference_ttl));
         let webhooks = Arc::new(Webhooks::new(writer.clone(), db.clone(), preference_ttl));
-        // The TLS of outgoing requests (webhooks, and the other channels)
-        // uses ring; installed once per process (a second install fails,
-        // harmlessly, when tests build several applications).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut channels = ChannelSet::default();
         // A webhook request gives up well within the lease, so a slow
         // endpoint never has one row sent by two workers at once.

@@ -34,6 +34,9 @@ pub enum Command {
     /// Tidings only: durable batch publishes (N notifications per request)
     /// at concurrency C, nobody listening.
     Batch(Run<BatchArgs>),
+    /// Tidings only: webhook deliveries per second to a local receiver, and
+    /// batch publishing with the webhook channel off, then on.
+    Webhook(Run<WebhookArgs>),
     /// Tidings only: chat messages into N two-member conversations, each
     /// receiver with one open stream.
     Chat(Run<ChatArgs>),
@@ -277,6 +280,26 @@ pub struct BatchArgs {
     /// `--items`, so that no batch names a user twice.
     #[arg(long, default_value_t = 100_000)]
     pub users: u64,
+}
+
+/// `webhook`.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Notifications per batch request, each to a different user.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub items: u64,
+    /// Batch requests in flight.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Seconds of publishing in each phase (channels off, then on).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Distinct recipients, taken in turn; at least `--items`.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u64,
+    /// Seconds to wait, after the last publish, for the remaining deliveries.
+    #[arg(long, default_value_t = 120)]
+    pub drain: u64,
 }
 
 /// `chat`.

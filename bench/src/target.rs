@@ -188,6 +188,15 @@ impl Target {
         }
     }
 
+    /// Tidings only: an operator's token (scope `admin`), to register a
+    /// webhook endpoint.
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        match &self.kind {
+            Kind::Tidings { secret, .. } => mint(secret, "tidings-bench-operator", Some("admin"), None),
+            Kind::Template { .. } => bail!("admin tokens exist only for Tidings"),
+        }
+    }
+
     /// Tidings only: a user token (no scope) for `user`, to call the API as
     /// that user (create a conversation, send a message).
     pub fn user_token(&self, user: &str) -> anyhow::Result<String> {

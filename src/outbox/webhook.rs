@@ -12,7 +12,15 @@
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode, header};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use serde::Serialize;
 
 use super::{Channel, ChannelKind, Contact, Delivery, DeliveryError, RenderedNotification};
@@ -39,21 +47,33 @@ struct PayloadData<'a> {
 /// Posts deliveries to the registered endpoints.
 pub struct WebhookChannel {
     endpoints: Arc<Webhooks>,
-    client: reqwest::Client,
+    /// hyper-util's pooled client over rustls (ring, the Mozilla roots of
+    /// webpki-roots): keep-alive connections per endpoint, no redirects
+    /// followed, no process-wide TLS provider needed.
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The whole attempt's deadline: connect, send, answer.
+    timeout: Duration,
 }
 
+/// The `User-Agent` of every delivery.
+const USER_AGENT: &str = concat!("tidings/", env!("CARGO_PKG_VERSION"));
+
 impl WebhookChannel {
-    /// A channel over `endpoints` whose requests give up after `timeout`
+    /// A channel over `endpoints` whose attempts give up after `timeout`
     /// (shorter than the outbox lease, so a slow endpoint is never
     /// delivered to twice at once).
     pub fn new(endpoints: Arc<Webhooks>, timeout: Duration) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tidings/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(WebhookChannel { endpoints, client })
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
+        Ok(WebhookChannel { endpoints, client, timeout })
     }
 
     async fn post(&self, delivery: &Delivery, notification: &RenderedNotification, contact: &Contact) -> Result<(), DeliveryError> {
@@ -72,23 +92,31 @@ impl WebhookChannel {
         let signature = signer
             .sign(&delivery.idempotency_id, timestamp, &payload)
             .map_err(|e| DeliveryError::permanent(format!("signing: {e:?}")))?;
-        let response = self
-            .client
-            .post(&endpoint.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+        let request = Request::post(&endpoint.url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, USER_AGENT)
             .header("webhook-id", &delivery.idempotency_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(payload)
-            .send()
-            .await
-            .map_err(|e| DeliveryError::retryable(format!("POST {}: {}", endpoint.url, error_chain(&e))))?;
-        let status = response.status();
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| DeliveryError::permanent(format!("the webhook's URL: {e}")))?;
+        let attempt = async {
+            let response = self.client.request(request).await.map_err(|e| format!("POST {}: {}", endpoint.url, error_chain(&e)))?;
+            let status = response.status();
+            // Read the (small) answer, so the connection goes back to the pool.
+            let _ = response.into_body().collect().await;
+            Ok::<_, String>(status)
+        };
+        let status = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(message)) => return Err(DeliveryError::retryable(message)),
+            Err(_) => return Err(DeliveryError::retryable(format!("POST {}: no answer within {} s", endpoint.url, self.timeout.as_secs_f32()))),
+        };
         if status.is_success() {
             return Ok(());
         }
         let message = format!("POST {} answered {}", endpoint.url, status.as_u16());
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::REQUEST_TIMEOUT {
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
             Err(DeliveryError::retryable(message))
         } else {
             Err(DeliveryError::permanent(message))

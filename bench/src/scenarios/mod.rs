@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod notify;
 pub mod storm;
 pub mod topic;
+pub mod webhook;
 
 use std::{
     sync::Arc,
