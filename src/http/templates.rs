@@ -4,11 +4,11 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{StatusCode, Uri},
+    http::StatusCode,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::{JsonBody, query_param};
+use super::input::{JsonBody, Query};
 use crate::{
     app::AppState,
     auth::Admin,
@@ -27,8 +27,15 @@ fn kind(raw: &str) -> Result<NotificationType, ApiError> {
     NotificationType::parse(raw).map_err(|why| ApiError::invalid_field("type", format!("type {why}")))
 }
 
-fn locale(uri: &Uri) -> Result<Option<String>, ApiError> {
-    match query_param(uri.query(), "locale").filter(|l| !l.is_empty()) {
+/// The query of `get` and `remove`.
+#[derive(serde::Deserialize)]
+struct LocaleParams {
+    #[serde(default)]
+    locale: Option<String>,
+}
+
+fn locale(params: LocaleParams) -> Result<Option<String>, ApiError> {
+    match params.locale.filter(|l| !l.is_empty()) {
         None => Ok(None),
         Some(tag) => {
             validate_locale(&tag).map_err(|why| ApiError::bad_field("locale", why))?;
@@ -53,8 +60,8 @@ async fn put(State(state): State<AppState>, _admin: Admin, Path(raw): Path<Strin
 #[utoipa::path(get, path = "/templates/{type}", tag = "templates", security(("bearer" = [])),
     params(("type" = String, Path, pattern = r"^[a-z0-9_.-]{1,50}$"), ("locale" = Option<String>, Query, max_length = 35, description = "A BCP 47 tag; absent for the default")),
     responses((status = 200, body = Template), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get(State(state): State<AppState>, _admin: Admin, Path(raw): Path<String>, uri: Uri) -> Result<Json<Template>, ApiError> {
-    Ok(Json(state.templates.get(&kind(&raw)?, locale(&uri)?.as_deref()).await?))
+async fn get(State(state): State<AppState>, _admin: Admin, Path(raw): Path<String>, Query(params): Query<LocaleParams>) -> Result<Json<Template>, ApiError> {
+    Ok(Json(state.templates.get(&kind(&raw)?, locale(params)?.as_deref()).await?))
 }
 
 /// Deletes the template of a type for `locale`, or without it every locale
@@ -62,7 +69,7 @@ async fn get(State(state): State<AppState>, _admin: Admin, Path(raw): Path<Strin
 #[utoipa::path(delete, path = "/templates/{type}", tag = "templates", security(("bearer" = [])),
     params(("type" = String, Path, pattern = r"^[a-z0-9_.-]{1,50}$"), ("locale" = Option<String>, Query, max_length = 35, description = "Only this locale")),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn remove(State(state): State<AppState>, _admin: Admin, Path(raw): Path<String>, uri: Uri) -> Result<StatusCode, ApiError> {
-    state.templates.delete(&kind(&raw)?, locale(&uri)?.as_deref()).await?;
+async fn remove(State(state): State<AppState>, _admin: Admin, Path(raw): Path<String>, Query(params): Query<LocaleParams>) -> Result<StatusCode, ApiError> {
+    state.templates.delete(&kind(&raw)?, locale(params)?.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -110,10 +110,11 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
     }
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
-        database_url: database.url.clone(),
+        database_url: database.url.clone().into(),
+        database_timeout: Duration::from_secs(10),
         sqlite_synchronous: tidings::store::SqliteSync::Normal,
         writer: tidings::writer::WriterSettings::default(),
-        keys: KeySource::Secret(SECRET.to_vec()),
+        keys: KeySource::Secret(SECRET.to_vec().into()),
         jwt_audience: None,
         redis_url: None,
         redis_namespace: "tidings".into(),
@@ -452,7 +453,7 @@ pub async fn spawn_cluster(n: usize, configure: impl Fn(&mut Settings)) -> Vec<T
         let (redis, namespace) = (redis.clone(), namespace.clone());
         nodes.push(
             spawn_app_in(database.clone(), |settings| {
-                settings.redis_url = Some(redis);
+                settings.redis_url = Some(redis.into());
                 settings.redis_namespace = namespace;
                 configure(settings);
             })

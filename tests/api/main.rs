@@ -13,6 +13,8 @@ mod cluster;
 mod connections;
 mod email;
 mod errors;
+mod fault_proxy;
+mod faults;
 mod notifications;
 mod operations;
 mod outbox;
