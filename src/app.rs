@@ -21,6 +21,7 @@ use crate::{
     typing::{TypingState, TypingTracker},
     config::Settings,
     contacts::ContactBook,
+    email::{EmailChannel, links::LinkSigner},
     outbox::{ChannelSet, Outbox, webhook::WebhookChannel, worker::Worker},
     templates::Templates,
     webhooks::Webhooks,
@@ -70,6 +71,9 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     /// The outbox's channels and settings.
     pub outbox: Arc<Outbox>,
+    /// Signs and checks the links in mails (unsubscribe, tracked clicks);
+    /// `None` when the hub has no secret to sign with.
+    pub links: Option<Arc<LinkSigner>>,
     /// Turns for streams to read their starting state (admission control).
     pub stream_opening: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server stops; every open stream watches it.
@@ -172,6 +176,24 @@ impl Application {
         // endpoint never has one row sent by two workers at once.
         let webhook_timeout = (settings.outbox.lease / 2).min(Duration::from_secs(10));
         channels.add(Arc::new(WebhookChannel::new(webhooks.clone(), webhook_timeout).context("building the webhook client")?));
+        // Bound here: the links in mails name the bound address unless the
+        // operator gives the public one.
+        let listener = TcpListener::bind(&settings.bind)
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{}", listener.local_addr().map_or_else(|_| settings.bind.clone(), |a| a.to_string())));
+        let link_secret: Option<Vec<u8>> = match (&settings.email, &settings.keys) {
+            (Some(email), _) if email.link_secret.is_some() => email.link_secret.as_ref().map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes().to_vec()),
+            (_, crate::auth::keys::KeySource::Secret(secret)) => Some(secrecy::ExposeSecret::expose_secret(secret).to_vec()),
+            _ => None,
+        };
+        let links = link_secret.map(|secret| Arc::new(LinkSigner::new(&secret, &public_url)));
+        if let Some(email) = &settings.email {
+            let links = links.clone().context("TIDINGS_SMTP_URL with a public-key JWT setup needs TIDINGS_EMAIL_LINK_SECRET to sign the links in mails")?;
+            // Like a webhook request, one SMTP attempt ends well within the lease.
+            let timeout = (settings.outbox.lease / 2).min(Duration::from_secs(30));
+            channels.add(Arc::new(EmailChannel::new(email, links, timeout).context("configuring email")?));
+        }
         let outbox = Arc::new(Outbox::new(channels, settings.outbox.clone()));
         let retention = Arc::new(Retention::new(writer.clone(), db.clone(), settings.retention.clone()));
         let typing_state = match redis_url {
@@ -198,9 +220,6 @@ impl Application {
         // One node alone writes every revocation and needs no re-reads; in a
         // cluster they cover what the bus may lose.
         revocations.clone().spawn_watcher(redis_url.map(|_| revocation::CLUSTER_RELOAD), shutdown.clone());
-        let listener = TcpListener::bind(&settings.bind)
-            .await
-            .with_context(|| format!("binding {}", settings.bind))?;
         let metrics_listener = match &settings.metrics_bind {
             Some(bind) => Some(TcpListener::bind(bind).await.with_context(|| format!("binding {bind} for metrics"))?),
             None => None,
@@ -216,6 +235,7 @@ impl Application {
             templates,
             webhooks,
             outbox,
+            links,
             chat,
             topics: Arc::new(Topics::new(writer.clone(), db.clone())),
             topic_access: Arc::new(TopicAccess { public: public_topics(&settings) }),

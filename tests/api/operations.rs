@@ -48,6 +48,11 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/webhooks"),
     ("delete", "/v1/webhooks/{id}"),
     ("get", "/v1/notifications/{id}/deliveries"),
+    // Additions of the email channel.
+    ("get", "/v1/channels"),
+    ("get", "/v1/unsubscribe/{token}"),
+    ("post", "/v1/unsubscribe/{token}"),
+    ("get", "/v1/r/{token}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
