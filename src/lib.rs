@@ -19,6 +19,7 @@
 //! - [`ratelimit`] — per-recipient and per-caller limits behind a seam;
 //! - [`retention`] — pruning of old events and notifications;
 //! - [`status`] — the hub's own figures on the public topic `tidings:status`, the live demo;
+//! - [`email`] — the email channel over SMTP (lettre): digests, one-click unsubscribe and tracked links, signed;
 //! - [`outbox`] — the durable outbox of deliveries beyond the page, its workers and the `Channel` trait (webhooks here);
 //! - [`templates`] and [`contacts`] — per-type templates rendered at publish, and how users are reached;
 //! - [`webhooks`] — the operator's webhook endpoints and their secrets;
@@ -40,6 +41,7 @@ pub mod chat;
 pub mod config;
 pub mod contacts;
 pub mod domain;
+pub mod email;
 pub mod error;
 pub mod http;
 pub mod hub;

@@ -368,6 +368,11 @@ pub struct Notification {
     /// with `critical`); left out when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub critical: bool,
+    /// When the email of this notification is due, while one is pending:
+    /// only in `GET /v1/notifications` answers (the page's "email pending"
+    /// mark); left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
+    pub email_due_at: Option<DateTime<Utc>>,
 }
 
 impl From<entity::notification::Model> for Notification {
@@ -397,6 +402,7 @@ impl Notification {
             read_at: row.read_at,
             audience: None,
             critical: false,
+            email_due_at: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod contacts;
 pub mod conversations;
+pub mod email;
 pub mod health;
 pub mod input;
 pub mod metrics;
@@ -129,6 +130,7 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
                 .merge(contacts::router())
                 .merge(webhooks::router())
                 .merge(push::router())
+                .merge(email::router())
                 .layer(deadline),
         );
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

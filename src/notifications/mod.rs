@@ -26,7 +26,7 @@ use crate::{
     contacts,
     outbox::{ChannelKind, Outbox, Route, Routes, store::NewDelivery},
     ratelimit::{RateLimiter, retry_after_secs},
-    store::{announcements as announcement_rows, event_log, idempotency, notifications as rows, preferences, unread},
+    store::{announcements as announcement_rows, idempotency, notifications as rows, preferences, unread},
     templates::Templates,
     writer::{LogWrite, PlainPublish, Writer},
 };
@@ -507,6 +507,50 @@ impl Notifications {
         Ok(Preference::from(row))
     }
 
+    /// Turns `channel` off for each of `types` of `user`, keeping the rest of
+    /// each preference as it stands (the operator's default where the user
+    /// never chose): what a signed unsubscribe link does, without a login.
+    /// Read and write happen in one writer step, so a concurrent change of
+    /// another channel is not lost.
+    pub async fn turn_off_channel(&self, user: &UserId, types: &[NotificationType], channel: ChannelKind) -> Result<Vec<Preference>, DomainError> {
+        let (owner, names) = (user.clone(), types.iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>());
+        let defaults = self.policy.default_channels;
+        let changed = self
+            .writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let stored = preferences::of_user(write.conn(), &owner).await?;
+                    let mut changed = Vec::with_capacity(names.len());
+                    for name in &names {
+                        let (enabled, mut channels) = stored
+                            .iter()
+                            .find(|row| &row.kind == name)
+                            .map_or((true, defaults), |row| (row.enabled, Preference::from(row.clone()).channels));
+                        match channel {
+                            ChannelKind::Email => channels.email = false,
+                            ChannelKind::Push => channels.push = false,
+                            ChannelKind::Webhook => channels.webhook = false,
+                        }
+                        changed.push(Preference::from(preferences::upsert(write.conn(), &owner, name, enabled, channels).await?));
+                    }
+                    Ok(changed)
+                })
+            })
+            .await?;
+        for kind in types {
+            self.preferences.invalidate(user, kind.as_str());
+        }
+        Ok(changed)
+    }
+
+    /// A click on a tracked link in a mail: recorded like
+    /// `POST /v1/notifications/{id}/click` by the user (which marks the
+    /// notification read), answering the notification, whose stored
+    /// `action_url` is where the link leads.
+    pub async fn click_from_link(&self, user: &UserId, id: i64) -> Result<Notification, DomainError> {
+        self.read_one(&Viewer::of_user(user.clone()), id, true).await
+    }
+
     /// Per-type statistics, computed from the stored notifications.
     pub async fn stats(&self, kind: Option<&NotificationType>, since: Option<chrono::DateTime<Utc>>) -> Result<Vec<TypeStats>, DomainError> {
         let mut per_channel: std::collections::HashMap<String, std::collections::BTreeMap<String, ChannelStats>> = std::collections::HashMap::new();
@@ -563,6 +607,14 @@ impl Notifications {
         } else {
             None
         };
+        if self.outbox.channels.get(ChannelKind::Email).is_some() {
+            // Only the user's own unread notifications can have an email waiting.
+            let unread: Vec<i64> = found.iter().filter(|n| n.user_id.is_some() && n.read_at.is_none()).map(|n| n.id).collect();
+            let due = crate::outbox::store::pending_due(&self.db, ChannelKind::Email, &unread).await?;
+            for notification in &mut found {
+                notification.email_due_at = due.get(&notification.id).copied();
+            }
+        }
         Ok(Page { items: found, next_cursor })
     }
 
@@ -873,13 +925,12 @@ async fn announce_unread_count(write: &mut LogWrite, user: &UserId, delta: i64) 
 /// come separately, so that a stream can keep adding them to the shared
 /// counts it forwards.
 pub async fn unread_state(conn: &impl sea_orm::ConnectionTrait, viewer: &Viewer, topics: &[Topic]) -> Result<UnreadState, sea_orm::DbErr> {
-    let position = event_log::head(conn, topics).await?;
     let now = Utc::now();
-    let own = unread::count(conn, viewer.user(), now).await?;
-    let hidden = preferences::hidden_types(conn, viewer.user()).await?;
-    let unread_announcements = announcements::unread_given(conn, viewer, &hidden, now).await?;
-    let announced = unread_announcements.iter().map(|seen| announcements::announced(&seen.row)).collect();
-    Ok(UnreadState { position, own, announced, hidden })
+    let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
+    let state = unread::stream_state(conn, viewer.user(), &names, now).await?;
+    let hidden = if state.hiding_preferences > 0 { preferences::hidden_types(conn, viewer.user()).await? } else { Vec::new() };
+    let announced = if state.live_announcements > 0 { announcements::unread_given(conn, viewer, &hidden, now).await? } else { Vec::new() };
+    Ok(UnreadState { position: crate::domain::EventId::new(state.head), own: unread::visible(state.stored, state.expired), announced, hidden })
 }
 
 /// A stream's unread state at one log position.
@@ -887,8 +938,8 @@ pub struct UnreadState {
     pub position: crate::domain::EventId,
     /// The user's own unread count.
     pub own: u64,
-    /// The announcements the viewer sees and has not read.
-    pub announced: Vec<crate::hub::Announced>,
+    /// The announcements the viewer sees and has not read, newest first.
+    pub announced: Vec<crate::store::announcements::Seen>,
     /// The types the viewer's preferences hide: the stream applies them to
     /// announcements that arrive live.
     pub hidden: Vec<String>,

@@ -229,6 +229,10 @@ pub struct OutboxSettings {
     /// How long after its publish an email falls due (and is skipped if the
     /// notification was read by then).
     pub email_delay: Duration,
+    /// An email's due time is rounded up to a multiple of this, so the
+    /// emails of one user falling due within one window are claimed
+    /// together and go out as one digest. Zero: no rounding.
+    pub email_digest: Duration,
     /// The first retry's backoff; each next one doubles, with jitter.
     pub retry_base: Duration,
     /// The longest backoff.
@@ -249,6 +253,7 @@ impl Default for OutboxSettings {
     fn default() -> Self {
         OutboxSettings {
             email_delay: Duration::from_secs(300),
+            email_digest: Duration::from_secs(60),
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(3600),
             max_attempts: 8,
@@ -273,10 +278,22 @@ impl OutboxSettings {
     /// When a new row of `channel` falls due.
     pub fn due_at(&self, channel: ChannelKind, now: DateTime<Utc>) -> DateTime<Utc> {
         match channel {
-            ChannelKind::Email => now + chrono::Duration::from_std(self.email_delay).unwrap_or_default(),
+            ChannelKind::Email => round_up(now + chrono::Duration::from_std(self.email_delay).unwrap_or_default(), self.email_digest),
             _ => now,
         }
     }
+}
+
+/// `at` rounded up to the next multiple of `window` since the epoch (the
+/// same on every node, so a cluster's rows of one window share a due time).
+fn round_up(at: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
+    let window_ms = window.as_millis() as i64;
+    if window_ms <= 0 {
+        return at;
+    }
+    let ms = at.timestamp_millis();
+    let rounded = ms.div_euclid(window_ms) * window_ms + if ms.rem_euclid(window_ms) == 0 { 0 } else { window_ms };
+    DateTime::<Utc>::from_timestamp_millis(rounded).unwrap_or(at)
 }
 
 /// The configured channels, by kind.
@@ -294,6 +311,11 @@ impl ChannelSet {
     /// The channel of `kind`, if configured.
     pub fn get(&self, kind: ChannelKind) -> Option<&Arc<dyn Channel>> {
         self.channels.get(&kind)
+    }
+
+    /// The configured kinds, in a fixed order.
+    pub fn kinds(&self) -> Vec<ChannelKind> {
+        ChannelKind::ALL.into_iter().filter(|kind| self.channels.contains_key(kind)).collect()
     }
 
     /// Whether any channel is configured: when none is, publishing skips
@@ -398,5 +420,17 @@ mod tests {
         assert_eq!(idempotency_id(7, &route), idempotency_id(7, &route.clone()));
         assert_eq!(idempotency_id(7, &route), "msg_7_webhook_wh_1");
         assert_eq!(idempotency_id(7, &Route { channel: ChannelKind::Email, target: None }), "msg_7_email");
+    }
+
+    #[test]
+    fn an_emails_due_time_is_rounded_up_to_its_digest_window() {
+        let settings = OutboxSettings { email_delay: Duration::from_secs(300), email_digest: Duration::from_secs(60), ..Default::default() };
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(settings.due_at(ChannelKind::Email, at("2026-12-02T10:00:00.001Z")), at("2026-12-02T10:06:00Z"));
+        assert_eq!(settings.due_at(ChannelKind::Email, at("2026-12-02T10:00:59.999Z")), at("2026-12-02T10:06:00Z"));
+        assert_eq!(settings.due_at(ChannelKind::Email, at("2026-12-02T10:01:00Z")), at("2026-12-02T10:06:00Z"), "on the boundary stays");
+        assert_eq!(settings.due_at(ChannelKind::Webhook, at("2026-12-02T10:00:00.001Z")), at("2026-12-02T10:00:00.001Z"), "only email waits");
+        let no_window = OutboxSettings { email_digest: Duration::ZERO, ..settings };
+        assert_eq!(no_window.due_at(ChannelKind::Email, at("2026-12-02T10:00:00.001Z")), at("2026-12-02T10:05:00.001Z"));
     }
 }

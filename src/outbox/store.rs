@@ -143,6 +143,29 @@ pub async fn settle(conn: &impl ConnectionTrait, outcomes: &[Outcome], now: Date
     Ok(())
 }
 
+/// Of `ids`, the notifications with a pending delivery on `channel`, and
+/// when it is due (the earliest, if several).
+pub async fn pending_due(conn: &impl ConnectionTrait, channel: ChannelKind, ids: &[i64]) -> Result<std::collections::HashMap<i64, DateTime<Utc>>, DbErr> {
+    let mut due = std::collections::HashMap::new();
+    if ids.is_empty() {
+        return Ok(due);
+    }
+    let rows: Vec<(i64, DateTime<Utc>)> = Deliveries::find()
+        .select_only()
+        .column(Column::NotificationId)
+        .column(Column::DueAt)
+        .filter(Column::NotificationId.is_in(ids.iter().copied()))
+        .filter(Column::Channel.eq(channel.as_str()))
+        .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    for (id, at) in rows {
+        due.entry(id).and_modify(|known: &mut DateTime<Utc>| *known = (*known).min(at)).or_insert(at);
+    }
+    Ok(due)
+}
+
 /// Every delivery of a notification, oldest first.
 pub async fn of_notification(conn: &impl ConnectionTrait, notification_id: i64) -> Result<Vec<delivery::Model>, DbErr> {
     Deliveries::find().filter(Column::NotificationId.eq(notification_id)).order_by_asc(Column::Id).all(conn).await

@@ -139,6 +139,8 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
         retention: tidings::retention::RetentionSettings::default(),
         typing_expiry: Duration::from_secs(5),
         outbox: tidings::outbox::OutboxSettings { retry_base: Duration::from_millis(20), poll: Duration::from_millis(50), lease: Duration::from_secs(5), ..Default::default() },
+        email: None,
+        public_url: None,
         presence_grace: Duration::from_secs(10),
         presence_visibility: tidings::presence::Visibility::Conversations,
         print_demo: false,

@@ -11,6 +11,7 @@ mod chat;
 mod cli;
 mod cluster;
 mod connections;
+mod email;
 mod errors;
 mod fault_proxy;
 mod faults;

@@ -51,6 +51,11 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/push/subscriptions"),
     ("delete", "/v1/push/subscriptions"),
     ("get", "/v1/notifications/{id}/deliveries"),
+    // Additions of the email channel.
+    ("get", "/v1/channels"),
+    ("get", "/v1/unsubscribe/{token}"),
+    ("post", "/v1/unsubscribe/{token}"),
+    ("get", "/v1/r/{token}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
