@@ -3,7 +3,8 @@
 # and prints the results side by side with Tidings' ratio to each peer.
 #
 #   bench/compare.sh SCENARIO [--peers nchan,node] [--profile release|dev]
-#                             [--out DIR] [-- TIDINGS_BENCH_OPTIONS...]
+#                             [--out DIR] [--streams N]
+#                             [-- TIDINGS_BENCH_OPTIONS...]
 #   bench/compare.sh smoke    every scenario, Tidings only, tiny sizes, a few
 #                             seconds; exits non-zero if Tidings lost,
 #                             duplicated or misrouted an event
@@ -15,7 +16,9 @@
 # `-- --streams 2000`). batch and chat use Tidings' own API (batch
 # publishing, conversations), which no peer has, and storm (a reconnect
 # storm) measures Tidings' resume: they run against Tidings alone, whatever
-# --peers says.
+# --peers says. --streams N (idle and storm) opens N streams instead of
+# 10,000, e.g. `bench/compare.sh idle --streams 19000` for one process's
+# ceiling here (20,000 open files).
 #
 # Each hub is started fresh for each scenario on 127.0.0.1 and stopped
 # after it; every process started here is stopped on exit. Peers install
@@ -24,13 +27,19 @@
 #
 # Environment: CARGO_TARGET_DIR (default: target/ in the workspace),
 # BENCH_TIDINGS_PORT / BENCH_NCHAN_PORT / BENCH_NODE_PORT (18080-18082),
-# BENCH_TIDINGS_BIN (a tidings binary to measure instead of building one).
+# BENCH_TIDINGS_BIN (a tidings binary to measure instead of building one),
+# BENCH_BIN (with BENCH_TIDINGS_BIN: a tidings-bench binary, so nothing is
+# built, e.g. while another build of the workspace runs),
+# BENCH_TIDINGS_ENV (VAR=value words set for the Tidings server only, e.g.
+# "MALLOC_ARENA_MAX=2" or "_RJEM_MALLOC_CONF=background_thread:true").
 #
 # Tidings runs with its defaults except the limits a benchmark would trip:
 # TIDINGS_RECIPIENT_RATE_PER_MINUTE (120 a minute per user and type),
 # TIDINGS_EVENTS_PER_USER (10,000 events of history per user) and
 # TIDINGS_CLIENT_BURST / TIDINGS_CLIENT_RATE_PER_SECOND (a user token's
-# writes: burst 50, 10/s; chat's senders send faster).
+# writes: burst 50, 10/s; chat's senders send faster), and
+# TIDINGS_MAX_STREAMS (the open-file limit less 1,024 by default; here the
+# limit less 200, so that 19,000 streams fit in one process).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,7 +49,7 @@ PORT_NCHAN=${BENCH_NCHAN_PORT:-18081}
 PORT_NODE=${BENCH_NODE_PORT:-18082}
 SECRET="tidings-bench-secret-$(date +%s)-$$"
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 SCENARIO=$1
@@ -49,6 +58,7 @@ SMOKE=""
 PEERS="nchan,node"
 PROFILE=release
 OUT=""
+STREAMS=""
 case "$SCENARIO" in
   smoke) SMOKE=1; PEERS=""; PROFILE=dev ;;
   idle|notify|fanout|topic|ingest|catchup|batch|chat|storm|all) ;;
@@ -60,11 +70,20 @@ while [ $# -gt 0 ]; do
     --peers) PEERS=$2; shift 2 ;;
     --profile) PROFILE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --streams) STREAMS=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "compare.sh: unknown option '$1'" >&2; usage ;;
   esac
 done
 EXTRA=("$@")
+if [ -n "$STREAMS" ]; then
+  case "$SCENARIO" in
+    idle|storm) EXTRA=(--streams "$STREAMS" "${EXTRA[@]}") ;;
+    *) echo "compare.sh: --streams is for idle and storm" >&2; exit 2 ;;
+  esac
+fi
+# Extra environment of the Tidings server alone (an allocator's settings).
+read -r -a TIDINGS_ENV <<<"${BENCH_TIDINGS_ENV:-}"
 
 log() { echo "compare.sh: $*" >&2; }
 
@@ -102,7 +121,10 @@ case "$PROFILE" in
   dev|debug) BIN_DIR=$TARGET_DIR/debug; PROFILE_FLAG=() ;;
   *) echo "compare.sh: --profile is release or dev" >&2; exit 2 ;;
 esac
-if [ -n "${BENCH_TIDINGS_BIN:-}" ]; then
+if [ -n "${BENCH_TIDINGS_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
+  log "measuring $BENCH_TIDINGS_BIN with $BENCH_BIN (nothing built)"
+  TIDINGS=$BENCH_TIDINGS_BIN
+elif [ -n "${BENCH_TIDINGS_BIN:-}" ]; then
   log "building tidings-bench ($PROFILE); measuring $BENCH_TIDINGS_BIN"
   (cd "$ROOT" && cargo build --quiet "${PROFILE_FLAG[@]}" -p tidings-bench)
   TIDINGS=$BENCH_TIDINGS_BIN
@@ -111,7 +133,7 @@ else
   (cd "$ROOT" && cargo build --quiet "${PROFILE_FLAG[@]}" -p tidings -p tidings-bench)
   TIDINGS=$BIN_DIR/tidings
 fi
-BENCH=$BIN_DIR/tidings-bench
+BENCH=${BENCH_BIN:-$BIN_DIR/tidings-bench}
 
 # --- processes we start, and their cleanup -------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tidings-bench.XXXXXX")
@@ -162,6 +184,8 @@ start_tidings() {
       TIDINGS_JWT_SECRET="$SECRET" RUST_LOG=warn \
       TIDINGS_RECIPIENT_RATE_PER_MINUTE=1000000 TIDINGS_EVENTS_PER_USER=1000000 \
       TIDINGS_CLIENT_BURST=1000000 TIDINGS_CLIENT_RATE_PER_SECOND=1000000 \
+      TIDINGS_MAX_STREAMS=$(( $(ulimit -n) - 200 )) \
+      ${TIDINGS_ENV[@]+"${TIDINGS_ENV[@]}"} \
       "$TIDINGS" serve >"$WORK/tidings.log" 2>&1) &
   SERVER_PID=$!
   wait_port "$PORT_TIDINGS" tidings

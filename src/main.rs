@@ -12,6 +12,21 @@ use tidings::{
     store, telemetry,
 };
 
+/// jemalloc as the global allocator (Cargo feature `jemalloc`): it returns
+/// freed memory to the system on a decay timer, so a node's RSS follows its
+/// open streams down after a burst instead of keeping glibc's per-thread
+/// arenas. BENCHMARKS.md ("Allocators") has the figures.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// mimalloc as the global allocator (Cargo feature `mimalloc`), measured
+/// against jemalloc and glibc in BENCHMARKS.md ("Allocators"). jemalloc
+/// wins if both features are on, so `--all-features` still builds.
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
