@@ -15,7 +15,10 @@
 # Needs PostgreSQL (BENCH_POSTGRES, default postgres://postgres@127.0.0.1:5432)
 # and Redis (BENCH_REDIS, default redis://127.0.0.1:6379). BENCH_TIDINGS_BIN
 # measures that binary instead of building one; BENCH_TIDINGS_ENV adds
-# VAR=value words to the nodes' environment. Creates a database
+# VAR=value words to the nodes' environment; BENCH_BIN (with
+# BENCH_TIDINGS_BIN) a tidings-bench binary, so nothing is built;
+# BENCH_OUT a folder that keeps --open's reports and the nodes' logs.
+# Creates a database
 # of its own and drops it, stops every process it started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,14 +40,16 @@ if [ -n "$OPEN" ] && [ -z "$RATE_SET" ]; then RATE=100; fi
 read -r -a NODE_ENV <<<"${BENCH_TIDINGS_ENV:-}"
 
 echo "cluster.sh: building tidings and tidings-bench (release)" >&2
-if [ -n "${BENCH_TIDINGS_BIN:-}" ]; then
+if [ -n "${BENCH_TIDINGS_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
+  TIDINGS=$BENCH_TIDINGS_BIN
+elif [ -n "${BENCH_TIDINGS_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p tidings-bench)
   TIDINGS=$BENCH_TIDINGS_BIN
 else
   (cd "$ROOT" && cargo build --release -q -p tidings -p tidings-bench)
   TIDINGS=$TARGET_DIR/release/tidings
 fi
-BENCH=$TARGET_DIR/release/tidings-bench
+BENCH=${BENCH_BIN:-$TARGET_DIR/release/tidings-bench}
 
 DB=tidings_cluster_bench_$$
 WORK=$(mktemp -d)

@@ -12,10 +12,10 @@ use tidings::{
     store, telemetry,
 };
 
-/// jemalloc as the global allocator (Cargo feature `jemalloc`): it returns
-/// freed memory to the system on a decay timer, so a node's RSS follows its
-/// open streams down after a burst instead of keeping glibc's per-thread
-/// arenas. BENCHMARKS.md ("Allocators") has the figures.
+/// jemalloc as the global allocator (Cargo feature `jemalloc`, on by
+/// default): it held an idle stream in about a fifth less memory than
+/// glibc's malloc at no more CPU (BENCHMARKS.md, "Allocators"). Tuned at
+/// run time by `_RJEM_MALLOC_CONF` (docs/operations.md, "Memory").
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -154,6 +154,7 @@ pub async fn deliver(ctx: &Ctx, report: &mut Report, mut fleet: Fleet, live: Liv
     report.row("duplicated", "", Some(tally.duplicates as f64), Better::Lower);
     report.row("misrouted", "", Some(tally.misrouted as f64), Better::Lower);
     server_cost(report, before, after, tally.delivered, "deliveries");
+    report.row("opens refused (503/429, retried)", "", Some(tally.resume.refused as f64), Better::Lower);
     report.row("publish request p50", "ms", published.post_latency.quantile_ms(0.50), Better::Lower);
     report.row("publish request p99", "ms", published.post_latency.quantile_ms(0.99), Better::Lower);
 
