@@ -3,6 +3,8 @@
 //! The schema itself is owned by the `migration` crate; these types only
 //! mirror it so that queries are checked by the compiler.
 
+pub mod announcement;
+pub mod announcement_mark;
 pub mod conversation;
 pub mod event;
 pub mod history_floor;

@@ -14,6 +14,7 @@ mod m20261122_000004_event_routes;
 mod m20261202_000005_unread_counters;
 mod m20261202_000006_revocations;
 mod m20261202_000007_topic_keys;
+mod m20261202_000008_announcements;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_unread_counters::Migration),
             Box::new(m20261202_000006_revocations::Migration),
             Box::new(m20261202_000007_topic_keys::Migration),
+            Box::new(m20261202_000008_announcements::Migration),
         ]
     }
 }

@@ -27,7 +27,7 @@ pub struct NotificationDeleted {
 }
 
 /// Data of `unread_count`, and the body of `GET /v1/notifications/unread_count`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UnreadCount {
     pub count: u64,
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::UserId;
+use super::{TopicName, UserId};
 use crate::domain::DomainError;
 
 /// The most recipients one request may name.
@@ -89,6 +89,72 @@ pub struct PublishRequest {
     /// Bypasses the recipient's preferences (security alerts and the like).
     #[serde(default)]
     pub critical: bool,
+    /// An announcement instead of named recipients: `"all"` (every user)
+    /// or `{"topic": "<name>"}` (every user whose token may read the
+    /// topic). Stored once, whatever the audience's size.
+    pub audience: Option<AudienceRequest>,
+}
+
+/// The `audience` of an announcement, as sent.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum AudienceRequest {
+    /// `"all"`: every user.
+    Everyone(Everyone),
+    /// `{"topic": "<name>"}`: the readers of a topic.
+    Topic(TopicAudience),
+}
+
+/// The literal `"all"`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Everyone {
+    All,
+}
+
+/// `{"topic": "<name>"}`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicAudience {
+    /// A topic name: 1-100 characters of `a-z 0-9 _ . : -`.
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[a-z0-9_.:-]{1,100}$")]
+    pub topic: String,
+}
+
+/// Who an announcement is for, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every user.
+    All,
+    /// Every user whose token may read this topic.
+    Topic(TopicName),
+}
+
+impl Audience {
+    /// The stored form: `None` for everyone, else the topic's name.
+    pub fn stored(&self) -> Option<String> {
+        match self {
+            Audience::All => None,
+            Audience::Topic(name) => Some(name.as_str().to_owned()),
+        }
+    }
+
+    /// Reads the stored form back; a name that no longer parses (it cannot,
+    /// short of a hand-edited row) reaches nobody rather than everyone.
+    pub fn from_stored(stored: Option<&str>) -> Self {
+        match stored {
+            None => Audience::All,
+            Some(name) => Audience::Topic(TopicName::parse(name).unwrap_or_else(|_| TopicName::parse("-").expect("a valid name"))),
+        }
+    }
+
+    /// As the notification object shows it: `"all"` or `{"topic": ...}`.
+    pub fn view(&self) -> AudienceRequest {
+        match self {
+            Audience::All => AudienceRequest::Everyone(Everyone::All),
+            Audience::Topic(name) => AudienceRequest::Topic(TopicAudience { topic: name.as_str().to_owned() }),
+        }
+    }
 }
 
 /// A validated publish request: what the core stores, once per recipient.
@@ -105,12 +171,26 @@ pub struct NewNotification {
     pub expires_at: Option<DateTime<Utc>>,
     pub group_key: Option<String>,
     pub critical: bool,
+    /// `Some` for an announcement, stored once for this audience; then
+    /// `recipients` is empty.
+    pub audience: Option<Audience>,
 }
 
 impl PublishRequest {
     /// Checks every rule of the contract; the first broken one names its field.
     pub fn validate(self, now: DateTime<Utc>) -> Result<NewNotification, DomainError> {
+        let audience = match self.audience {
+            None => None,
+            Some(_) if self.user_id.is_some() || self.user_ids.is_some() => {
+                return Err(DomainError::invalid_field("audience", "give user_id, user_ids or audience, not several"));
+            }
+            Some(AudienceRequest::Everyone(Everyone::All)) => Some(Audience::All),
+            Some(AudienceRequest::Topic(TopicAudience { topic })) => {
+                Some(Audience::Topic(TopicName::parse(&topic).map_err(|why| DomainError::invalid_field("audience", why))?))
+            }
+        };
         let raw_recipients = match (self.user_id, self.user_ids) {
+            _ if audience.is_some() => Vec::new(),
             (Some(one), None) => vec![one],
             (None, Some(many)) => {
                 if many.is_empty() || many.len() > MAX_RECIPIENTS {
@@ -121,7 +201,7 @@ impl PublishRequest {
             (Some(_), Some(_)) => {
                 return Err(DomainError::invalid_field("user_ids", "give either user_id or user_ids, not both"));
             }
-            (None, None) => return Err(DomainError::invalid_field("user_id", "user_id or user_ids is required")),
+            (None, None) => return Err(DomainError::invalid_field("user_id", "user_id, user_ids or audience is required")),
         };
         let mut recipients: Vec<UserId> = Vec::with_capacity(raw_recipients.len());
         for raw in raw_recipients {
@@ -179,6 +259,7 @@ impl PublishRequest {
             expires_at: self.expires_at.map(truncate_to_millis),
             group_key: self.group_key,
             critical: self.critical,
+            audience,
         })
     }
 }
@@ -222,7 +303,9 @@ pub fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Notification {
     pub id: i64,
-    pub user_id: String,
+    /// The recipient; `null` for an announcement, the same object for its
+    /// whole audience (with each user's own `read_at`).
+    pub user_id: Option<String>,
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
@@ -240,6 +323,14 @@ pub struct Notification {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(with = "rfc3339::option")]
     pub read_at: Option<DateTime<Utc>>,
+    /// An announcement's audience (`"all"` or `{"topic": ...}`); absent on
+    /// a user's own notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<AudienceRequest>,
+    /// Shown whatever the user's preferences (an announcement published
+    /// with `critical`); left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub critical: bool,
 }
 
 impl From<entity::notification::Model> for Notification {
@@ -255,7 +346,7 @@ impl Notification {
     pub fn with_data(row: &entity::notification::Model, data: Option<serde_json::Value>) -> Self {
         Notification {
             id: row.id,
-            user_id: row.user_id.clone(),
+            user_id: Some(row.user_id.clone()),
             kind: row.kind.clone(),
             title: row.title.clone(),
             body: row.body.clone(),
@@ -267,6 +358,8 @@ impl Notification {
             updated_at: row.updated_at,
             expires_at: row.expires_at,
             read_at: row.read_at,
+            audience: None,
+            critical: false,
         }
     }
 }

@@ -31,6 +31,15 @@ impl Topic {
         Topic("sys:revocations".into())
     }
 
+    /// Where announcements (notifications for `all` or a topic's readers,
+    /// stored once) are logged and routed. Every stream listens to it and
+    /// keeps what its own token's audience covers; the prefix is no user's,
+    /// conversation's or named topic's.
+    pub fn announcements() -> Self {
+        static ANNOUNCEMENTS: std::sync::LazyLock<Topic> = std::sync::LazyLock::new(|| Topic("sys:announcements".into()));
+        ANNOUNCEMENTS.clone()
+    }
+
     /// The conversation this topic belongs to, if it is one.
     pub fn conversation_id(&self) -> Option<i64> {
         self.0.strip_prefix("c:")?.parse().ok()

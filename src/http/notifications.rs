@@ -3,14 +3,14 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::{JsonBody, OptionalJsonBody, cursor_param, limit_param, parse_json, parse_value, path_id, query_param};
+use super::input::{JsonBody, OptionalJsonBody, Query, parse_json, parse_value, path_id, query};
 use crate::{
     app::AppState,
     auth::{AuthUser, Publisher},
@@ -41,7 +41,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Publishes a notification to one user or up to 1000 (scope `publish`).
-/// Each recipient's copy is stored, then sent on their open streams.
+/// Each recipient's copy is stored, then sent on their open streams. With
+/// `audience` (`"all"` or `{"topic": ...}`) it is an announcement instead:
+/// stored once, shown to every user in the audience with their own read
+/// state, and answered with `user_id` null.
 #[utoipa::path(post, path = "/notifications", tag = "notifications", security(("bearer" = [])),
     request_body = PublishRequest,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$", description = "A retry with the same key and body creates nothing and gets the first answer")),
@@ -138,33 +141,39 @@ fn fingerprint(raw: &[u8]) -> Result<String, ApiError> {
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1-100, default 50"),
         ("cursor" = Option<String>, Query, pattern = r"^[1-9][0-9]{0,17}$", description = "`next_cursor` of the previous page")),
     responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) -> Result<Json<Page>, ApiError> {
-    let query = uri.query();
-    let unread_only = match query_param(query, "status").as_deref() {
-        None | Some("all") => false,
-        Some("unread") => true,
-        Some(_) => return Err(ApiError::bad_field("status", "status must be 'unread' or 'all'")),
-    };
-    let kind = match query_param(query, "type").filter(|t| !t.is_empty()) {
-        None => None,
-        Some(raw) => Some(
-            NotificationType::parse(&raw)
-                .map_err(|why| ApiError::bad_field("type", format!("type {why}")))?
-                .as_str()
-                .to_owned(),
-        ),
-    };
-    let limit = limit_param(query)?;
-    let cursor = cursor_param(query, "cursor")?;
-    let page = state.notifications.list(&user.user, ListQuery { unread_only, kind, cursor, limit }).await?;
+async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, Query(params): Query<ListParams>) -> Result<Json<Page>, ApiError> {
+    let ListParams { status, kind, limit, cursor } = params;
+    let unread_only = status == Some(ListStatus::Unread);
+    let kind = kind.map(|kind| kind.as_str().to_owned());
+    let page = state.notifications.list(&state.viewer(&user), ListQuery { unread_only, kind, cursor, limit }).await?;
     Ok(Json(page))
+}
+
+/// The query of [`list`].
+#[derive(Deserialize)]
+struct ListParams {
+    status: Option<ListStatus>,
+    #[serde(rename = "type", default, deserialize_with = "query::notification_type")]
+    kind: Option<NotificationType>,
+    #[serde(default = "query::default_limit", deserialize_with = "query::limit")]
+    limit: u64,
+    #[serde(default, deserialize_with = "query::cursor")]
+    cursor: Option<i64>,
+}
+
+/// `status=unread|all`.
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum ListStatus {
+    Unread,
+    All,
 }
 
 /// How many of the caller's notifications are unread.
 #[utoipa::path(get, path = "/notifications/unread_count", tag = "notifications", security(("bearer" = [])),
     responses((status = 200, body = UnreadCount), (status = 401, body = ErrorBody)))]
 async fn unread_count(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result<Json<UnreadCount>, ApiError> {
-    let count = state.notifications.unread_count(&user.user).await?;
+    let count = state.notifications.unread_count(&state.viewer(&user)).await?;
     Ok(Json(UnreadCount { count }))
 }
 
@@ -173,7 +182,7 @@ async fn unread_count(State(state): State<AppState>, AuthUser(user): AuthUser) -
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
-    Ok(Json(state.notifications.read(&user.user, path_id(&id)?).await?))
+    Ok(Json(state.notifications.read(&state.viewer(&user), path_id(&id)?).await?))
 }
 
 /// Records a click on a notification, which also marks it read.
@@ -181,7 +190,7 @@ async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id):
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
-    Ok(Json(state.notifications.click(&user.user, path_id(&id)?).await?))
+    Ok(Json(state.notifications.click(&state.viewer(&user), path_id(&id)?).await?))
 }
 
 /// Deletes one of the caller's notifications.
@@ -189,7 +198,7 @@ async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id)
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn remove(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.notifications.delete(&user.user, path_id(&id)?).await?;
+    state.notifications.delete(&state.viewer(&user), path_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -211,6 +220,6 @@ async fn read_all(State(state): State<AppState>, AuthUser(user): AuthUser, Optio
         None => None,
         Some(raw) => Some(NotificationType::parse(&raw).map_err(|why| ApiError::invalid_field("type", format!("type {why}")))?),
     };
-    let updated = state.notifications.read_all(&user.user, kind.as_ref().map(NotificationType::as_str)).await?;
+    let updated = state.notifications.read_all(&state.viewer(&user), kind.as_ref().map(NotificationType::as_str)).await?;
     Ok(Json(ReadAllResult { updated }))
 }

@@ -80,10 +80,10 @@ pub fn describe_stream_events(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// A publish names its recipients with exactly one of `user_id` and
-/// `user_ids` (or, for announcements, neither: not in this version). The
-/// derive cannot say "one of these two fields", so the schema becomes
-/// `allOf: [the fields, oneOf: [required user_id, required user_ids]]`,
+/// A publish names its recipients with exactly one of `user_id`,
+/// `user_ids` and `audience` (an announcement). The derive cannot say
+/// "one of these fields", so the schema becomes `allOf: [the fields,
+/// oneOf: [required user_id, required user_ids, required audience]]`,
 /// and a generated request carries exactly one. Applied once the routers
 /// have added their schemas.
 pub fn require_one_recipient(openapi: &mut utoipa::openapi::OpenApi) {
@@ -99,7 +99,8 @@ pub fn require_one_recipient(openapi: &mut utoipa::openapi::OpenApi) {
     };
     let one_of = OneOfBuilder::new()
         .item(ObjectBuilder::new().required("user_id"))
-        .item(ObjectBuilder::new().required("user_ids"));
+        .item(ObjectBuilder::new().required("user_ids"))
+        .item(ObjectBuilder::new().required("audience"));
     let schema = AllOfBuilder::new().description(description).item(fields).item(one_of).build();
     components.schemas.insert("PublishRequest".to_owned(), RefOr::T(Schema::AllOf(schema)));
 }

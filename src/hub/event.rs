@@ -1,8 +1,14 @@
 //! Events as they travel: routed by topic, written as pre-encoded SSE frames.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::domain::{EventId, Topic, UserId};
+use crate::domain::{
+    EventId, Topic, UserId,
+    events,
+    notification::{Audience, AudienceRequest, Notification},
+};
 
 /// An event on its way to streams. The frame is encoded once when the event
 /// is created; each recipient gets a reference-counted view of the same bytes.
@@ -32,6 +38,71 @@ pub struct Event {
     /// and never crossing the bus: some of the user's tokens were revoked
     /// (see `crate::revocation`); each stream checks whether its own is.
     pub revoked: bool,
+    /// What a stream must know of the event to keep its user's view of
+    /// announcements, read off the payload once when the event is made
+    /// (here or, on another node, from the log) rather than by every stream.
+    pub notice: Option<Notice>,
+}
+
+/// The facts of an event that a stream acts on beyond forwarding its frame:
+/// announcements reach a stream's user only if the token's audience covers
+/// them, and they count in its unread count, which no shared frame can say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// An announcement, new or updated by its group: unread for everyone.
+    Announced(Arc<Announced>),
+    /// Notifications the user read or deleted (their own or announcements).
+    Settled(Box<[i64]>),
+    /// The user's unread count of their own notifications, which each
+    /// stream adds its unread announcements to.
+    Count(u64),
+}
+
+/// Who an announcement is for, as a stream decides it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announced {
+    pub id: i64,
+    pub audience: Audience,
+    /// Its type: the user's preference for it applies.
+    pub kind: String,
+    /// Shown whatever the preference.
+    pub critical: bool,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Notice {
+    /// The notice an event of `name` on `topic` carries, read off its data.
+    fn of(topic: &Topic, name: &str, data: &str) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Ids {
+            #[serde(default)]
+            ids: Vec<i64>,
+            id: Option<i64>,
+        }
+        match name {
+            events::NOTIFICATION if *topic == Topic::announcements() => {
+                let notification: Notification = serde_json::from_str(data).ok()?;
+                let audience = match notification.audience? {
+                    AudienceRequest::Everyone(_) => Audience::All,
+                    AudienceRequest::Topic(topic) => Audience::Topic(crate::domain::TopicName::parse(&topic.topic).ok()?),
+                };
+                Some(Notice::Announced(Arc::new(Announced {
+                    id: notification.id,
+                    audience,
+                    kind: notification.kind,
+                    critical: notification.critical,
+                    expires_at: notification.expires_at,
+                })))
+            }
+            events::NOTIFICATION_READ | events::NOTIFICATION_DELETED => {
+                let Ids { mut ids, id } = serde_json::from_str(data).ok()?;
+                ids.extend(id);
+                Some(Notice::Settled(ids.into_boxed_slice()))
+            }
+            events::UNREAD_COUNT => Some(Notice::Count(serde_json::from_str::<events::UnreadCount>(data).ok()?.count)),
+            _ => None,
+        }
+    }
 }
 
 /// A user joining or leaving a conversation's topic.
@@ -62,6 +133,7 @@ impl RouteChange {
 impl Event {
     /// An event read from or just written to the log.
     pub fn persisted(id: EventId, topic: Topic, name: &str, data: &str) -> Self {
+        let notice = Notice::of(&topic, name, data);
         Event {
             id: Some(id),
             as_of: None,
@@ -70,6 +142,7 @@ impl Event {
             route: None,
             exclude: None,
             revoked: false,
+            notice,
         }
     }
 
@@ -98,6 +171,7 @@ impl Event {
 
     /// A state report (no id) that reflects the log up to `as_of`.
     pub fn state(topic: Topic, name: &str, data: &str, as_of: Option<EventId>) -> Self {
+        let notice = Notice::of(&topic, name, data);
         Event {
             id: None,
             as_of,
@@ -106,6 +180,7 @@ impl Event {
             route: None,
             exclude: None,
             revoked: false,
+            notice,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! publish (no idempotency key, no group key) is stored set-based with the
 //! other plain publishes of its batch. Each read is a plain query.
 
+pub mod announcements;
 pub mod preference_cache;
 
 use std::{sync::Arc, time::Duration};
@@ -19,13 +20,14 @@ use crate::{
         DomainError,
         Topic, UserId,
         events::{self, NotificationDeleted, NotificationRead, UnreadCount},
-        notification::{NewNotification, Notification, NotificationType, truncate_to_millis},
+        notification::{Audience as Broadcast, NewNotification, Notification, NotificationType, truncate_to_millis},
         preference::{Channels, Preference, PreferenceUpdate},
     },
     ratelimit::{RateLimiter, retry_after_secs},
-    store::{event_log, idempotency, notifications as rows, preferences, unread},
+    store::{announcements as announcement_rows, event_log, idempotency, notifications as rows, preferences, unread},
     writer::{LogWrite, PlainPublish, Writer},
 };
+use announcements::Viewer;
 use preference_cache::PreferenceCache;
 
 /// Most ids one `notification.read` event carries; a larger read-all is split.
@@ -172,7 +174,7 @@ impl Notifications {
         }
         let audience = self.audience(&new).await?;
         let now = truncate_to_millis(Utc::now());
-        if key.is_none() && new.group_key.is_none() {
+        if key.is_none() && new.group_key.is_none() && new.audience.is_none() {
             let published = self.publish_plain(vec![(Arc::new(new), audience)], now).await?.pop();
             let published = published.unwrap_or_else(|| Err(DomainError::internal(anyhow::anyhow!("a publish got no answer"))))?;
             return outcome(&published);
@@ -260,7 +262,7 @@ impl Notifications {
             results.push(None);
             match item {
                 Err(e) => results[slot] = Some(Err(e)),
-                Ok((new, audience)) if new.group_key.is_none() => {
+                Ok((new, audience)) if new.group_key.is_none() && new.audience.is_none() => {
                     plain_slots.push(slot);
                     plain.push((Arc::new(new), audience));
                 }
@@ -379,9 +381,16 @@ impl Notifications {
 
     /// Per-type statistics, computed from the stored notifications.
     pub async fn stats(&self, kind: Option<&NotificationType>, since: Option<chrono::DateTime<Utc>>) -> Result<Vec<TypeStats>, DomainError> {
-        let rows = rows::stats(&self.db, kind.map(NotificationType::as_str), since).await?;
-        Ok(rows
+        let mut totals: std::collections::BTreeMap<String, (i64, i64, i64)> = std::collections::BTreeMap::new();
+        let own = rows::stats(&self.db, kind.map(NotificationType::as_str), since).await?;
+        let broadcast = announcement_rows::stats(&self.db, kind.map(NotificationType::as_str), since).await?;
+        for (kind, sent, read, clicked) in own.into_iter().chain(broadcast) {
+            let total = totals.entry(kind).or_default();
+            *total = (total.0 + sent, total.1 + read, total.2 + clicked);
+        }
+        Ok(totals
             .into_iter()
+            .map(|(kind, (sent, read, clicked))| (kind, sent, read, clicked))
             .map(|(kind, sent, read, clicked)| {
                 let (sent, read, clicked) = (sent.max(0) as u64, read.max(0) as u64, clicked.max(0) as u64);
                 let rate = |n: u64| if sent == 0 { 0.0 } else { n as f64 / sent as f64 };
@@ -390,50 +399,82 @@ impl Notifications {
             .collect())
     }
 
-    /// A page of the user's notifications, newest first.
-    pub async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, DomainError> {
+    /// A page of the viewer's notifications, newest first: their own and
+    /// the announcements they see, in one id order (both take their ids
+    /// from the same sequence, so the cursor is an id either way).
+    pub async fn list(&self, viewer: &Viewer, query: ListQuery) -> Result<Page, DomainError> {
+        let user = viewer.user();
+        let now = Utc::now();
         let filter = rows::ListFilter {
             unread_only: query.unread_only,
             kind: query.kind.as_deref(),
             before_id: query.cursor,
             limit: query.limit + 1,
         };
-        let mut found = rows::list(&self.db, user, filter, Utc::now()).await?;
+        let own = rows::list(&self.db, user, filter, now).await?;
+        let (shown, _) = announcements::visible(&self.db, viewer, now).await?;
+        let mut found: Vec<Notification> = own.into_iter().map(Notification::from).collect();
+        found.extend(
+            shown
+                .into_iter()
+                .filter(|seen| query.cursor.is_none_or(|before| seen.row.id < before))
+                .filter(|seen| query.kind.as_deref().is_none_or(|kind| seen.row.kind == kind))
+                .filter(|seen| !query.unread_only || seen.read_at().is_none())
+                .map(|seen| announcements::notification(&seen.row, seen.read_at())),
+        );
+        found.sort_by(|a, b| b.id.cmp(&a.id));
         let next_cursor = if found.len() as u64 > query.limit {
             found.truncate(query.limit as usize);
-            found.last().map(|row| row.id.to_string())
+            found.last().map(|n| n.id.to_string())
         } else {
             None
         };
-        Ok(Page { items: found.into_iter().map(Notification::from).collect(), next_cursor })
+        Ok(Page { items: found, next_cursor })
     }
 
-    /// The user's unread count.
-    pub async fn unread_count(&self, user: &UserId) -> Result<u64, DomainError> {
-        Ok(unread::count(&self.db, user, Utc::now()).await?)
+    /// The viewer's unread count: their own and the announcements they see.
+    pub async fn unread_count(&self, viewer: &Viewer) -> Result<u64, DomainError> {
+        let now = Utc::now();
+        let own = unread::count(&self.db, viewer.user(), now).await?;
+        let (unread_announcements, _) = announcements::unread(&self.db, viewer, now).await?;
+        Ok(own + unread_announcements.len() as u64)
     }
 
     /// Marks one notification read and tells every stream of the user.
-    pub async fn read(&self, user: &UserId, id: i64) -> Result<Notification, DomainError> {
-        self.read_one(user, id, false).await
+    pub async fn read(&self, viewer: &Viewer, id: i64) -> Result<Notification, DomainError> {
+        self.read_one(viewer, id, false).await
     }
 
-    /// Marks every unread notification (optionally of one type) read.
-    pub async fn read_all(&self, user: &UserId, kind: Option<&str>) -> Result<u64, DomainError> {
-        let (user, kind) = (user.clone(), kind.map(str::to_owned));
+    /// Marks every unread notification (optionally of one type) read,
+    /// announcements the viewer sees included.
+    pub async fn read_all(&self, viewer: &Viewer, kind: Option<&str>) -> Result<u64, DomainError> {
+        let (viewer, kind) = (viewer.clone(), kind.map(str::to_owned));
         self.writer
             .run(move |write| {
                 Box::pin(async move {
+                    let user = viewer.user().clone();
                     let now = truncate_to_millis(Utc::now());
                     let ids = rows::unread_ids(write.conn(), &user, kind.as_deref(), now).await?;
-                    if ids.is_empty() {
+                    let (unread_announcements, _) = announcements::unread(write.conn(), &viewer, now).await?;
+                    let announced: Vec<i64> = unread_announcements
+                        .iter()
+                        .filter(|seen| kind.as_deref().is_none_or(|kind| seen.row.kind == kind))
+                        .map(|seen| seen.row.id)
+                        .collect();
+                    if ids.is_empty() && announced.is_empty() {
                         return Ok(0);
                     }
                     let mut updated = 0;
                     for chunk in ids.chunks(READ_EVENT_MAX_IDS) {
                         updated += mark_read_and_report(write, &user, chunk, now).await?;
                     }
-                    announce_unread_count(write, &user, -(updated as i64)).await?;
+                    let own_updated = updated;
+                    for chunk in announced.chunks(READ_EVENT_MAX_IDS) {
+                        announcement_rows::mark(write.conn(), &user, chunk, announcement_rows::MarkKind::Read, now).await?;
+                        write.append(&Topic::user(&user), events::NOTIFICATION_READ, &NotificationRead { ids: chunk }).await?;
+                        updated += chunk.len() as u64;
+                    }
+                    announce_unread_count(write, &user, -(own_updated as i64)).await?;
                     Ok(updated)
                 })
             })
@@ -441,19 +482,32 @@ impl Notifications {
     }
 
     /// Records a click, which also marks the notification read.
-    pub async fn click(&self, user: &UserId, id: i64) -> Result<Notification, DomainError> {
-        self.read_one(user, id, true).await
+    pub async fn click(&self, viewer: &Viewer, id: i64) -> Result<Notification, DomainError> {
+        self.read_one(viewer, id, true).await
     }
 
     /// Marks one notification read (a no-op if it already is), recording a
-    /// click first when asked.
-    async fn read_one(&self, user: &UserId, id: i64, clicked: bool) -> Result<Notification, DomainError> {
-        let user = user.clone();
+    /// click first when asked. An announcement gets the viewer's mark.
+    async fn read_one(&self, viewer: &Viewer, id: i64, clicked: bool) -> Result<Notification, DomainError> {
+        let viewer = viewer.clone();
         self.writer
             .run(move |write| {
                 Box::pin(async move {
+                    let user = viewer.user().clone();
                     let now = truncate_to_millis(Utc::now());
-                    let mut row = rows::find(write.conn(), &user, id, now).await?.ok_or(DomainError::NotFound)?;
+                    let Some(mut row) = rows::find(write.conn(), &user, id, now).await? else {
+                        let seen = announcements::find(write.conn(), &viewer, id, now).await?.ok_or(DomainError::NotFound)?;
+                        let was_unread = seen.read_at().is_none();
+                        let mark = if clicked { announcement_rows::MarkKind::Click } else { announcement_rows::MarkKind::Read };
+                        if was_unread || clicked {
+                            announcement_rows::mark(write.conn(), &user, &[id], mark, now).await?;
+                        }
+                        if was_unread {
+                            write.append(&Topic::user(&user), events::NOTIFICATION_READ, &NotificationRead { ids: &[id] }).await?;
+                            announce_unread_count(write, &user, 0).await?;
+                        }
+                        return Ok(announcements::notification(&seen.row, seen.read_at().or(Some(now))));
+                    };
                     if clicked {
                         rows::mark_clicked(write.conn(), id, now).await?;
                     }
@@ -468,14 +522,21 @@ impl Notifications {
             .await
     }
 
-    /// Deletes a notification for its owner.
-    pub async fn delete(&self, user: &UserId, id: i64) -> Result<(), DomainError> {
-        let user = user.clone();
+    /// Deletes a notification for its owner; an announcement, for the viewer alone.
+    pub async fn delete(&self, viewer: &Viewer, id: i64) -> Result<(), DomainError> {
+        let viewer = viewer.clone();
         self.writer
             .run(move |write| {
                 Box::pin(async move {
+                    let user = viewer.user().clone();
                     let now = truncate_to_millis(Utc::now());
-                    let row = rows::find(write.conn(), &user, id, now).await?.ok_or(DomainError::NotFound)?;
+                    let Some(row) = rows::find(write.conn(), &user, id, now).await? else {
+                        announcements::find(write.conn(), &viewer, id, now).await?.ok_or(DomainError::NotFound)?;
+                        announcement_rows::mark(write.conn(), &user, &[id], announcement_rows::MarkKind::Delete, now).await?;
+                        write.append(&Topic::user(&user), events::NOTIFICATION_DELETED, &NotificationDeleted { id }).await?;
+                        announce_unread_count(write, &user, 0).await?;
+                        return Ok(());
+                    };
                     rows::mark_deleted(write.conn(), id, now).await?;
                     write.append(&Topic::user(&user), events::NOTIFICATION_DELETED, &NotificationDeleted { id }).await?;
                     if row.read_at.is_none() {
@@ -540,6 +601,9 @@ async fn publish_alone(write: &mut LogWrite, new: &NewNotification, audience: Au
 /// unread group where there is one, else stores a new copy for recipients
 /// within their limit.
 async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>) -> Result<Published, DomainError> {
+    if let Some(broadcast) = &new.audience {
+        return announce_in(write, new, broadcast, now).await;
+    }
     let mut answer = Published { created: Vec::new(), suppressed: audience.suppressed, rate_limited: Vec::new() };
     let mut longest_wait = Duration::ZERO;
     for (user, limit) in audience.wanted {
@@ -573,6 +637,28 @@ async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audie
     Ok(answer)
 }
 
+/// An announcement inside the writer: one row (or an update of its live
+/// group) and one event on the announcements' topic, whatever the size of
+/// the audience. No counter moves: each reader's count includes it when
+/// shown (see `announcements`).
+async fn announce_in(write: &mut LogWrite, new: &NewNotification, broadcast: &Broadcast, now: DateTime<Utc>) -> Result<Published, DomainError> {
+    let group = match &new.group_key {
+        Some(group_key) => announcement_rows::live_group(write.conn(), broadcast, group_key, now).await?,
+        None => None,
+    };
+    let event_id = write.event_id().await?;
+    let row = match group {
+        Some(group) => announcement_rows::fold_into(write.conn(), group, new, event_id.get(), now).await?,
+        None => {
+            let id = write.notification_id().await?;
+            announcement_rows::insert(write.conn(), id, event_id.get(), broadcast, new, now).await?
+        }
+    };
+    let notification = announcements::notification(&row, None);
+    write.append_with_id(event_id, &Topic::announcements(), events::NOTIFICATION, &notification).await?;
+    Ok(Published { created: vec![notification], suppressed: Vec::new(), rate_limited: Vec::new() })
+}
+
 /// Marks `ids` read and appends one `notification.read` event for them.
 async fn mark_read_and_report(write: &mut LogWrite, user: &UserId, ids: &[i64], now: chrono::DateTime<Utc>) -> Result<u64, DomainError> {
     let changed = rows::mark_read(write.conn(), ids, now).await?;
@@ -597,8 +683,28 @@ async fn announce_unread_count(write: &mut LogWrite, user: &UserId, delta: i64) 
 /// catches up. The position is read first: the count then reflects at least
 /// every event up to it, so a stream that skips queued counts at or below
 /// that position never skips one fresher than what it sent.
-pub async fn unread_state(conn: &impl sea_orm::ConnectionTrait, user: &UserId, topics: &[Topic]) -> Result<(crate::domain::EventId, u64), sea_orm::DbErr> {
+///
+/// The count is the user's own; the announcements the viewer has not read
+/// come separately, so that a stream can keep adding them to the shared
+/// counts it forwards.
+pub async fn unread_state(conn: &impl sea_orm::ConnectionTrait, viewer: &Viewer, topics: &[Topic]) -> Result<UnreadState, sea_orm::DbErr> {
     let position = event_log::head(conn, topics).await?;
-    let count = unread::count(conn, user, Utc::now()).await?;
-    Ok((position, count))
+    let now = Utc::now();
+    let own = unread::count(conn, viewer.user(), now).await?;
+    let hidden = preferences::hidden_types(conn, viewer.user()).await?;
+    let unread_announcements = announcements::unread_given(conn, viewer, &hidden, now).await?;
+    let announced = unread_announcements.iter().map(|seen| announcements::announced(&seen.row)).collect();
+    Ok(UnreadState { position, own, announced, hidden })
+}
+
+/// A stream's unread state at one log position.
+pub struct UnreadState {
+    pub position: crate::domain::EventId,
+    /// The user's own unread count.
+    pub own: u64,
+    /// The announcements the viewer sees and has not read.
+    pub announced: Vec<crate::hub::Announced>,
+    /// The types the viewer's preferences hide: the stream applies them to
+    /// announcements that arrive live.
+    pub hidden: Vec<String>,
 }

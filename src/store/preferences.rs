@@ -67,3 +67,16 @@ pub async fn upsert(conn: &impl ConnectionTrait, user: &UserId, kind: &str, enab
         updated_at: Utc::now(),
     })
 }
+
+/// The types `user` turned off on the page (disabled, or the web channel
+/// off): announcements of these types are not shown to them, unless critical.
+pub async fn hidden_types(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<String>, DbErr> {
+    Preferences::find()
+        .select_only()
+        .column(Column::Kind)
+        .filter(Column::UserId.eq(user.as_str()))
+        .filter(sea_orm::Condition::any().add(Column::Enabled.eq(false)).add(Column::Web.eq(false)))
+        .into_tuple()
+        .all(conn)
+        .await
+}

@@ -342,6 +342,42 @@ async fn a_topic_published_on_one_node_reaches_its_subscribers_on_the_others() {
     assert_eq!(data(&on_third.next_named("topic.event").await), second);
 }
 
+/// An announcement published on node 2 reaches the streams of its audience
+/// on nodes 1 and 3 (through the log tail, nothing written per user), and
+/// a user's read on node 1 updates their count on node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and Redis: set TIDINGS_TEST_POSTGRES and TIDINGS_TEST_REDIS (bash .ci/run does)"]
+async fn an_announcement_published_on_one_node_reaches_its_audience_on_the_others() {
+    let nodes = spawn_cluster(3, |_| {}).await;
+    let ann = nodes[0].reader_token("ann", &["org:*"]);
+    let mut on_first = nodes[0].open_stream(&ann, None).await;
+    on_first.until_unread_count().await;
+    let mut on_third = nodes[2].open_stream(&ann, None).await;
+    on_third.until_unread_count().await;
+    let mut outsider = nodes[2].open_stream(&nodes[2].token("oli"), None).await;
+    outsider.until_unread_count().await;
+    let response = nodes[1]
+        .publish_raw(&json!({"audience": {"topic": "org:staff"}, "type": "news", "title": "All hands"}))
+        .await;
+    let (status, answer) = into_json(response).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let announced = answer["created"][0].clone();
+    for stream in [&mut on_first, &mut on_third] {
+        let event = tokio::time::timeout(PATIENCE, stream.next_named("notification")).await.expect("the announcement crosses nodes");
+        assert_eq!(data(&event), announced);
+        assert_eq!(data(&stream.next_named("unread_count").await)["count"], 1);
+    }
+    let id = announced["id"].as_i64().unwrap();
+    let (status, _) = nodes[0].post_json(&format!("/v1/notifications/{id}/read"), &ann, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let read = tokio::time::timeout(PATIENCE, on_third.next_named("notification.read")).await.unwrap();
+    assert_eq!(data(&read)["ids"], json!([id]));
+    assert_eq!(data(&on_third.next_named("unread_count").await)["count"], 0, "the read on node 1 counts on node 3");
+    nodes[1].notify("oli", "marker").await;
+    let first = tokio::time::timeout(PATIENCE, outsider.next()).await.unwrap().unwrap();
+    assert_eq!(data(&first)["title"], "marker", "outside the audience nothing arrives");
+}
+
 /// A Redis of the test's own, so that restarting it disturbs no other test.
 struct PrivateRedis {
     port: u16,
@@ -399,7 +435,7 @@ impl PrivateRedis {
 async fn a_redis_restart_under_three_nodes_loses_and_duplicates_nothing() {
     let mut redis = PrivateRedis::start().await;
     let url = redis.url();
-    let nodes = Arc::new(spawn_cluster(3, move |settings| settings.redis_url = Some(url.clone())).await);
+    let nodes = Arc::new(spawn_cluster(3, move |settings| settings.redis_url = Some(url.clone().into())).await);
     let token = nodes[0].token("alice");
     let mut stream = nodes[0].open_stream(&token, None).await;
     stream.until_unread_count().await;
@@ -460,7 +496,7 @@ async fn rate_limits_still_apply_after_redis_restarts_and_forgets_the_script() {
     let mut redis = PrivateRedis::start().await;
     let url = redis.url();
     let nodes = spawn_cluster(1, move |settings| {
-        settings.redis_url = Some(url.clone());
+        settings.redis_url = Some(url.clone().into());
         settings.rate_limits.recipient_per_minute = 2;
     })
     .await;

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod announcements;
 mod auth;
 mod browser;
 mod chat;
@@ -11,8 +12,11 @@ mod cli;
 mod cluster;
 mod connections;
 mod errors;
+mod fault_proxy;
+mod faults;
 mod notifications;
 mod operations;
+mod page;
 mod policy;
 mod presence;
 mod resume;
