@@ -55,6 +55,7 @@ DB=tidings_cluster_bench_$$
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
+  if [ -n "$OPEN" ] && [ -n "${BENCH_OUT:-}" ]; then cp "$WORK"/open-* "$WORK"/node-*.log "$BENCH_OUT"/ 2>/dev/null || true; fi
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
@@ -102,7 +103,6 @@ if [ -n "$OPEN" ]; then
     echo "node on $port: $(grep -c 'stream ended' "$WORK/node-$port.log" || true) streams ended by the server (log lines 'stream ended')"
     grep -o 'stream ended[^"]*' "$WORK/node-$port.log" | sort | uniq -c | sort -rn | head -5 || true
   done
-  [ -n "${BENCH_OUT:-}" ] && cp "$WORK"/open-* "$WORK"/node-*.log "$BENCH_OUT"/
   exit "$STATUS"
 fi
 echo "== notify: $USERS users on node 1, $RATE notifications/s published on node 2 for $DURATION s"
