@@ -10,6 +10,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +26,7 @@ use crate::{
     ratelimit::{LocalRateLimiter, RateLimiter, RedisRateLimiter},
     retention::Retention,
     revocation::{self, Revocations},
-    shared_redis::SharedRedis,
+    shared_redis,
     status,
     store,
     stream::{StreamContext, StreamSettings},
@@ -37,6 +38,8 @@ use crate::{
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// How long `/readyz` waits for the database's answer.
+    pub database_timeout: Duration,
     pub keys: Arc<JwtKeys>,
     pub hub: Arc<Hub>,
     pub notifications: Arc<Notifications>,
@@ -112,17 +115,18 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, wires and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = store::connect_with(&settings.database_url, store::Pool::Readers { connections: 16 }, settings.sqlite_synchronous)
+        let redis_url: Option<&str> = settings.redis_url.as_ref().map(|url| url.expose_secret());
+        let db = store::connect_with(settings.database_url.expose_secret(), store::Pool::Readers { connections: 16 }, settings.sqlite_synchronous, settings.database_timeout)
             .await
-            .with_context(|| format!("connecting to {}", crate::config::redact_url(&settings.database_url)))?;
+            .with_context(|| format!("connecting to {}", crate::config::redact_url(settings.database_url.expose_secret())))?;
         Migrator::up(&db, None).await.context("applying migrations")?;
-        let write_db = store::connect_with(&settings.database_url, store::Pool::Writer, settings.sqlite_synchronous)
+        let write_db = store::connect_with(settings.database_url.expose_secret(), store::Pool::Writer, settings.sqlite_synchronous, settings.database_timeout)
             .await
             .context("opening the writer's connection")?;
         let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref())?);
         http::metrics::exporter();
         let shutdown = CancellationToken::new();
-        let hub = match &settings.redis_url {
+        let hub = match redis_url {
             None => Arc::new(Hub::in_process(settings.mailbox_capacity, settings.limits.streams)),
             Some(url) => {
                 let registry = Arc::new(Registry::new());
@@ -132,8 +136,8 @@ impl Application {
                 Arc::new(Hub::new(registry, bus, settings.mailbox_capacity, settings.limits.streams))
             }
         };
-        let writer = Writer::start(write_db, hub.clone(), settings.writer);
-        let limiter: Arc<dyn RateLimiter> = match &settings.redis_url {
+        let writer = Writer::start(write_db, hub.clone(), crate::writer::WriterSettings { batch_timeout: settings.database_timeout, ..settings.writer });
+        let limiter: Arc<dyn RateLimiter> = match redis_url {
             None => {
                 let local = Arc::new(LocalRateLimiter::new(settings.rate_limits));
                 local.spawn_housekeeping();
@@ -143,15 +147,15 @@ impl Application {
         };
         // In a cluster another node may change a preference: trust a cached
         // one only briefly there.
-        let preference_ttl = settings.redis_url.as_ref().map(|_| Duration::from_secs(2));
+        let preference_ttl = redis_url.map(|_| Duration::from_secs(2));
         let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone(), preference_ttl };
         let retention = Arc::new(Retention::new(writer.clone(), db.clone(), settings.retention.clone()));
-        let typing_state = match &settings.redis_url {
+        let typing_state = match redis_url {
             None => TypingState::Local(Default::default()),
-            Some(url) => TypingState::Redis { redis: Box::new(SharedRedis::open(url)?), namespace: settings.redis_namespace.clone() },
+            Some(url) => TypingState::Redis { redis: shared_redis::connect(url)?, namespace: settings.redis_namespace.clone() },
         };
         let typing = Arc::new(TypingTracker::new(hub.clone(), settings.typing_expiry, typing_state));
-        let presence: Arc<dyn Presence> = match &settings.redis_url {
+        let presence: Arc<dyn Presence> = match redis_url {
             None => Arc::new(LocalPresence::new(db.clone(), settings.presence_visibility, hub.clone(), settings.presence_grace)),
             Some(url) => Arc::new(RedisPresence::start(
                 url,
@@ -169,7 +173,7 @@ impl Application {
             .context("loading revocations")?;
         // One node alone writes every revocation and needs no re-reads; in a
         // cluster they cover what the bus may lose.
-        revocations.clone().spawn_watcher(settings.redis_url.as_ref().map(|_| revocation::CLUSTER_RELOAD), shutdown.clone());
+        revocations.clone().spawn_watcher(redis_url.map(|_| revocation::CLUSTER_RELOAD), shutdown.clone());
         let listener = TcpListener::bind(&settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -180,6 +184,7 @@ impl Application {
         let http = http::HttpSettings::from_settings(&settings);
         let state = AppState {
             db: db.clone(),
+            database_timeout: settings.database_timeout,
             keys,
             hub,
             notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy)),
@@ -197,6 +202,7 @@ impl Application {
             announcements_seen: Arc::default(),
             shutdown,
         };
+        state.hub.spawn_heartbeat(state.stream.heartbeat, state.shutdown.clone());
         state.announcements_seen.clone().spawn_flusher(state.writer.clone(), std::time::Duration::from_secs(5), state.shutdown.clone());
         state.retention.clone().spawn(state.shutdown.clone());
         store::spawn_checkpointer(state.db.clone(), state.shutdown.clone());

@@ -1,14 +1,15 @@
 //! Settings: from environment variables and flags (each variable is also a
 //! flag), resolved into one [`Settings`] value that `Application::build`
-//! takes. Secrets never print: `Debug` redacts them.
+//! takes. Secrets never print: they are held as `secrecy` secrets, whose
+//! `Debug` says `[REDACTED]`, and read only where used (`expose_secret`).
 
 use std::{
-    fmt,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::Context;
+use secrecy::SecretString;
 use clap::{Args, Parser, Subcommand};
 use jsonwebtoken::Algorithm;
 
@@ -24,12 +25,18 @@ const MAX_RETENTION_DAYS: u64 = 36_500;
 /// The database used when none is configured: a file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tidings.db?mode=rwc";
 
-/// Everything the application needs to start.
-#[derive(Clone)]
+/// Everything the application needs to start. `Debug` is safe to log: the
+/// URLs (which may carry passwords) and the key are secrets.
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Address to listen on; port 0 picks a free one (tests).
     pub bind: String,
-    pub database_url: String,
+    pub database_url: SecretString,
+    /// How long the database may take to hand out a connection, answer the
+    /// readiness ping, or (PostgreSQL) commit a write batch. A database that
+    /// vanished without closing its sockets (a partition) then costs a
+    /// request this long, not the kernel's quarter of an hour.
+    pub database_timeout: Duration,
     /// How SQLite syncs commits (ignored on PostgreSQL).
     pub sqlite_synchronous: crate::store::SqliteSync,
     /// The write queue and batch sizes.
@@ -38,7 +45,7 @@ pub struct Settings {
     /// When set, every token must carry this `aud`.
     pub jwt_audience: Option<String>,
     /// Multi-node fan-out through Redis; `None` for a single node.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretString>,
     /// Prefix of the Redis channel, so that several clusters can share one Redis.
     pub redis_namespace: String,
     /// How often a cluster node reads the log without a doorbell: the upper
@@ -77,38 +84,6 @@ pub struct Settings {
     pub max_token_lifetime: Duration,
     /// How sockets are accepted and held: the header timeout, the per-IP cap.
     pub connections: crate::server::ConnectionSettings,
-}
-
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("bind", &self.bind)
-            .field("database_url", &redact_url(&self.database_url))
-            .field("sqlite_synchronous", &self.sqlite_synchronous)
-            .field("writer", &self.writer)
-            .field("keys", &self.keys)
-            .field("jwt_audience", &self.jwt_audience)
-            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
-            .field("redis_namespace", &self.redis_namespace)
-            .field("tail_poll", &self.tail_poll)
-            .field("stream", &self.stream)
-            .field("mailbox_capacity", &self.mailbox_capacity)
-            .field("limits", &self.limits)
-            .field("cors_origins", &self.cors_origins)
-            .field("metrics_bind", &self.metrics_bind)
-            .field("shutdown_grace", &self.shutdown_grace)
-            .field("rate_limits", &self.rate_limits)
-            .field("default_channels", &self.default_channels)
-            .field("public_topics", &self.public_topics)
-            .field("status_topic_every", &self.status_topic_every)
-            .field("retention", &self.retention)
-            .field("typing_expiry", &self.typing_expiry)
-            .field("presence_grace", &self.presence_grace)
-            .field("presence_visibility", &self.presence_visibility)
-            .field("max_token_lifetime", &self.max_token_lifetime)
-            .field("connections", &self.connections)
-            .finish()
-    }
 }
 
 /// Protections against oversized or slow requests and stream exhaustion.
@@ -218,6 +193,11 @@ pub struct ServeArgs {
     /// Reconnection delay suggested to clients (`retry:`), in milliseconds.
     #[arg(long, env = "TIDINGS_RETRY_MS", default_value_t = 3000)]
     pub retry_ms: u64,
+    /// Seconds the database may take to hand out a connection, answer
+    /// `/readyz`'s ping, or (PostgreSQL) commit a write batch; beyond it
+    /// the request gets 503 `unavailable`. Raise it for a distant database.
+    #[arg(long, env = "TIDINGS_DATABASE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub database_timeout_secs: u64,
     /// SQLite only: `normal` survives a crash of the process, `full` also
     /// power loss (one fsync per write batch).
     #[arg(long, env = "TIDINGS_SQLITE_SYNCHRONOUS", value_enum, default_value_t = crate::store::SqliteSync::Normal)]
@@ -333,12 +313,13 @@ impl ServeArgs {
         let resolved = resolve_keys(&self.keys, &self.database.database_url)?;
         Ok(Settings {
             bind: self.bind,
-            database_url: self.database.database_url,
+            database_url: self.database.database_url.into(),
+            database_timeout: Duration::from_secs(self.database_timeout_secs),
             sqlite_synchronous: self.sqlite_synchronous,
             writer: crate::writer::WriterSettings { queue_capacity: self.write_queue as usize, ..Default::default() },
             keys: resolved.source,
             jwt_audience: self.keys.jwt_audience,
-            redis_url: self.redis_url,
+            redis_url: self.redis_url.map(SecretString::from),
             redis_namespace: self.redis_namespace,
             tail_poll: Duration::from_secs(1),
             stream: StreamSettings {
@@ -414,7 +395,7 @@ pub fn resolve_keys(args: &KeyArgs, database_url: &str) -> anyhow::Result<Resolv
         return Ok(ResolvedKeys { source: KeySource::PublicKey { algorithm, pem }, from_secret_file: false });
     }
     if let Some(secret) = &args.jwt_secret {
-        return Ok(ResolvedKeys { source: KeySource::Secret(secret.as_bytes().to_vec()), from_secret_file: false });
+        return Ok(ResolvedKeys { source: KeySource::Secret(secret.as_bytes().to_vec().into()), from_secret_file: false });
     }
     let path = secret_path(database_url);
     let secret = match std::fs::read_to_string(&path) {
@@ -427,7 +408,7 @@ pub fn resolve_keys(args: &KeyArgs, database_url: &str) -> anyhow::Result<Resolv
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    Ok(ResolvedKeys { source: KeySource::Secret(secret.into_bytes()), from_secret_file: true })
+    Ok(ResolvedKeys { source: KeySource::Secret(secret.into_bytes().into()), from_secret_file: true })
 }
 
 /// Beside the SQLite file (`tidings.db` → `tidings.db.secret`), or in the
@@ -483,6 +464,26 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact_url("postgres://u:hunter2@h/db"), "postgres://u:redacted@h/db");
-        assert!(format!("{:?}", KeySource::Secret(b"hunter2hunter2hunter2".to_vec())).contains("redacted"));
+        assert!(!format!("{:?}", KeySource::Secret(b"hunter2hunter2hunter2".to_vec().into())).contains("hunter2"));
+    }
+
+    #[test]
+    fn settings_print_without_their_secrets() {
+        let args = Cli::try_parse_from([
+            "tidings",
+            "--database-url",
+            "postgres://u:hunter2@h/db",
+            "--redis-url",
+            "redis://:hunter3@r:6379",
+            "--jwt-secret",
+            "hunter4hunter4hunter4",
+        ])
+        .unwrap();
+        assert!(args.command.is_none());
+        let printed = format!("{:?}", args.serve.into_settings().unwrap());
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("REDACTED"));
     }
 }

@@ -142,7 +142,11 @@ impl From<crate::domain::DomainError> for ApiError {
 }
 
 impl From<sea_orm::DbErr> for ApiError {
+    /// As for the core's errors: unreachable is 503, anything else 500.
     fn from(err: sea_orm::DbErr) -> Self {
+        if crate::store::is_unreachable(&err) {
+            return crate::domain::DomainError::from(err).into();
+        }
         ApiError::Internal(anyhow::Error::new(err).context("database"))
     }
 }

@@ -13,7 +13,7 @@ use std::{num::NonZeroU32, sync::Arc, time::Duration};
 use futures_util::future::BoxFuture;
 use governor::{DefaultKeyedRateLimiter, Quota, clock::{Clock, DefaultClock}};
 
-use crate::{domain::UserId, shared_redis::SharedRedis};
+use crate::{domain::UserId, shared_redis};
 
 /// The seam: answers whether one more action is allowed now, or how long to wait.
 pub trait RateLimiter: Send + Sync + 'static {
@@ -132,7 +132,7 @@ return 0
 /// request is allowed (and a warning logged): a limiter outage must not take
 /// publishing down with it.
 pub struct RedisRateLimiter {
-    redis: SharedRedis,
+    redis: redis::aio::ConnectionManager,
     namespace: String,
     /// (interval ms, tolerance ms) for recipients and callers.
     recipient: (f64, f64),
@@ -147,7 +147,7 @@ impl RedisRateLimiter {
             (interval, interval * f64::from(burst.max(1) - 1))
         };
         Ok(RedisRateLimiter {
-            redis: SharedRedis::open(url)?,
+            redis: shared_redis::connect(url)?,
             namespace: namespace.to_owned(),
             recipient: gcra(60_000.0, settings.recipient_per_minute, settings.recipient_per_minute),
             caller: gcra(1_000.0, settings.caller_per_second, settings.caller_burst),
@@ -156,10 +156,7 @@ impl RedisRateLimiter {
 
     async fn check(&self, keys: Vec<String>, (interval, tolerance): (f64, f64)) -> Vec<Result<(), Duration>> {
         let allowed = || keys.iter().map(|_| Ok(())).collect();
-        let Ok(mut conn) = self.redis.connection().await else {
-            tracing::warn!("rate limits: Redis unreachable, allowing");
-            return allowed();
-        };
+        let mut conn = self.redis.clone();
         let now = chrono::Utc::now().timestamp_millis();
         // EVALSHA: the script's text crosses the wire only when Redis does
         // not have it yet (first use, or after a restart emptied it).
@@ -187,7 +184,6 @@ impl RedisRateLimiter {
                 .map(|wait| if wait <= 0 { Ok(()) } else { Err(Duration::from_millis(wait as u64)) })
                 .collect(),
             Err(e) => {
-                self.redis.forget().await;
                 tracing::warn!(error = %e, "rate limits: Redis failed, allowing");
                 allowed()
             }

@@ -1,46 +1,35 @@
-//! One lazily opened, shared Redis connection per user of Redis.
+//! How this node opens Redis for commands: one
+//! [`redis::aio::ConnectionManager`] per user of Redis (presence, typing,
+//! rate limits, the bus's publisher).
 //!
-//! A multiplexed connection is cheap to clone and serves concurrent
-//! commands, so presence, typing and rate limits each keep one, open it on
-//! first use (the node starts even while Redis is down), and drop it after
-//! an error so the next command reconnects.
+//! The manager is redis-rs's own answer to what was hand-written here
+//! before: a multiplexed connection, cheap to clone and shared by
+//! concurrent commands, opened on first use (so the node starts while
+//! Redis is down) and reopened in the background when it breaks. On top
+//! of its defaults we bound every wait: a Redis that is gone, or behind a
+//! partition that answers nothing, costs a command [`TIMEOUT`], never a
+//! request's whole deadline. (A command that timed out does not make the
+//! manager reconnect by itself; a broken socket does.)
+//!
+//! Pub/sub subscriptions cannot use a manager; the bus keeps its own loop
+//! for them (`hub::redis_bus`).
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// How long opening a connection may take before the caller gives up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting, or waiting for any one answer, may take.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A Redis client with its cached connection.
-pub struct SharedRedis {
-    client: redis::Client,
-    /// Held only while checking or replacing the cached connection, never
-    /// while a command runs, so commands from many tasks proceed together.
-    cached: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-}
-
-impl SharedRedis {
-    /// A handle on the Redis at `url`; nothing is opened yet.
-    pub fn open(url: &str) -> redis::RedisResult<Self> {
-        Ok(SharedRedis { client: redis::Client::open(url)?, cached: tokio::sync::Mutex::new(None) })
-    }
-
-    /// The shared connection, opened if needed.
-    pub async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let mut cached = self.cached.lock().await;
-        if let Some(connection) = cached.as_ref() {
-            return Ok(connection.clone());
-        }
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connecting to Redis timed out")))??;
-        *cached = Some(connection.clone());
-        Ok(connection)
-    }
-
-    /// Drops the cached connection after an error; the next call reconnects.
-    pub async fn forget(&self) {
-        *self.cached.lock().await = None;
-    }
+/// A manager for the Redis at `url`; nothing is opened yet.
+pub fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        // One quick retry per reconnection: while Redis is down, callers
+        // get their error at once rather than after a long backoff; the
+        // next command starts another reconnection.
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)
 }

@@ -18,7 +18,6 @@ use tokio::time::Instant;
 use crate::{
     domain::{Topic, UserId, chat::Typing, events},
     hub::{Event, Hub},
-    shared_redis::SharedRedis,
 };
 
 /// Where indicator state lives.
@@ -27,7 +26,7 @@ pub enum TypingState {
     /// operations only.
     Local(Mutex<HashMap<(i64, UserId), Instant>>),
     /// A key per indicator in Redis that expires by itself.
-    Redis { redis: Box<SharedRedis>, namespace: String },
+    Redis { redis: redis::aio::ConnectionManager, namespace: String },
 }
 
 /// What a request did to an indicator.
@@ -57,9 +56,6 @@ impl TypingTracker {
         let change = match self.apply(conversation, user, is_typing).await {
             Ok(change) => change,
             Err(e) => {
-                if let TypingState::Redis { redis, .. } = &self.state {
-                    redis.forget().await;
-                }
                 tracing::warn!(error = %e, "typing: state unavailable, indicator not sent");
                 return;
             }
@@ -98,7 +94,7 @@ impl TypingTracker {
                 // Whoever ends an indicator first, the starting node's timer
                 // or an explicit stop, claims `<key>:ended:<token>`; only the
                 // claimant announces the end, so it is said exactly once.
-                let mut conn = redis.connection().await?;
+                let mut conn = redis.clone();
                 let key = redis_key(namespace, conversation, user);
                 let ttl = self.expiry.as_millis() as u64;
                 if is_typing {
@@ -139,7 +135,7 @@ impl TypingTracker {
                 }
                 TypingState::Redis { redis, namespace } => {
                     let key = redis_key(namespace, conversation, &user);
-                    let Ok(mut conn) = redis.connection().await else { return };
+                    let mut conn = redis.clone();
                     let Ok((current, ttl)): redis::RedisResult<(Option<u64>, i64)> = redis::pipe().get(&key).pttl(&key).query_async(&mut conn).await else {
                         return;
                     };
@@ -171,7 +167,7 @@ impl TypingTracker {
 }
 
 /// Claims the right to announce the end of indicator `token`; true once.
-async fn claim_end(conn: &mut redis::aio::MultiplexedConnection, key: &str, token: u64) -> redis::RedisResult<bool> {
+async fn claim_end(conn: &mut redis::aio::ConnectionManager, key: &str, token: u64) -> redis::RedisResult<bool> {
     let claimed: Option<String> = redis::cmd("SET").arg(format!("{key}:ended:{token}")).arg(1).arg("NX").arg("PX").arg(60_000).query_async(conn).await?;
     Ok(claimed.is_some())
 }

@@ -11,16 +11,18 @@ use super::{Claims, Principal};
 #[derive(Clone)]
 pub enum KeySource {
     /// HS256 with a shared secret: Tidings can also mint tokens (`tidings token`).
-    Secret(Vec<u8>),
+    /// A `secrecy` secret: it never prints.
+    Secret(secrecy::SecretSlice<u8>),
     /// RS256 or ES256 with the identity provider's public key (PEM): Tidings
     /// verifies only; tokens are minted by whoever holds the private key.
     PublicKey { algorithm: Algorithm, pem: Vec<u8> },
 }
 
+/// By hand only to keep the PEM's bytes out of logs (they are public, and long).
 impl fmt::Debug for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeySource::Secret(_) => f.write_str("Secret(<redacted>)"),
+            KeySource::Secret(secret) => f.debug_tuple("Secret").field(secret).finish(),
             KeySource::PublicKey { algorithm, .. } => write!(f, "PublicKey({algorithm:?})"),
         }
     }
@@ -50,6 +52,7 @@ impl JwtKeys {
     pub fn new(source: &KeySource, audience: Option<&str>) -> Result<Self, KeyError> {
         let (decoding, encoding, algorithm) = match source {
             KeySource::Secret(secret) => {
+                let secret = secrecy::ExposeSecret::expose_secret(secret);
                 if secret.len() < 16 {
                     return Err(KeyError("invalid JWT key: the HS256 secret must be at least 16 bytes".into()));
                 }
@@ -125,7 +128,7 @@ mod tests {
     use super::*;
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(&KeySource::Secret(b"0123456789abcdef0123".to_vec()), None).unwrap()
+        JwtKeys::new(&KeySource::Secret(b"0123456789abcdef0123".to_vec().into()), None).unwrap()
     }
 
     #[test]
@@ -173,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_secret_is_refused() {
-        let other = JwtKeys::new(&KeySource::Secret(b"another-secret-of-16".to_vec()), None).unwrap();
+        let other = JwtKeys::new(&KeySource::Secret(b"another-secret-of-16".to_vec().into()), None).unwrap();
         let token = other.mint("alice", None, Duration::from_secs(60)).unwrap();
         assert!(keys().verify(&token).is_err());
     }

@@ -87,6 +87,12 @@ impl Principal {
         Duration::from_secs(self.expires_at).saturating_sub(now).min(MAX_REMAINING)
     }
 
+    /// A principal for unit tests: `user`, no scope, these topic patterns.
+    #[cfg(test)]
+    pub fn for_tests(user: UserId, topics: &[&str]) -> Self {
+        Principal { user, scopes: Vec::new(), expires_at: u64::MAX, issued_at: 0, topics: topics.iter().map(|t| (*t).to_owned()).collect() }
+    }
+
     fn from_claims(claims: Claims) -> Option<Self> {
         let user = UserId::parse(claims.sub).ok()?;
         let scopes = claims

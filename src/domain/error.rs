@@ -46,7 +46,13 @@ impl DomainError {
 }
 
 impl From<sea_orm::DbErr> for DomainError {
+    /// An unreachable database is `Unavailable` (503); any other database
+    /// error is internal.
     fn from(err: sea_orm::DbErr) -> Self {
+        if crate::store::is_unreachable(&err) {
+            tracing::warn!(error = %err, "the database is unreachable");
+            return DomainError::Unavailable("the database is unavailable; retry".into());
+        }
         DomainError::internal(anyhow::Error::new(err).context("database"))
     }
 }

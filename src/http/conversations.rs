@@ -3,12 +3,12 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{StatusCode, Uri},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::{JsonBody, cursor_param, limit_param, path_id};
+use super::input::{JsonBody, Query, path_id, query};
 use crate::{
     app::AppState,
     auth::AuthUser,
@@ -89,11 +89,17 @@ async fn send(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id):
 #[utoipa::path(get, path = "/conversations/{id}/messages", tag = "chat", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1), ("before" = Option<String>, Query, pattern = r"^[1-9][0-9]{0,17}$", description = "`next_cursor` of the previous page"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1-100, default 50")),
     responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn history(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>, uri: Uri) -> Result<Json<MessagePage>, ApiError> {
-    let query = uri.query();
-    let limit = limit_param(query)?;
-    let before = cursor_param(query, "before")?;
-    Ok(Json(state.chat.history(&user.user, path_id(&id)?, before, limit).await?))
+async fn history(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>, Query(page): Query<HistoryParams>) -> Result<Json<MessagePage>, ApiError> {
+    Ok(Json(state.chat.history(&user.user, path_id(&id)?, page.before, page.limit).await?))
+}
+
+/// The query of [`history`].
+#[derive(serde::Deserialize)]
+struct HistoryParams {
+    #[serde(default, deserialize_with = "query::cursor")]
+    before: Option<i64>,
+    #[serde(default = "query::default_limit", deserialize_with = "query::limit")]
+    limit: u64,
 }
 
 /// Edits a message (its sender only).

@@ -32,9 +32,18 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    if let Err(e) = state.db.ping().await {
-        tracing::warn!(error = %e, "not ready: the database does not answer");
-        return Err(ApiError::Unavailable("the database does not answer".into()));
+    // Bounded: a database behind a partition never answers at all, and a
+    // probe that hangs tells the balancer nothing.
+    match tokio::time::timeout(state.database_timeout, state.db.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: the database does not answer");
+            return Err(ApiError::Unavailable("the database does not answer".into()));
+        }
+        Err(_) => {
+            tracing::warn!(timeout_ms = state.database_timeout.as_millis() as u64, "not ready: the database did not answer in time");
+            return Err(ApiError::Unavailable("the database does not answer".into()));
+        }
     }
     if !state.hub.is_healthy() {
         return Err(ApiError::Unavailable("the event bus is down".into()));

@@ -4,8 +4,8 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request, rejection::BytesRejection},
-    http::StatusCode,
+    extract::{FromRequest, FromRequestParts, Request, rejection::BytesRejection},
+    http::{StatusCode, request::Parts},
 };
 use serde::de::DeserializeOwned;
 
@@ -147,36 +147,91 @@ pub fn path_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or(ApiError::NotFound)
 }
 
-/// The value of one query parameter, decoded.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
-}
+/// The query string, read into `T` (a `Deserialize` struct of the
+/// handler's parameters). Parsed with `serde_html_form`, so a repeated key
+/// (`?topic=a&topic=b`) fills a `Vec`; unknown parameters are ignored (the
+/// stream's `access_token` is the auth extractor's). The one rejection: a
+/// value that does not parse answers 400 `invalid_request` with `field`
+/// naming the parameter, never axum's plain-text rejection.
+pub struct Query<T>(pub T);
 
-/// The `limit` query parameter: 1 to 100, 50 when absent.
-pub fn limit_param(query: Option<&str>) -> Result<u64, ApiError> {
-    match query_param(query, "limit") {
-        None => Ok(50),
-        Some(raw) => raw
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::bad_field("limit", "limit must be an integer from 1 to 100")),
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(Query)
     }
 }
 
-/// A paging cursor parameter (`cursor`, `before`): a `next_cursor` value
-/// from an earlier page, or absent.
-pub fn cursor_param(query: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
-    match query_param(query, name).filter(|c| !c.is_empty()) {
-        None => Ok(None),
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|c| *c > 0)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_field(name, format!("{name} must be a next_cursor value from an earlier page"))),
+/// [`Query`]'s parsing, on its own for tests.
+fn parse_query<T: DeserializeOwned>(raw: &str) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(serde_html_form::Deserializer::from_bytes(raw.as_bytes())).map_err(|error| {
+        let field = error.path().to_string();
+        if field.is_empty() || field == "." {
+            ApiError::bad_request(format!("the query string cannot be read: {}", error.inner()))
+        } else {
+            ApiError::bad_field(field.clone(), format!("{field} {}", error.inner()))
+        }
+    })
+}
+
+/// Parsers of query values for [`Query`]'s targets (`deserialize_with`).
+/// Each error says what the value must be; the rejection puts the
+/// parameter's name in front. An empty value (`?cursor=`) is an absent one
+/// where the parameter is optional.
+pub mod query {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    use crate::domain::{EventId, notification::NotificationType};
+
+    /// The page size when `limit` is absent.
+    pub fn default_limit() -> u64 {
+        50
+    }
+
+    /// `limit`: 1 to 100.
+    pub fn limit<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse::<u64>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| D::Error::custom("must be an integer from 1 to 100"))
+    }
+
+    /// A paging cursor (`cursor`, `before`): a `next_cursor` of an earlier page.
+    pub fn cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        optional(d, |raw| raw.parse::<i64>().ok().filter(|c| *c > 0).ok_or("must be a next_cursor value from an earlier page"))
+    }
+
+    /// A notification type; empty means any.
+    pub fn notification_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NotificationType>, D::Error> {
+        optional(d, NotificationType::parse)
+    }
+
+    /// An RFC 3339 time.
+    pub fn time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        optional(d, |raw| DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|_| "must be an RFC 3339 time"))
+    }
+
+    /// An event id of the log.
+    pub fn event_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventId>, D::Error> {
+        optional(d, |raw| EventId::parse(raw).ok_or("must be an event id"))
+    }
+
+    /// Comma-separated user ids, blanks skipped, at most `MAX` of them.
+    pub fn comma_list<'de, D: Deserializer<'de>, const MAX: usize>(d: D) -> Result<Vec<String>, D::Error> {
+        let raw = String::deserialize(d)?;
+        let ids: Vec<String> = raw.split(',').map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned).collect();
+        if ids.len() > MAX {
+            return Err(D::Error::custom(format!("must list at most {MAX} user ids")));
+        }
+        Ok(ids)
+    }
+
+    fn optional<'de, D: Deserializer<'de>, T>(d: D, parse: impl FnOnce(&str) -> Result<T, &'static str>) -> Result<Option<T>, D::Error> {
+        let raw = String::deserialize(d)?;
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        parse(&raw).map(Some).map_err(D::Error::custom)
     }
 }
 
@@ -213,6 +268,33 @@ mod tests {
         assert_eq!(field_of(r#"{"title": "x", "extra": 1}"#).as_deref(), Some("extra"));
         assert_eq!(field_of(r#"{"title": "x", "items": [{"name": "a"}, {}]}"#).as_deref(), Some("items[1].name"));
         assert_eq!(field_of(r#"{"title": "x", "items": [{"name": 1}]}"#).as_deref(), Some("items[0].name"));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Params {
+        #[serde(default = "query::default_limit", deserialize_with = "query::limit")]
+        limit: u64,
+        #[serde(default, deserialize_with = "query::cursor")]
+        cursor: Option<i64>,
+        #[serde(default)]
+        topic: Vec<String>,
+    }
+
+    #[test]
+    fn a_query_reads_repeated_keys_and_empty_values_and_names_the_parameter_at_fault() {
+        let params: Params = parse_query("topic=a&topic=b&cursor=&access_token=x").unwrap();
+        assert_eq!((params.limit, params.cursor, params.topic), (50, None, vec!["a".to_owned(), "b".to_owned()]));
+        for (raw, at_fault) in [("limit=0", "limit"), ("limit=ten", "limit"), ("cursor=-1", "cursor"), ("limit=5&cursor=x", "cursor")] {
+            match parse_query::<Params>(raw) {
+                Err(ApiError::Invalid { status, field, message }) => {
+                    assert_eq!(status, StatusCode::BAD_REQUEST);
+                    assert_eq!(field.as_deref(), Some(at_fault), "{raw}");
+                    assert!(message.starts_with(at_fault), "{message}");
+                }
+                other => panic!("{raw} must be refused: {other:?}"),
+            }
+        }
     }
 
     #[test]

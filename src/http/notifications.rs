@@ -3,14 +3,14 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::{JsonBody, OptionalJsonBody, cursor_param, limit_param, parse_json, parse_value, path_id, query_param};
+use super::input::{JsonBody, OptionalJsonBody, Query, parse_json, parse_value, path_id, query};
 use crate::{
     app::AppState,
     auth::{AuthUser, Publisher},
@@ -141,26 +141,32 @@ fn fingerprint(raw: &[u8]) -> Result<String, ApiError> {
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1-100, default 50"),
         ("cursor" = Option<String>, Query, pattern = r"^[1-9][0-9]{0,17}$", description = "`next_cursor` of the previous page")),
     responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) -> Result<Json<Page>, ApiError> {
-    let query = uri.query();
-    let unread_only = match query_param(query, "status").as_deref() {
-        None | Some("all") => false,
-        Some("unread") => true,
-        Some(_) => return Err(ApiError::bad_field("status", "status must be 'unread' or 'all'")),
-    };
-    let kind = match query_param(query, "type").filter(|t| !t.is_empty()) {
-        None => None,
-        Some(raw) => Some(
-            NotificationType::parse(&raw)
-                .map_err(|why| ApiError::bad_field("type", format!("type {why}")))?
-                .as_str()
-                .to_owned(),
-        ),
-    };
-    let limit = limit_param(query)?;
-    let cursor = cursor_param(query, "cursor")?;
+async fn list(State(state): State<AppState>, AuthUser(user): AuthUser, Query(params): Query<ListParams>) -> Result<Json<Page>, ApiError> {
+    let ListParams { status, kind, limit, cursor } = params;
+    let unread_only = status == Some(ListStatus::Unread);
+    let kind = kind.map(|kind| kind.as_str().to_owned());
     let page = state.notifications.list(&state.viewer(&user), ListQuery { unread_only, kind, cursor, limit }).await?;
     Ok(Json(page))
+}
+
+/// The query of [`list`].
+#[derive(Deserialize)]
+struct ListParams {
+    status: Option<ListStatus>,
+    #[serde(rename = "type", default, deserialize_with = "query::notification_type")]
+    kind: Option<NotificationType>,
+    #[serde(default = "query::default_limit", deserialize_with = "query::limit")]
+    limit: u64,
+    #[serde(default, deserialize_with = "query::cursor")]
+    cursor: Option<i64>,
+}
+
+/// `status=unread|all`.
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum ListStatus {
+    Unread,
+    All,
 }
 
 /// How many of the caller's notifications are unread.

@@ -1,10 +1,10 @@
 //! `/v1/presence`: set one's own status, read the presence of contacts.
 
-use axum::{Json, extract::State, http::{StatusCode, Uri}};
+use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::{JsonBody, query_param};
+use super::input::{JsonBody, Query, query};
 use crate::{
     app::AppState,
     auth::AuthUser,
@@ -28,6 +28,13 @@ pub struct StatusUpdate {
     pub status: Status,
 }
 
+/// The query of [`get`].
+#[derive(serde::Deserialize)]
+struct GetParams {
+    #[serde(default, deserialize_with = "query::comma_list::<_, MAX_IDS>")]
+    user_ids: Vec<String>,
+}
+
 /// Sets the caller's status; `offline` while connected is "invisible".
 #[utoipa::path(post, path = "/presence", tag = "presence", security(("bearer" = [])), request_body = StatusUpdate,
     responses((status = 204, description = "Set"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -42,12 +49,8 @@ async fn set(State(state): State<AppState>, AuthUser(user): AuthUser, body: Json
 #[utoipa::path(get, path = "/presence", tag = "presence", security(("bearer" = [])),
     params(("user_ids" = Option<String>, Query, description = "Comma-separated user ids, at most 500; left out, the answer is empty")),
     responses((status = 200, body = Vec<PresenceView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn get(State(state): State<AppState>, AuthUser(user): AuthUser, uri: Uri) -> Result<Json<Vec<PresenceView>>, ApiError> {
-    let raw = query_param(uri.query(), "user_ids").unwrap_or_default();
-    let asked: Vec<&str> = raw.split(',').map(str::trim).filter(|id| !id.is_empty()).collect();
-    if asked.len() > MAX_IDS {
-        return Err(ApiError::bad_field("user_ids", "at most 500 user ids"));
-    }
+async fn get(State(state): State<AppState>, AuthUser(user): AuthUser, Query(params): Query<GetParams>) -> Result<Json<Vec<PresenceView>>, ApiError> {
+    let asked: Vec<&str> = params.user_ids.iter().map(String::as_str).collect();
     let contacts = presence::watchers(&state.db, &user.user, state.presence_visibility).await?;
     let visible: Vec<UserId> = asked
         .into_iter()

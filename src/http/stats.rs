@@ -1,10 +1,10 @@
 //! `/v1/stats/notifications`: delivery statistics for backends.
 
-use axum::{Json, extract::State, http::Uri};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::query_param;
+use super::input::{Query, query};
 use crate::{
     app::AppState,
     auth::Publisher,
@@ -26,19 +26,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         ("type" = Option<String>, Query, max_length = 50, pattern = r"^[a-z0-9_.-]{0,50}$", description = "Only this type; empty means any"),
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: only notifications created since")),
     responses((status = 200, body = Vec<TypeStats>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn notifications(State(state): State<AppState>, _publisher: Publisher, uri: Uri) -> Result<Json<Vec<TypeStats>>, ApiError> {
-    let query = uri.query();
-    let kind = match query_param(query, "type").filter(|t| !t.is_empty()) {
-        None => None,
-        Some(raw) => Some(NotificationType::parse(&raw).map_err(|why| ApiError::bad_field("type", format!("type {why}")))?),
-    };
-    let since = match query_param(query, "since").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(raw) => Some(
-            DateTime::parse_from_rfc3339(&raw)
-                .map_err(|_| ApiError::bad_field("since", "since must be an RFC 3339 time"))?
-                .with_timezone(&Utc),
-        ),
-    };
-    Ok(Json(state.notifications.stats(kind.as_ref(), since).await?))
+async fn notifications(State(state): State<AppState>, _publisher: Publisher, Query(params): Query<StatsParams>) -> Result<Json<Vec<TypeStats>>, ApiError> {
+    Ok(Json(state.notifications.stats(params.kind.as_ref(), params.since).await?))
+}
+
+/// The query of [`notifications`].
+#[derive(serde::Deserialize)]
+struct StatsParams {
+    #[serde(rename = "type", default, deserialize_with = "query::notification_type")]
+    kind: Option<NotificationType>,
+    #[serde(default, deserialize_with = "query::time")]
+    since: Option<DateTime<Utc>>,
 }

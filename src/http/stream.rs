@@ -4,12 +4,12 @@
 use axum::{
     body::Body,
     extract::State,
-    http::{HeaderMap, HeaderValue, Uri, header},
+    http::{HeaderMap, HeaderValue, header},
     response::Response,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{input::query_param, topics::topic_name};
+use super::{input::Query, topics::topic_name};
 use crate::{
     app::AppState,
     auth::StreamUser,
@@ -39,7 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 200, content_type = "text/event-stream", body = String, description = "The stream"),
         (status = 401, body = ErrorBody), (status = 429, body = ErrorBody, description = "Too many streams for this user"),
         (status = 503, body = ErrorBody, description = "This node holds as many streams as it can")))]
-async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, headers: HeaderMap, Query(query): Query<OpenParams>) -> Result<Response, ApiError> {
     // The header wins: EventSource sets it on its own reconnections, while the
     // query parameter is what a page put in the URL when it first connected.
     // A header that is not visible ASCII is still a resume point the client
@@ -48,9 +48,9 @@ async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, 
     let resume_from = headers
         .get("last-event-id")
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
-        .or_else(|| query_param(uri.query(), "last_event_id"))
+        .or(query.last_event_id)
         .filter(|raw| !raw.trim().is_empty());
-    let topics = requested_topics(&state, &principal, uri.query())?;
+    let topics = requested_topics(&state, &principal, query.topic)?;
     // Read before the connection subscribes: a fresh stream also sends its
     // conversations' and topics' events committed after this point.
     let context = state.stream_context();
@@ -75,13 +75,18 @@ async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, 
     Ok(response)
 }
 
+/// The query of [`open`] (`access_token` is the auth extractor's).
+#[derive(serde::Deserialize)]
+struct OpenParams {
+    last_event_id: Option<String>,
+    /// Repeated: `?topic=a&topic=b`.
+    #[serde(default)]
+    topic: Vec<String>,
+}
+
 /// The broadcast topics of `?topic=a&topic=b`: at most 32, each a valid
 /// name the caller may read, refused before any byte of the stream.
-fn requested_topics(state: &AppState, principal: &crate::auth::Principal, query: Option<&str>) -> Result<Vec<crate::domain::Topic>, ApiError> {
-    let raw: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(key, _)| key == "topic")
-        .map(|(_, value)| value.into_owned())
-        .collect();
+fn requested_topics(state: &AppState, principal: &crate::auth::Principal, raw: Vec<String>) -> Result<Vec<crate::domain::Topic>, ApiError> {
     if raw.len() > crate::topics::MAX_STREAM_TOPICS {
         return Err(ApiError::bad_field("topic", "at most 32 topics per stream"));
     }

@@ -4,11 +4,11 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{StatusCode, Uri},
+    http::StatusCode,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::input::{JsonBody, query_param};
+use super::input::{JsonBody, Query, query};
 use crate::{
     app::AppState,
     auth::{AuthUser, Publisher},
@@ -52,15 +52,19 @@ async fn publish(State(state): State<AppState>, Publisher(_publisher): Publisher
         ("after" = Option<String>, Query, pattern = r"^[0-9]{1,18}$", description = "An event id: only later events; `next_cursor` of the previous page"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1-100, default 50")),
     responses((status = 200, body = TopicPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn history(State(state): State<AppState>, AuthUser(principal): AuthUser, Path(topic): Path<String>, uri: Uri) -> Result<Json<TopicPage>, ApiError> {
+async fn history(State(state): State<AppState>, AuthUser(principal): AuthUser, Path(topic): Path<String>, Query(page): Query<HistoryParams>) -> Result<Json<TopicPage>, ApiError> {
     let name = topic_name(&topic)?;
     if !state.topic_access.may_read(&principal, &name) {
         return Err(ApiError::Forbidden("this token may not read that topic".into()));
     }
-    let after = match query_param(uri.query(), "after").filter(|raw| !raw.is_empty()) {
-        None => EventId::ZERO,
-        Some(raw) => EventId::parse(&raw).ok_or_else(|| ApiError::bad_field("after", "after must be an event id"))?,
-    };
-    let limit = super::input::limit_param(uri.query())?;
-    Ok(Json(state.topics.history(&name, after, limit).await?))
+    Ok(Json(state.topics.history(&name, page.after.unwrap_or(EventId::ZERO), page.limit).await?))
+}
+
+/// The query of [`history`].
+#[derive(serde::Deserialize)]
+struct HistoryParams {
+    #[serde(default, deserialize_with = "query::event_id")]
+    after: Option<EventId>,
+    #[serde(default = "query::default_limit", deserialize_with = "query::limit")]
+    limit: u64,
 }

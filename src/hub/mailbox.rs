@@ -1,8 +1,12 @@
 //! One connection's bounded queue.
 
-use std::{collections::VecDeque, sync::Arc, sync::Mutex};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::Event;
 use crate::domain::Topic;
@@ -19,15 +23,19 @@ pub struct Mailbox {
     /// registry removes it everywhere, including conversations joined while
     /// the stream was open.
     topics: Mutex<Vec<Topic>>,
-    /// Wakes the stream; a notification sent while it is busy is kept as a
-    /// permit, so a wake-up is never lost between a check and a wait.
-    wake: Notify,
+    /// Wakes the stream. It registers before it looks at the queue, so a
+    /// push between the look and the wait still wakes it.
+    waker: AtomicWaker,
     capacity: usize,
 }
 
 struct State {
     queue: VecDeque<Arc<Event>>,
     lagged: bool,
+    /// The node's shared heartbeat came by: the stream sends `: ping`.
+    ping: bool,
+    /// The node is shutting down: the stream says goodbye and ends.
+    closed: bool,
 }
 
 /// What a stream finds in its mailbox.
@@ -37,6 +45,12 @@ pub enum Delivery {
     Events,
     /// Events were dropped: catch up from the log before anything else.
     Lagged,
+    /// A heartbeat: time to show the connection is alive (and to look at
+    /// the clock). One shared tick for every stream of the node, instead of
+    /// a timer per stream.
+    Ping,
+    /// The node is shutting down.
+    Closed,
 }
 
 impl Mailbox {
@@ -46,8 +60,10 @@ impl Mailbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 lagged: false,
+                ping: false,
+                closed: false,
             }),
-            wake: Notify::new(),
+            waker: AtomicWaker::new(),
             capacity,
             topics: Mutex::new(Vec::new()),
         }
@@ -94,8 +110,20 @@ impl Mailbox {
                 false
             }
         };
-        self.wake.notify_one();
+        self.waker.wake();
         overflowed
+    }
+
+    /// The heartbeat's knock: the stream sends a ping when next idle.
+    pub fn ping(&self) {
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner()).ping = true;
+        self.waker.wake();
+    }
+
+    /// Tells the stream the node is shutting down.
+    pub fn close(&self) {
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner()).closed = true;
+        self.waker.wake();
     }
 
     /// Makes the stream catch up from the log, as after an overflow: for
@@ -106,32 +134,42 @@ impl Mailbox {
             state.lagged = true;
             state.queue = VecDeque::new();
         }
-        self.wake.notify_one();
+        self.waker.wake();
     }
 
-    /// Waits until there is something to do. Taking the lag flag and
-    /// re-opening the queue happen under one lock: every event pushed after
-    /// this returns `Lagged` is queued, and every event committed before the
-    /// stream's catch-up query is in the log, so between the two nothing is
-    /// missed (duplicates are skipped by id).
-    pub async fn recv(&self, batch: &mut Vec<Arc<Event>>) -> Delivery {
-        loop {
-            {
-                let mut state = self.state.lock().unwrap_or_else(|poison| poison.into_inner());
-                if state.lagged {
-                    state.lagged = false;
-                    return Delivery::Lagged;
-                }
-                if !state.queue.is_empty() {
-                    batch.extend(state.queue.drain(..));
-                    if state.queue.capacity() > 64 {
-                        state.queue.shrink_to(16);
-                    }
-                    return Delivery::Events;
-                }
-            }
-            self.wake.notified().await;
+    /// What there is to do, or `Pending` (the task is woken when there is
+    /// something). Taking the lag flag and re-opening the queue happen under
+    /// one lock: every event pushed after this returns `Lagged` is queued,
+    /// and every event committed before the stream's catch-up query is in
+    /// the log, so between the two nothing is missed (duplicates are skipped
+    /// by id). Shutdown comes first, then lag, then events, then a ping.
+    pub fn poll_recv(&self, cx: &mut Context<'_>, batch: &mut Vec<Arc<Event>>) -> Poll<Delivery> {
+        self.waker.register(cx.waker());
+        let mut state = self.state.lock().unwrap_or_else(|poison| poison.into_inner());
+        if state.closed {
+            return Poll::Ready(Delivery::Closed);
         }
+        if state.lagged {
+            state.lagged = false;
+            return Poll::Ready(Delivery::Lagged);
+        }
+        if !state.queue.is_empty() {
+            batch.extend(state.queue.drain(..));
+            if state.queue.capacity() > 64 {
+                state.queue.shrink_to(16);
+            }
+            return Poll::Ready(Delivery::Events);
+        }
+        if state.ping {
+            state.ping = false;
+            return Poll::Ready(Delivery::Ping);
+        }
+        Poll::Pending
+    }
+
+    /// Waits until there is something to do (see [`Mailbox::poll_recv`]).
+    pub async fn recv(&self, batch: &mut Vec<Arc<Event>>) -> Delivery {
+        std::future::poll_fn(|cx| self.poll_recv(cx, batch)).await
     }
 }
 
@@ -168,5 +206,31 @@ mod tests {
         mailbox.push(&event(6));
         assert_eq!(mailbox.recv(&mut batch).await, Delivery::Events);
         assert_eq!(batch[0].id.unwrap().get(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_ping_waits_for_the_events_and_shutdown_comes_before_all() {
+        let mailbox = Mailbox::new(8);
+        mailbox.ping();
+        mailbox.push(&event(1));
+        let mut batch = Vec::new();
+        assert_eq!(mailbox.recv(&mut batch).await, Delivery::Events);
+        assert_eq!(mailbox.recv(&mut batch).await, Delivery::Ping);
+        mailbox.push(&event(2));
+        mailbox.close();
+        assert_eq!(mailbox.recv(&mut batch).await, Delivery::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_stream_is_woken_by_a_push_from_another_task() {
+        let mailbox = Arc::new(Mailbox::new(8));
+        let pusher = mailbox.clone();
+        let waiting = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            (mailbox.recv(&mut batch).await, batch.len())
+        });
+        tokio::task::yield_now().await;
+        pusher.push(&event(1));
+        assert_eq!(tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap(), (Delivery::Events, 1));
     }
 }

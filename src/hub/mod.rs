@@ -138,6 +138,26 @@ impl Hub {
         Ok(Subscription { hub: self.clone(), owner, mailbox })
     }
 
+    /// The node's one heartbeat: every `every`, each stream is knocked on
+    /// to send `: ping` (one task for all streams, no timer per stream); at
+    /// shutdown, each is told to end.
+    pub fn spawn_heartbeat(self: &Arc<Self>, every: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        hub.registry.for_each_stream(|mailbox| mailbox.close());
+                        return;
+                    }
+                    _ = tick.tick() => hub.registry.for_each_stream(|mailbox| mailbox.ping()),
+                }
+            }
+        });
+    }
+
     /// Whether events published here reach the other nodes.
     pub fn is_healthy(&self) -> bool {
         self.bus.is_healthy()
@@ -180,6 +200,11 @@ impl Subscription {
     /// Waits for what arrived since the last call.
     pub async fn next(&self, batch: &mut Vec<Arc<Event>>) -> Delivery {
         self.mailbox.recv(batch).await
+    }
+
+    /// What arrived since the last call, or `Pending` until something does.
+    pub fn poll_next(&self, cx: &mut std::task::Context<'_>, batch: &mut Vec<Arc<Event>>) -> std::task::Poll<Delivery> {
+        self.mailbox.poll_recv(cx, batch)
     }
 
     /// Records that this connection caught up from the log after lagging.

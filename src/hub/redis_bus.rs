@@ -39,6 +39,9 @@ use crate::{
     store::event_log,
 };
 
+/// How often the subscription checks that Redis still answers.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
 /// Events read from the log per query.
 const TAIL_PAGE: u64 = 1000;
 
@@ -97,19 +100,32 @@ impl RedisBus {
         });
         tokio::spawn(tail.clone().run(poll, shutdown.clone()));
         let (outbox, pending) = mpsc::channel(10_000);
-        tokio::spawn(publish_loop(client.clone(), channel.clone(), pending, shutdown.clone()));
+        tokio::spawn(publish_loop(crate::shared_redis::connect(redis_url)?, channel.clone(), pending, shutdown.clone()));
         let bus = Arc::new(RedisBus { registry, tail, node, outbox, healthy });
         tokio::spawn(bus.clone().subscribe_loop(client, channel, shutdown));
         Ok(bus)
     }
 
     /// Keeps one subscription open, reconnecting with backoff.
+    ///
+    /// Hand-written, unlike the other Redis connections (see
+    /// `shared_redis`): redis-rs's `ConnectionManager` does not carry
+    /// RESP2 subscriptions. Every wait is bounded, and the subscription is
+    /// pinged every [`PING_EVERY`]: a Redis behind a partition closes
+    /// nothing and sends nothing, and without the ping the bus would go on
+    /// calling itself healthy while hearing no one.
     async fn subscribe_loop(self: Arc<Self>, client: redis::Client, channel: String, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                    Ok(()) => {
+            let connected = tokio::time::timeout(crate::shared_redis::TIMEOUT, async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            })
+            .await
+            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "Redis did not answer in time"))));
+            match connected {
+                    Ok(pubsub) => {
                         backoff = Duration::from_millis(100);
                         self.healthy.store(true, Ordering::Release);
                         // Whatever was missed while disconnected: every
@@ -117,7 +133,9 @@ impl RedisBus {
                         self.registry.lag_all();
                         self.tail.wake.notify_one();
                         tracing::info!("event bus connected");
-                        let mut messages = pubsub.into_on_message();
+                        let (mut sink, mut messages) = pubsub.split();
+                        let mut ping = tokio::time::interval(PING_EVERY);
+                        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         loop {
                             tokio::select! {
                                 _ = shutdown.cancelled() => return,
@@ -125,13 +143,18 @@ impl RedisBus {
                                     Some(message) => self.receive(message.get_payload_bytes()),
                                     None => break,
                                 },
+                                _ = ping.tick() => {
+                                    let answered = tokio::time::timeout(crate::shared_redis::TIMEOUT, sink.ping::<redis::Value>()).await;
+                                    if !matches!(answered, Ok(Ok(_))) {
+                                        tracing::warn!("event bus: Redis stopped answering pings");
+                                        break;
+                                    }
+                                }
                             }
                         }
                         tracing::warn!("event bus subscription lost; reconnecting");
                     }
-                    Err(e) => tracing::warn!(error = %e, "event bus: subscribe failed"),
-                },
-                Err(e) => tracing::warn!(error = %e, "event bus: Redis unreachable"),
+                    Err(e) => tracing::warn!(error = %e, "event bus: Redis unreachable"),
             }
             self.healthy.store(false, Ordering::Release);
             tokio::select! {
@@ -211,27 +234,18 @@ impl Bus for RedisBus {
     }
 }
 
-/// Publishes queued envelopes, reconnecting as needed. A message that cannot
-/// be sent is dropped: doorbells are covered by polling, ephemeral events
-/// are allowed to be lost.
-async fn publish_loop(client: redis::Client, channel: String, mut pending: mpsc::Receiver<String>, shutdown: CancellationToken) {
-    let mut connection: Option<redis::aio::MultiplexedConnection> = None;
+/// Publishes queued envelopes in order through a connection manager (which
+/// reconnects by itself). A message that cannot be sent is dropped:
+/// doorbells are covered by polling, ephemeral events are allowed to be lost.
+async fn publish_loop(mut connection: redis::aio::ConnectionManager, channel: String, mut pending: mpsc::Receiver<String>, shutdown: CancellationToken) {
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return,
             message = pending.recv() => match message { Some(m) => m, None => return },
         };
-        if connection.is_none() {
-            connection = tokio::time::timeout(Duration::from_secs(1), client.get_multiplexed_async_connection())
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
-        if let Some(conn) = connection.as_mut() {
-            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(&channel).arg(message).query_async(conn).await;
-            if sent.is_err() {
-                connection = None;
-            }
+        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(&channel).arg(message).query_async(&mut connection).await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "event bus: a message was not published");
         }
     }
 }

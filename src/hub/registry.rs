@@ -125,6 +125,19 @@ impl Registry {
         }
     }
 
+    /// Calls `visit` once for every stream's mailbox on this node: each
+    /// stream is registered on its user's topic exactly once.
+    pub fn for_each_stream(&self, mut visit: impl FnMut(&Arc<Mailbox>)) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|poison| poison.into_inner());
+            for (topic, listeners) in shard.iter() {
+                if topic.as_str().starts_with("u:") {
+                    listeners.iter().for_each(&mut visit);
+                }
+            }
+        }
+    }
+
     /// How many times a connection's mailbox overflowed since start.
     pub fn overflows(&self) -> u64 {
         self.overflows.load(Ordering::Relaxed)

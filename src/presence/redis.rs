@@ -17,7 +17,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,7 @@ use super::{Presence, PresenceView, Status, Visibility, announce};
 use crate::{
     domain::{UserId, notification::truncate_to_millis},
     hub::Hub,
-    shared_redis::SharedRedis,
+    shared_redis,
 };
 
 /// How long a lease lives without renewal; heartbeats come at a third of it.
@@ -37,7 +37,7 @@ pub struct RedisPresence {
 }
 
 struct Inner {
-    redis: SharedRedis,
+    redis: ConnectionManager,
     namespace: String,
     node: String,
     db: DatabaseConnection,
@@ -63,7 +63,7 @@ impl RedisPresence {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner {
-            redis: SharedRedis::open(url)?,
+            redis: shared_redis::connect(url)?,
             namespace: namespace.to_owned(),
             node: format!("{:016x}", rand::random::<u64>()),
             db,
@@ -125,12 +125,9 @@ impl Inner {
         format!("{}:presence:leases", self.namespace)
     }
 
-    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
-        self.redis.connection().await
-    }
-
-    async fn forget_connection(&self) {
-        self.redis.forget().await;
+    /// A handle on the shared connection (it reconnects by itself).
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        Ok(self.redis.clone())
     }
 
     fn now_ms() -> i64 {
@@ -180,7 +177,6 @@ impl Inner {
     /// Announces the user's presence if it differs from the last announced.
     async fn evaluate(&self, user: &UserId) {
         if let Err(e) = self.try_evaluate(user).await {
-            self.forget_connection().await;
             tracing::warn!(error = %e, "presence: Redis unavailable, change not announced");
         }
     }
@@ -217,12 +213,10 @@ impl Inner {
             };
             for user in users {
                 if self.lease(&user).await.is_err() {
-                    self.forget_connection().await;
                     break;
                 }
             }
             if let Err(e) = self.sweep().await {
-                self.forget_connection().await;
                 tracing::debug!(error = %e, "presence: sweep skipped");
             }
         }
@@ -266,7 +260,6 @@ impl Presence for RedisPresence {
             let (inner, user) = (self.inner.clone(), user.clone());
             tokio::spawn(async move {
                 if let Err(e) = inner.lease(&user).await {
-                    inner.forget_connection().await;
                     tracing::warn!(error = %e, "presence: could not take a lease");
                 }
                 inner.evaluate(&user).await;
@@ -290,7 +283,6 @@ impl Presence for RedisPresence {
                 }
             };
             if let Err(e) = stored.await {
-                inner.forget_connection().await;
                 tracing::warn!(error = %e, "presence: status not stored");
                 return;
             }
@@ -305,7 +297,6 @@ impl Presence for RedisPresence {
                 match self.inner.view(user).await {
                     Ok(view) => views.push(view),
                     Err(_) => {
-                        self.inner.forget_connection().await;
                         views.push(PresenceView { user_id: user.to_string(), status: Status::Offline, last_seen_at: None });
                     }
                 }

@@ -39,7 +39,26 @@ pub enum SqliteSync {
 /// Opens the read pool: several connections, so that replays and lists
 /// read while the writer writes. See [`connect_with`].
 pub async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
-    connect_with(url, Pool::Readers { connections: 16 }, SqliteSync::Normal).await
+    connect_with(url, Pool::Readers { connections: 16 }, SqliteSync::Normal, DEFAULT_TIMEOUT).await
+}
+
+/// How long a connection may take to be handed out, unless configured
+/// (`TIDINGS_DATABASE_TIMEOUT_SECS`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `err` says the database could not be reached, rather than that
+/// it refused a statement: no pooled connection in time, a connection lost
+/// or refused. Such a request answers 503 `unavailable` (the contract's
+/// word for a dependency that does not answer), not 500.
+pub fn is_unreachable(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, sqlx::Error};
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(**e, Error::Io(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed)
+        }
+        _ => false,
+    }
 }
 
 /// Which pool to open.
@@ -61,7 +80,10 @@ const WRITER_AUTOCHECKPOINT_PAGES: &str = "16384";
 /// data in memory (statement journals of multi-row inserts then cost no
 /// file writes). The writer's connection checkpoints the WAL only as a
 /// last resort, so commits do not pay for copying pages into the database.
-pub async fn connect_with(url: &str, pool: Pool, sync: SqliteSync) -> Result<DatabaseConnection, sea_orm::DbErr> {
+///
+/// `timeout` bounds connecting and waiting for a pooled connection, so a
+/// database that is gone fails a request in bounded time.
+pub async fn connect_with(url: &str, pool: Pool, sync: SqliteSync, timeout: Duration) -> Result<DatabaseConnection, sea_orm::DbErr> {
     let connections = match pool {
         Pool::Readers { connections } => connections,
         Pool::Writer => 1,
@@ -70,8 +92,8 @@ pub async fn connect_with(url: &str, pool: Pool, sync: SqliteSync) -> Result<Dat
     options
         .max_connections(connections)
         .min_connections(1)
-        .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10))
+        .connect_timeout(timeout)
+        .acquire_timeout(timeout)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(move |opts| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};

@@ -78,11 +78,18 @@ pub struct WriterSettings {
     pub max_batch_jobs: usize,
     /// Most notification rows in one transaction.
     pub max_batch_rows: usize,
+    /// PostgreSQL: how long one batch may take, from BEGIN to COMMIT. Past
+    /// it the batch is abandoned (its connection dropped, so the server
+    /// rolls it back) and every write in it answers 503: a database behind
+    /// a partition never answers, and the writer must not wait for it
+    /// forever. Not applied to SQLite, a local file whose long batches
+    /// (a large retention sweep) are slow, not lost.
+    pub batch_timeout: std::time::Duration,
 }
 
 impl Default for WriterSettings {
     fn default() -> Self {
-        WriterSettings { queue_capacity: 8192, max_batch_jobs: 512, max_batch_rows: 8192 }
+        WriterSettings { queue_capacity: 8192, max_batch_jobs: 512, max_batch_rows: 8192, batch_timeout: crate::store::DEFAULT_TIMEOUT }
     }
 }
 
@@ -381,7 +388,16 @@ impl WriterTask {
     async fn batch(&self, jobs: Vec<Job>) {
         let mut finished = Vec::with_capacity(jobs.len());
         let mut queued = jobs.into_iter();
-        let outcome = self.write(&mut queued, &mut finished).await;
+        let outcome = if self.db.get_database_backend() == DbBackend::Postgres {
+            // Dropping the unfinished batch drops its connection's
+            // transaction: the server rolls it back, and the pool opens a
+            // fresh connection for the next batch.
+            tokio::time::timeout(self.settings.batch_timeout, self.write(&mut queued, &mut finished))
+                .await
+                .unwrap_or_else(|_| Err(DbErr::Custom(format!("the batch did not commit within {:?}", self.settings.batch_timeout))))
+        } else {
+            self.write(&mut queued, &mut finished).await
+        };
         match outcome {
             Ok(outbox) => {
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);

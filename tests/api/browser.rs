@@ -1,7 +1,20 @@
 //! The page in a real browser: headless Chromium driven by playwright-core
 //! (`tests/browser/*.mjs`) against the real server.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    http::header,
+    response::Html,
+    routing::get,
+};
 
 use crate::helpers::{spawn_app, spawn_app_with};
 
@@ -84,4 +97,58 @@ async fn the_hub_status_panel_shows_the_hubs_figures_live() {
     ];
     let stdout = run_browser_script("hub_status.mjs", &env).await;
     assert!(stdout.contains("hub status browser test passed"), "{stdout}");
+}
+
+/// Another app's page using `/tidings.js` from the hub's origin, with
+/// tokens that live a few seconds: its `getToken` fetches fresh ones from
+/// the app's backend (played here by a small server the test starts, which
+/// also serves the page), and notifications published without pause across
+/// the refreshes all arrive, in order, none twice. The hub's own page,
+/// which cannot get a new token, signs out when its token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and `npm ci` in tests/browser (bash .ci/run installs both)"]
+async fn an_app_using_tidings_js_refreshes_expiring_tokens_and_misses_nothing_and_repeats_nothing() {
+    const TTL: Duration = Duration::from_secs(6);
+    let hub = spawn_app_with(|settings| settings.cors_origins = vec!["*".to_owned()]).await;
+    let keys = hub.keys();
+    let minted = Arc::new(AtomicUsize::new(0));
+    let backend = {
+        let minted = minted.clone();
+        axum::Router::new()
+            .route("/", get(|| async { Html(include_str!("../browser/token_refresh.html")) }))
+            .route(
+                "/token",
+                get({
+                    let keys = keys.clone();
+                    move || {
+                        minted.fetch_add(1, Ordering::SeqCst);
+                        let token = keys.mint("refreshing-user", None, TTL).expect("a token");
+                        async move { ([(header::CACHE_CONTROL, "no-store")], token) }
+                    }
+                }),
+            )
+            // For the hub's own page, which cannot refresh: it must go live first.
+            .route(
+                "/short-token",
+                get(move || {
+                    let token = keys.mint("short-lived", None, Duration::from_secs(5)).expect("a token");
+                    async move { ([(header::CACHE_CONTROL, "no-store")], token) }
+                }),
+            )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, backend).await });
+    let env = [
+        ("TIDINGS_URL", hub.base.clone()),
+        ("TIDINGS_APP_URL", app_url),
+        ("TIDINGS_USER_ID", "refreshing-user".to_owned()),
+        ("TIDINGS_PUBLISH_TOKEN", hub.publisher_token()),
+        ("TIDINGS_TOKEN_TTL_SECS", TTL.as_secs().to_string()),
+    ];
+    let stdout = run_browser_script("token_refresh.mjs", &env).await;
+    server.abort();
+    println!("{stdout}");
+    assert!(stdout.contains("token refresh browser test passed"), "{stdout}");
+    assert!(minted.load(Ordering::SeqCst) >= 3, "the app's backend minted the first token and at least two refreshes");
 }

@@ -435,7 +435,7 @@ impl PrivateRedis {
 async fn a_redis_restart_under_three_nodes_loses_and_duplicates_nothing() {
     let mut redis = PrivateRedis::start().await;
     let url = redis.url();
-    let nodes = Arc::new(spawn_cluster(3, move |settings| settings.redis_url = Some(url.clone())).await);
+    let nodes = Arc::new(spawn_cluster(3, move |settings| settings.redis_url = Some(url.clone().into())).await);
     let token = nodes[0].token("alice");
     let mut stream = nodes[0].open_stream(&token, None).await;
     stream.until_unread_count().await;
@@ -496,7 +496,7 @@ async fn rate_limits_still_apply_after_redis_restarts_and_forgets_the_script() {
     let mut redis = PrivateRedis::start().await;
     let url = redis.url();
     let nodes = spawn_cluster(1, move |settings| {
-        settings.redis_url = Some(url.clone());
+        settings.redis_url = Some(url.clone().into());
         settings.rate_limits.recipient_per_minute = 2;
     })
     .await;

@@ -140,3 +140,74 @@ async fn a_declared_body_over_the_limit_is_refused_with_413_at_once() {
     let (_, count) = app.get_json("/v1/notifications/unread_count", &app.token("alice")).await;
     assert_eq!(count["count"], 0);
 }
+
+/// 5,000 streams whose clients never read while announcements reach every
+/// one of them: each connection's queue is capped (its mailbox overflows
+/// instead of growing, and the kernel buffers are small), the server goes
+/// on serving, and a client that reads again gets every event it missed,
+/// once and in order, caught up from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_streams_that_never_read_stay_bounded_and_catch_up_from_the_log_when_read_again() {
+    const STREAMS: usize = 5_000;
+    const MAX_ANNOUNCEMENTS: usize = 400;
+    rlimit::increase_nofile_limit(20_000).expect("raising the open-file limit");
+    let app = spawn_app_with(|settings| {
+        settings.mailbox_capacity = 16;
+        settings.connections.max_per_ip = STREAMS + 100;
+        settings.limits.streams.total = STREAMS + 100;
+    })
+    .await;
+    let address: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let mut sockets = Vec::with_capacity(STREAMS);
+    for n in 0..STREAMS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        // A small receive window: the server's writes stall after a few KiB.
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(address).await.expect("the server accepts");
+        // HTTP/1.0: the body is the raw SSE bytes until the server closes.
+        let request = format!("GET /v1/stream HTTP/1.0\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n", app.token(&format!("idle{n}")));
+        stream.write_all(request.as_bytes()).await.unwrap();
+        sockets.push(stream);
+    }
+    let hub = app.state.hub.clone();
+    crate::helpers::eventually("every stream is open", || hub.stats().open_streams.load(std::sync::atomic::Ordering::Relaxed) >= STREAMS as u64).await;
+
+    let filler = "x".repeat(2000);
+    // Publish until the stalled streams' queues overflow (capped, instead of
+    // growing): how many it takes depends on the kernel's socket buffers.
+    let mut titles = Vec::new();
+    while app.state.hub.overflows() < (STREAMS / 2) as u64 {
+        assert!(titles.len() < MAX_ANNOUNCEMENTS, "queues never overflowed: {} overflows after {} announcements", app.state.hub.overflows(), titles.len());
+        let title = format!("announcement {}", titles.len());
+        let response = app.publish_raw(&serde_json::json!({"audience": "all", "type": "bulk", "title": title, "body": filler})).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        titles.push(title);
+        if titles.len() % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // The server still serves everyone else.
+    let (status, _) = app.get_json("/v1/notifications/unread_count", &app.token("someone")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Three of the stalled clients read again: each gets every announcement once, in order.
+    for socket in sockets.iter_mut().step_by(STREAMS / 3).take(3) {
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let deadline = Instant::now() + PATIENCE;
+        let last = format!("\"title\":\"{}\"", titles.last().unwrap());
+        while !String::from_utf8_lossy(&received).contains(&last) {
+            assert!(Instant::now() < deadline, "the stalled stream caught up in time");
+            let n = tokio::time::timeout(PATIENCE, socket.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "the server kept the stream open");
+            received.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&received);
+        let seen: Vec<&str> = text.match_indices("\"title\":\"announcement ").map(|(at, _)| {
+            let rest = &text[at + 9..];
+            &rest[..rest.find('"').unwrap()]
+        }).collect();
+        assert_eq!(seen, titles.iter().map(String::as_str).collect::<Vec<_>>(), "every announcement once, in order");
+    }
+    drop(sockets);
+}

@@ -94,6 +94,14 @@ async fn bad_query_parameters_are_refused() {
     for query in ["limit=0", "limit=101", "limit=ten", "status=maybe", "type=BAD", "cursor=abc"] {
         let (status, body) = app.get_json(&format!("/v1/notifications?{query}"), &token).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(body["error"]["field"], query.split('=').next().unwrap(), "the parameter at fault: {body}");
+    }
+    let many = (0..501).map(|i| format!("u{i}")).collect::<Vec<_>>().join(",");
+    for path in [format!("/v1/presence?user_ids={many}"), "/v1/conversations/1/messages?before=x".into(), "/v1/stats/notifications?since=yesterday".into()] {
+        let token = if path.contains("stats") { app.publisher_token() } else { token.clone() };
+        let (status, body) = app.get_json(&path, &token).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(body["error"]["field"].is_string(), "{path}: {body}");
     }
     let (status, body) = app.post_json("/v1/notifications/read_all", &token, Some(json!({"kind": "x"}))).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");

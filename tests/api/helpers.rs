@@ -110,10 +110,11 @@ pub async fn spawn_app_in(database: Arc<TestDatabase>, configure: impl FnOnce(&m
     }
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
-        database_url: database.url.clone(),
+        database_url: database.url.clone().into(),
+        database_timeout: Duration::from_secs(10),
         sqlite_synchronous: tidings::store::SqliteSync::Normal,
         writer: tidings::writer::WriterSettings::default(),
-        keys: KeySource::Secret(SECRET.to_vec()),
+        keys: KeySource::Secret(SECRET.to_vec().into()),
         jwt_audience: None,
         redis_url: None,
         redis_namespace: "tidings".into(),
@@ -174,6 +175,12 @@ impl TestApp {
     /// A token for `user` that expires after `ttl`.
     pub fn token_expiring(&self, user: &str, ttl: Duration) -> String {
         self.keys.mint(user, None, ttl).unwrap()
+    }
+
+    /// The server's signing keys, for a test that plays an app's backend
+    /// and mints tokens on demand.
+    pub fn keys(&self) -> Arc<JwtKeys> {
+        self.keys.clone()
     }
 
     /// A backend's token, with the `publish` scope.
@@ -443,7 +450,7 @@ pub async fn spawn_cluster(n: usize, configure: impl Fn(&mut Settings)) -> Vec<T
         let (redis, namespace) = (redis.clone(), namespace.clone());
         nodes.push(
             spawn_app_in(database.clone(), |settings| {
-                settings.redis_url = Some(redis);
+                settings.redis_url = Some(redis.into());
                 settings.redis_namespace = namespace;
                 configure(settings);
             })

@@ -117,7 +117,7 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
             let url = format!(
                 "{}{}",
                 app.base,
-                path.replace("{id}", "1").replace("{type}", "some.type").replace("{user_id}", "alice").replace("{message_id}", "1")
+                path.replace("{id}", "1").replace("{type}", "some.type").replace("{user_id}", "alice").replace("{message_id}", "1").replace("{module}", "stream.js")
             );
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = app.http.request(method.clone(), &url).bearer_auth(&token).timeout(Duration::from_secs(2)).send().await;
@@ -129,7 +129,14 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
             }
         }
     }
-    assert_eq!(documented, CONTRACT_ROUTES.len() + 2, "the contract's routes plus the page's two assets, nothing unknown");
+    for path in ["/app.js", "/app.css", "/js/{module}", "/tidings.js"] {
+        assert!(doc["paths"][path]["get"].is_object(), "GET {path} is documented");
+    }
+    assert_eq!(
+        documented,
+        CONTRACT_ROUTES.len() + 4,
+        "the contract's routes plus the page's files (app.js, app.css, its modules) and /tidings.js, nothing unknown"
+    );
     let events = &doc["paths"]["/v1/stream"]["get"]["x-sse-events"];
     for name in [
         "notification", "notification.read", "notification.deleted", "unread_count", "reset",

@@ -80,7 +80,7 @@ async fn with_redis_presence_reads_agree_with_events_through_the_grace_period() 
     let namespace = format!("tidings-test-{}", rand::random::<u64>());
     let app = spawn_app_with(|settings| {
         settings.presence_grace = GRACE;
-        settings.redis_url = Some(redis);
+        settings.redis_url = Some(redis.into());
         settings.redis_namespace = namespace;
     })
     .await;

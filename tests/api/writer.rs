@@ -383,7 +383,7 @@ async fn a_process_killed_mid_write_keeps_every_acknowledged_publish_and_leaves_
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/tidings.db?mode=rwc", dir.path().display());
     let node = spawn_node_process(&[("TIDINGS_DATABASE_URL", &url), ("TIDINGS_RECIPIENT_RATE_PER_MINUTE", "1000000"), ("TIDINGS_CLIENT_BURST", "1000000"), ("TIDINGS_CLIENT_RATE_PER_SECOND", "1000000")]).await;
-    let keys = tidings::auth::JwtKeys::new(&tidings::auth::keys::KeySource::Secret(crate::helpers::SECRET.to_vec()), None).unwrap();
+    let keys = tidings::auth::JwtKeys::new(&tidings::auth::keys::KeySource::Secret(crate::helpers::SECRET.to_vec().into()), None).unwrap();
     let publisher = keys.mint("backend", Some("publish"), Duration::from_secs(3600)).unwrap();
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
     let http = reqwest::Client::new();

@@ -1,0 +1,251 @@
+//! The response body of a stream: a hand-written [`Stream`] that drives the
+//! [`Machine`]. Each poll hands out a queued frame if there is one;
+//! otherwise it works on the current state: a state that reads polls its
+//! read (one boxed future at a time, freed when done), the live state polls
+//! the mailbox, which also carries the node's shared heartbeat and its
+//! shutdown. An idle stream therefore holds its machine, its mailbox entry
+//! and, only while its token has less than a heartbeat left, one timer.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use futures_util::{Stream, future::BoxFuture};
+use sea_orm::DbErr;
+use tokio::time::{Instant, Sleep};
+
+use super::{
+    OpeningTurn, StreamContext, patiently,
+    machine::{EXPIRED_FAREWELL, Machine, Page, Phase, Resume, SHUTDOWN_FAREWELL},
+    reads::{self, ReplayError},
+};
+use crate::{
+    domain::{EventId, UserId},
+    hub::{Delivery, Event, Subscription},
+    notifications::UnreadState,
+    store::event_log::Window,
+};
+
+/// A fresh start as read: frames (with the announcement each carries, if
+/// any), the head they reflect, the state at that head.
+type FreshStart = (Vec<(EventId, Bytes, Option<i64>)>, EventId, UnreadState);
+
+/// What a state's read produced.
+enum Read {
+    Opened(Result<(Vec<Window>, Resume), DbErr>),
+    Fresh(Result<FreshStart, DbErr>),
+    Page(Result<Page, ReplayError>),
+    Counted(Result<UnreadState, DbErr>),
+}
+
+/// One user's open stream.
+pub struct SseStream {
+    ctx: StreamContext,
+    machine: Machine,
+    subscription: Subscription,
+    /// Keeps the user present while the stream is open.
+    _online: Box<dyn Send>,
+    /// The read the current state is waiting for.
+    read: Option<BoxFuture<'static, Read>>,
+    /// Events taken from the mailbox, reused between polls.
+    batch: Vec<Arc<Event>>,
+    /// Armed only when the token expires before the next heartbeat.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// The turn to read a starting state, given back after the first count.
+    turn: Option<OpeningTurn>,
+    /// Asked for at open: consumed by the opening read.
+    resume_from: Option<String>,
+    /// The log head read before subscribing (see `reads::fresh_state`).
+    floor: EventId,
+    user: UserId,
+    issued_at: u64,
+}
+
+impl SseStream {
+    /// A stream that has subscribed and starts by opening.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(ctx: StreamContext, machine: Machine, subscription: Subscription, online: Box<dyn Send>, turn: OpeningTurn, resume_from: Option<String>, floor: EventId, user: UserId, issued_at: u64) -> Self {
+        let mut stream = SseStream {
+            ctx,
+            machine,
+            subscription,
+            _online: online,
+            read: None,
+            batch: Vec::new(),
+            expiry: None,
+            turn: Some(turn),
+            resume_from,
+            floor,
+            user,
+            issued_at,
+        };
+        stream.arm_expiry();
+        stream
+    }
+
+    /// Arms the expiry timer if the token expires before the next heartbeat
+    /// could notice: until then the shared heartbeat checks the clock.
+    fn arm_expiry(&mut self) {
+        if self.expiry.is_none() && self.machine.expires <= Instant::now() + self.ctx.settings.heartbeat {
+            self.expiry = Some(Box::pin(tokio::time::sleep_until(self.machine.expires)));
+        }
+    }
+
+    /// The read the current state needs.
+    fn start_read(&mut self) -> BoxFuture<'static, Read> {
+        let db = self.ctx.db.clone();
+        let user = self.user.clone();
+        let user_topic = self.machine.windows.user.clone();
+        let topics = self.machine.windows.topics.clone();
+        match self.machine.phase.clone() {
+            Phase::Opening => {
+                let raw = self.resume_from.take();
+                Box::pin(async move { Read::Opened(patiently("opening", || reads::opening(&db, &user, &user_topic, &topics, raw.as_deref())).await) })
+            }
+            Phase::Fresh => {
+                let viewer = self.machine.announced.viewer.clone();
+                let audience = self.machine.windows.audience();
+                let (limit, floor, page) = (self.ctx.settings.snapshot_limit, self.floor, self.ctx.settings.replay_page);
+                Box::pin(async move { Read::Fresh(patiently("initial state", || reads::fresh_state(&db, &viewer, &audience, limit, floor, page)).await) })
+            }
+            Phase::Replay { conflate_upto, first_page } => {
+                let after = self.machine.cursor.last;
+                let page = self.ctx.settings.replay_page;
+                Box::pin(async move {
+                    let mut wait = std::time::Duration::from_millis(50);
+                    let mut tries = 0;
+                    loop {
+                        match reads::replay_page(&db, &user, &user_topic, &topics, after, page, conflate_upto, first_page).await {
+                            Err(ReplayError::Db(e @ (DbErr::ConnectionAcquire(_) | DbErr::Conn(_)))) if tries < 6 => {
+                                tracing::debug!(error = %e, "stream replay retried");
+                                tries += 1;
+                                tokio::time::sleep(wait).await;
+                                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                            }
+                            other => return Read::Page(other),
+                        }
+                    }
+                })
+            }
+            Phase::Counting => {
+                let viewer = self.machine.announced.viewer.clone();
+                let topics = self.machine.windows.audience().topics();
+                Box::pin(async move { Read::Counted(patiently("unread count", || reads::unread(&db, &viewer, &topics)).await) })
+            }
+            Phase::Live | Phase::Ended => unreachable!("these states read nothing"),
+        }
+    }
+
+    /// Feeds a finished read to the machine.
+    fn finish_read(&mut self, read: Read) {
+        match read {
+            Read::Opened(Ok((windows, resume))) => {
+                for window in &windows {
+                    self.subscription.listen(&window.topic);
+                }
+                self.machine.opened(windows, resume);
+            }
+            Read::Fresh(Ok((frames, head, state))) => {
+                self.machine.started(frames, head, &state);
+                self.turn = None;
+            }
+            Read::Page(Ok(page)) => {
+                // Conversations left during the replay are forgotten by the
+                // page's windows; the registry keeps routing them until then.
+                self.machine.replayed(page);
+            }
+            Read::Counted(Ok(state)) => {
+                self.machine.counted(&state);
+                // The stream has its starting state: the next may open.
+                self.turn = None;
+            }
+            Read::Page(Err(e)) => {
+                tracing::info!(error = %e, "stream ended during replay");
+                self.machine.end(None);
+            }
+            Read::Opened(Err(e)) | Read::Fresh(Err(e)) | Read::Counted(Err(e)) => {
+                tracing::warn!(error = %e, "stream ended: a read failed");
+                self.machine.end(None);
+            }
+        }
+    }
+
+    /// Hands the machine's counters to the hub's metrics.
+    fn flush_tally(&mut self) {
+        let tally = std::mem::take(&mut self.machine.tally);
+        if tally.delivered > 0 {
+            self.subscription.count_delivered(tally.delivered);
+        }
+        if tally.replayed > 0 {
+            self.subscription.count_replayed(tally.replayed);
+        }
+        for _ in 0..tally.catch_ups {
+            self.subscription.count_catch_up();
+        }
+    }
+
+    /// The live state: what the mailbox brings, or the token's end.
+    fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ctx.shutdown.is_cancelled() {
+            self.machine.end(Some(SHUTDOWN_FAREWELL));
+            return Poll::Ready(());
+        }
+        if let Some(expiry) = &mut self.expiry
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            self.machine.end(Some(EXPIRED_FAREWELL));
+            return Poll::Ready(());
+        }
+        let delivery = ready!(self.subscription.poll_next(cx, &mut self.batch));
+        let (revocations, user, issued_at) = (&self.ctx.revocations, &self.user, self.issued_at);
+        match delivery {
+            Delivery::Events => {
+                self.machine.delivered(&mut self.batch, || revocations.is_revoked(user, issued_at));
+                for left in std::mem::take(&mut self.machine.left) {
+                    self.subscription.forget(&left);
+                }
+            }
+            Delivery::Lagged => self.machine.lagged(revocations.is_revoked(user, issued_at)),
+            Delivery::Ping => {
+                self.machine.heartbeat(Instant::now());
+                self.arm_expiry();
+            }
+            Delivery::Closed => self.machine.end(Some(SHUTDOWN_FAREWELL)),
+        }
+        Poll::Ready(())
+    }
+}
+
+impl Stream for SseStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(frame) = this.machine.next_frame() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if this.machine.ended() {
+                return Poll::Ready(None);
+            }
+            if let Some(read) = &mut this.read {
+                let done = ready!(read.as_mut().poll(cx));
+                this.read = None;
+                this.finish_read(done);
+                this.flush_tally();
+                continue;
+            }
+            if this.machine.phase == Phase::Live {
+                ready!(this.poll_live(cx));
+                this.flush_tally();
+            } else {
+                this.read = Some(this.start_read());
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! What a stream reads from the database, one function per state that
+//! reads: the opening (memberships and the resume point), a fresh start, a
+//! page of replay, and the unread state. Each reads what describes one
+//! instant in one snapshot.
+
+use bytes::Bytes;
+use sea_orm::{AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, TransactionTrait};
+
+use super::machine::{Page, Resume};
+use crate::{
+    domain::{EventId, Topic, UserId, events, notification::Notification},
+    hub::event::encode_frame,
+    notifications::{UnreadState, announcements::{self, Viewer}, unread_state},
+    store::{
+        chat,
+        event_log::{self, Audience, Window},
+        notifications as rows,
+    },
+};
+
+/// The user's membership windows and the verdict on the client's resume
+/// point (`raw`, if any). `topics` are the broadcast topics of the stream.
+pub async fn opening(db: &DatabaseConnection, user: &UserId, user_topic: &Topic, topics: &[Topic], raw: Option<&str>) -> Result<(Vec<Window>, Resume), DbErr> {
+    let windows = chat::memberships_of(db, user)
+        .await?
+        .into_iter()
+        .map(|membership| Window { topic: Topic::conversation(membership.conversation_id), from: EventId::new(membership.joined_event_id), until: None })
+        .collect();
+    let resume = match raw {
+        None => Resume::None,
+        Some(raw) => match resume_point(db, user, user_topic, topics, raw).await? {
+            Some(after) => Resume::After(after),
+            None => Resume::Reset,
+        },
+    };
+    Ok((windows, resume))
+}
+
+/// Why a replay stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    /// Retention pruned events this replay had not read yet. The stream
+    /// ends; the client reconnects with its last id and is told to `reset`.
+    #[error("the history after the resume point was pruned during the replay")]
+    HistoryGone,
+}
+
+/// One page of the log for `user` after `after`, oldest first, so that a
+/// long catch-up holds one page in memory, not all. The page reads the
+/// membership windows and the events in one snapshot (a join committed
+/// between the two reads could otherwise be half seen), and checks the
+/// history floor: pruning that ran between pages would be a silent gap.
+///
+/// Broadcast topics' events are conflated by key up to the log head read
+/// with the first page (`conflate_upto`): what is newer arrives live anyway.
+pub async fn replay_page(db: &DatabaseConnection, user: &UserId, user_topic: &Topic, topics: &[Topic], after: EventId, page_size: u64, conflate_upto: Option<EventId>, first_page: bool) -> Result<Page, ReplayError> {
+    let conflate_upto = match conflate_upto {
+        Some(upto) => Some(upto),
+        None if first_page && topics.iter().any(|t| t.name().is_some()) => Some(event_log::newest(db).await?),
+        None => None,
+    };
+    let txn = snapshot(db).await?;
+    let audience = audience_after(&txn, user, user_topic, topics, after).await?;
+    let events = event_log::read_audience_after(&txn, &audience, after, page_size, conflate_upto).await?;
+    let gone = event_log::history_gone(&txn, &audience, after).await?;
+    txn.commit().await?;
+    if gone {
+        return Err(ReplayError::HistoryGone);
+    }
+    let complete = (events.len() as u64) < page_size;
+    Ok(Page { events, windows: audience.windows, complete, conflate_upto })
+}
+
+/// The audience of `user` for events after `after`, from the stored windows.
+pub async fn audience_after(conn: &impl ConnectionTrait, user: &UserId, user_topic: &Topic, topics: &[Topic], after: EventId) -> Result<Audience, DbErr> {
+    let windows = chat::periods_after(conn, user, after)
+        .await?
+        .into_iter()
+        .map(|period| Window {
+            topic: Topic::conversation(period.conversation_id),
+            from: EventId::new(period.from_event_id),
+            until: period.until_event_id.map(EventId::new),
+        })
+        .collect();
+    Ok(Audience { user: user_topic.clone(), windows, topics: topics.to_vec() })
+}
+
+/// Checks a client's resume point. `None` means the stream must `reset`:
+/// the id is not one we issued, is beyond anything in this log (another
+/// database), or is older than the retained history.
+async fn resume_point(db: &DatabaseConnection, user: &UserId, user_topic: &Topic, topics: &[Topic], raw: &str) -> Result<Option<EventId>, DbErr> {
+    let Some(after) = EventId::parse(raw) else {
+        return Ok(None);
+    };
+    if after > event_log::newest(db).await? {
+        return Ok(None);
+    }
+    let audience = audience_after(db, user, user_topic, topics, after).await?;
+    if event_log::history_gone(db, &audience, after).await? {
+        return Ok(None);
+    }
+    Ok(Some(after))
+}
+
+/// The newest unread notifications as frames with their event ids, and
+/// the events of the stream's conversations and topics committed after
+/// `floor`, merged oldest first; and the log head of the audience; all from
+/// one consistent snapshot.
+///
+/// Why the second part: the connection subscribed after `floor` was read,
+/// so every event committed since may sit in its mailbox, and the stream
+/// then skips live events at or below the head it reports. The user's own
+/// events up to the head are reflected in the unread notifications; a
+/// conversation's or topic's are not, so they are sent here, or they would
+/// fall between the snapshot and the live tail.
+///
+/// Announcements the viewer sees and has not read are among the unread
+/// notifications (by the id of the event that last carried each); the
+/// state returned holds them apart from the user's own count.
+pub async fn fresh_state(db: &DatabaseConnection, viewer: &Viewer, audience: &Audience, limit: u64, floor: EventId, page: u64) -> Result<(Vec<(EventId, Bytes, Option<i64>)>, EventId, UnreadState), DbErr> {
+    let user = viewer.user();
+    let txn = snapshot(db).await?;
+    let now = chrono::Utc::now();
+    let unread = rows::newest_unread(&txn, user, now, limit).await?;
+    let state = unread_state(&txn, viewer, &audience.topics()).await?;
+    let head = state.position;
+    let unread_announcements = announcements::unread_given(&txn, viewer, &state.hidden, now).await?;
+    let mut shared = Vec::new();
+    if !audience.windows.is_empty() || !audience.topics.is_empty() {
+        let mut after = floor;
+        while after < head {
+            let events = event_log::read_audience_after(&txn, audience, after, page, None).await?;
+            let Some(last) = events.last().and_then(|e| e.id) else { break };
+            after = last;
+            // The user's own events and announcements up to the head are in
+            // the unread notifications already.
+            shared.extend(events.into_iter().filter(|e| e.topic != audience.user && e.topic != Topic::announcements() && e.id.is_some_and(|id| id <= head)));
+        }
+    }
+    txn.commit().await?;
+    let mut notifications: Vec<(EventId, Notification)> = unread
+        .into_iter()
+        .map(|row| (EventId::new(row.event_id), Notification::from(row)))
+        .chain(unread_announcements.iter().map(|seen| (EventId::new(seen.row.event_id), announcements::notification(&seen.row, None))))
+        .collect();
+    // Which of them are announcements: their deliveries are counted.
+    // The newest `limit` of both kinds, oldest first.
+    notifications.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+    notifications.truncate(limit as usize);
+    let mut frames: Vec<(EventId, Bytes, Option<i64>)> = notifications
+        .into_iter()
+        .map(|(id, notification)| {
+            let data = serde_json::to_string(&notification).expect("notifications encode");
+            let announcement = notification.user_id.is_none().then_some(notification.id);
+            (id, encode_frame(Some(id), events::NOTIFICATION, &data), announcement)
+        })
+        .collect();
+    frames.extend(shared.into_iter().filter_map(|event| event.id.map(|id| (id, event.frame, None))));
+    frames.sort_by_key(|(id, _, _)| *id);
+    Ok((frames, head, state))
+}
+
+/// A read-only transaction that sees one instant of the database: in SQLite's
+/// WAL mode any read transaction does; PostgreSQL needs REPEATABLE READ.
+pub async fn snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await,
+        _ => db.begin().await,
+    }
+}
+
+/// The unread state (own count, unread announcements) at the head of `topics`.
+pub async fn unread(db: &DatabaseConnection, viewer: &Viewer, topics: &[Topic]) -> Result<UnreadState, DbErr> {
+    unread_state(db, viewer, topics).await
+}
