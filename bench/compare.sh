@@ -9,12 +9,16 @@
 #                             seconds; exits non-zero if Tidings lost,
 #                             duplicated or misrouted an event
 #
-# SCENARIO is idle, notify, fanout, topic, ingest, catchup, batch, chat,
-# storm, or all. topic is fanout over one broadcast topic (Tidings'
+# SCENARIO is idle, notify, fanout, topic, announce, ingest, catchup, batch,
+# webhook, chat, storm, or all. topic is fanout over one broadcast topic (Tidings'
 # /v1/topics); the peers run it exactly as fanout, one channel.
+# announce is fanout by announcements to `all` (one POST /v1/notifications
+# each, every user on their plain stream), with the publish latency and the
+# rows Tidings stored; the peers run it exactly as topic.
 # Options after `--` go to every `tidings-bench SCENARIO` run (e.g.
-# `-- --streams 2000`). batch and chat use Tidings' own API (batch
-# publishing, conversations), which no peer has, and storm (a reconnect
+# `-- --streams 2000`). batch, webhook and chat use Tidings' own API (batch
+# publishing, the outbox's webhooks to a receiver started by the bench,
+# conversations), which no peer has, and storm (a reconnect
 # storm) measures Tidings' resume: they run against Tidings alone, whatever
 # --peers says. --streams N (idle and storm) opens N streams instead of
 # 10,000, e.g. `bench/compare.sh idle --streams 19000` for one process's
@@ -49,7 +53,7 @@ PORT_NCHAN=${BENCH_NCHAN_PORT:-18081}
 PORT_NODE=${BENCH_NODE_PORT:-18082}
 SECRET="tidings-bench-secret-$(date +%s)-$$"
 
-usage() { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 SCENARIO=$1
@@ -61,7 +65,7 @@ OUT=""
 STREAMS=""
 case "$SCENARIO" in
   smoke) SMOKE=1; PEERS=""; PROFILE=dev ;;
-  idle|notify|fanout|topic|ingest|catchup|batch|chat|storm|all) ;;
+  idle|notify|fanout|topic|announce|ingest|catchup|batch|webhook|chat|storm|all) ;;
   -h|--help) usage ;;
   *) echo "compare.sh: unknown scenario '$SCENARIO'" >&2; usage ;;
 esac
@@ -191,6 +195,8 @@ start_tidings() {
   wait_port "$PORT_TIDINGS" tidings
   TARGET_ARGS=(--tidings "http://127.0.0.1:$PORT_TIDINGS" --secret "$SECRET" --server-pid "$SERVER_PID"
     --note "Tidings stores every event in SQLite (WAL, synchronous=NORMAL) before sending it")
+  # announce counts the rows it stored in this file.
+  TARGET_ARGS+=(--tidings-db "$dir/tidings.db")
 }
 start_nchan() {
   port_free "$PORT_NCHAN"
@@ -242,17 +248,21 @@ if [ -n "$SMOKE" ]; then
   run_bench ingest tidings "${common[@]}" --concurrency 4 --duration 1 --users 20 "${EXTRA[@]}"
   run_bench catchup tidings "${common[@]}" --events 300 --repeat 2 --timeout 20 "${EXTRA[@]}"
   run_bench batch tidings "${common[@]}" --items 50 --concurrency 2 --duration 2 "${EXTRA[@]}"
+  run_bench webhook tidings "${common[@]}" --items 50 --concurrency 2 --duration 2 --drain 20 "${EXTRA[@]}"
   run_bench chat tidings "${common[@]}" --conversations 20 --concurrency 4 --duration 2 --drain 5 "${EXTRA[@]}"
   run_bench storm tidings "${common[@]}" --streams 50 --rate 20 --warmup 2 --after 2 --storm-timeout 30 --drain 5 "${EXTRA[@]}"
+  # Last: an announcement to `all` reaches every user, so no later scenario
+  # on this server may see one.
+  run_bench announce tidings "${common[@]}" --subscribers 20 --rate 5 --duration 2 --drain 5 "${EXTRA[@]}"
   stop_server
-  if [ "$STATUS" -eq 0 ]; then echo "smoke: 9 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
+  if [ "$STATUS" -eq 0 ]; then echo "smoke: 11 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
   exit "$STATUS"
 fi
 
 # --- comparison -----------------------------------------------------------
-if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout topic ingest catchup batch chat storm); else SCENARIOS=("$SCENARIO"); fi
+if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout topic announce ingest catchup batch webhook chat storm); else SCENARIOS=("$SCENARIO"); fi
 # Scenarios of Tidings' own API: no peer has an equivalent.
-TIDINGS_ONLY=" batch chat storm "
+TIDINGS_ONLY=" batch webhook chat storm "
 IFS=, read -r -a PEER_LIST <<<"$PEERS"
 for scenario in "${SCENARIOS[@]}"; do
   files=()

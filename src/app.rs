@@ -20,6 +20,11 @@ use crate::{
     presence::{LocalPresence, Presence, redis::RedisPresence},
     typing::{TypingState, TypingTracker},
     config::Settings,
+    contacts::ContactBook,
+    email::{EmailChannel, links::LinkSigner},
+    outbox::{ChannelSet, Outbox, webhook::WebhookChannel, worker::Worker},
+    templates::Templates,
+    webhooks::Webhooks,
     hub::{Hub, Registry, redis_bus::RedisBus},
     http,
     notifications::{Notifications, Policy},
@@ -58,6 +63,17 @@ pub struct AppState {
     pub stream: Arc<StreamSettings>,
     /// Revoked tokens, checked by the auth extractors and open streams.
     pub revocations: Arc<Revocations>,
+    /// Templates per type, rendered at publish.
+    pub templates: Arc<Templates>,
+    /// How users are reached beyond the page.
+    pub contacts: Arc<ContactBook>,
+    /// The operator's webhook endpoints.
+    pub webhooks: Arc<Webhooks>,
+    /// The outbox's channels and settings.
+    pub outbox: Arc<Outbox>,
+    /// Signs and checks the links in mails (unsubscribe, tracked clicks);
+    /// `None` when the hub has no secret to sign with.
+    pub links: Option<Arc<LinkSigner>>,
     /// Turns for streams to read their starting state (admission control).
     pub stream_opening: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server stops; every open stream watches it.
@@ -126,16 +142,19 @@ impl Application {
         let keys = Arc::new(JwtKeys::new(&settings.keys, settings.jwt_audience.as_deref())?);
         http::metrics::exporter();
         let shutdown = CancellationToken::new();
+        // Where the log stands before this node delivers anything: a fresh
+        // stream's floor starts here (see `Registry::delivered_upto`).
+        let start_after = store::event_log::newest(&db).await?;
         let hub = match redis_url {
             None => Arc::new(Hub::in_process(settings.mailbox_capacity, settings.limits.streams)),
             Some(url) => {
                 let registry = Arc::new(Registry::new());
-                let start_after = store::event_log::newest(&db).await?;
                 let bus = RedisBus::start(url, &settings.redis_namespace, db.clone(), registry.clone(), settings.tail_poll, start_after, shutdown.clone())
                     .context("configuring the Redis bus")?;
                 Arc::new(Hub::new(registry, bus, settings.mailbox_capacity, settings.limits.streams))
             }
         };
+        hub.registry().mark_delivered(start_after);
         let writer = Writer::start(write_db, hub.clone(), crate::writer::WriterSettings { batch_timeout: settings.database_timeout, ..settings.writer });
         let limiter: Arc<dyn RateLimiter> = match redis_url {
             None => {
@@ -149,6 +168,33 @@ impl Application {
         // one only briefly there.
         let preference_ttl = redis_url.map(|_| Duration::from_secs(2));
         let policy = Policy { default_channels: settings.default_channels, limiter: limiter.clone(), preference_ttl };
+        // Templates and webhooks are cached like preferences: briefly in a cluster.
+        let templates = Arc::new(Templates::new(writer.clone(), db.clone(), preference_ttl));
+        let webhooks = Arc::new(Webhooks::new(writer.clone(), db.clone(), preference_ttl));
+        let mut channels = ChannelSet::default();
+        // A webhook request gives up well within the lease, so a slow
+        // endpoint never has one row sent by two workers at once.
+        let webhook_timeout = (settings.outbox.lease / 2).min(Duration::from_secs(10));
+        channels.add(Arc::new(WebhookChannel::new(webhooks.clone(), webhook_timeout).context("building the webhook client")?));
+        // Bound here: the links in mails name the bound address unless the
+        // operator gives the public one.
+        let listener = TcpListener::bind(&settings.bind)
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{}", listener.local_addr().map_or_else(|_| settings.bind.clone(), |a| a.to_string())));
+        let link_secret: Option<Vec<u8>> = match (&settings.email, &settings.keys) {
+            (Some(email), _) if email.link_secret.is_some() => email.link_secret.as_ref().map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes().to_vec()),
+            (_, crate::auth::keys::KeySource::Secret(secret)) => Some(secrecy::ExposeSecret::expose_secret(secret).to_vec()),
+            _ => None,
+        };
+        let links = link_secret.map(|secret| Arc::new(LinkSigner::new(&secret, &public_url)));
+        if let Some(email) = &settings.email {
+            let links = links.clone().context("TIDINGS_SMTP_URL with a public-key JWT setup needs TIDINGS_EMAIL_LINK_SECRET to sign the links in mails")?;
+            // Like a webhook request, one SMTP attempt ends well within the lease.
+            let timeout = (settings.outbox.lease / 2).min(Duration::from_secs(30));
+            channels.add(Arc::new(EmailChannel::new(email, links, timeout).context("configuring email")?));
+        }
+        let outbox = Arc::new(Outbox::new(channels, settings.outbox.clone()));
         let retention = Arc::new(Retention::new(writer.clone(), db.clone(), settings.retention.clone()));
         let typing_state = match redis_url {
             None => TypingState::Local(Default::default()),
@@ -174,9 +220,6 @@ impl Application {
         // One node alone writes every revocation and needs no re-reads; in a
         // cluster they cover what the bus may lose.
         revocations.clone().spawn_watcher(redis_url.map(|_| revocation::CLUSTER_RELOAD), shutdown.clone());
-        let listener = TcpListener::bind(&settings.bind)
-            .await
-            .with_context(|| format!("binding {}", settings.bind))?;
         let metrics_listener = match &settings.metrics_bind {
             Some(bind) => Some(TcpListener::bind(bind).await.with_context(|| format!("binding {bind} for metrics"))?),
             None => None,
@@ -187,7 +230,12 @@ impl Application {
             database_timeout: settings.database_timeout,
             keys,
             hub,
-            notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy)),
+            notifications: Arc::new(Notifications::new(writer.clone(), db.clone(), policy, templates.clone(), outbox.clone())),
+            contacts: Arc::new(ContactBook::new(writer.clone(), db.clone())),
+            templates,
+            webhooks,
+            outbox,
+            links,
             chat,
             topics: Arc::new(Topics::new(writer.clone(), db.clone())),
             topic_access: Arc::new(TopicAccess { public: public_topics(&settings) }),
@@ -205,6 +253,7 @@ impl Application {
         state.hub.spawn_heartbeat(state.stream.heartbeat, state.shutdown.clone());
         state.announcements_seen.clone().spawn_flusher(state.writer.clone(), std::time::Duration::from_secs(5), state.shutdown.clone());
         state.retention.clone().spawn(state.shutdown.clone());
+        Worker { outbox: state.outbox.clone(), db: state.db.clone(), writer: state.writer.clone(), templates: state.templates.clone() }.spawn(state.shutdown.clone());
         store::spawn_checkpointer(state.db.clone(), state.shutdown.clone());
         if let Some(every) = settings.status_topic_every {
             status::spawn(state.topics.clone(), state.hub.clone(), state.writer.clone(), every, state.shutdown.clone());

@@ -73,6 +73,13 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// How long a `typing: true` lasts without renewal.
     pub typing_expiry: Duration,
+    /// Deliveries beyond the page: retries, leases, the email delay.
+    pub outbox: crate::outbox::OutboxSettings,
+    /// The email channel; `None` (no `TIDINGS_SMTP_URL`): not configured.
+    pub email: Option<crate::email::EmailSettings>,
+    /// The hub's address as users reach it, for absolute links in mail
+    /// (unsubscribe, tracked links); `None`: `http://` and the bound address.
+    pub public_url: Option<String>,
     /// How long after their last stream closes a user turns offline.
     pub presence_grace: Duration,
     /// Who sees a user's presence.
@@ -247,8 +254,9 @@ pub struct ServeArgs {
     /// except every 5 s on a zero-configuration first run (no key configured).
     #[arg(long, env = "TIDINGS_STATUS_TOPIC_SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub status_topic_secs: Option<u64>,
-    /// Channels on by default for types a user never set: any of `web`, `email`, `push`.
-    #[arg(long, env = "TIDINGS_DEFAULT_CHANNELS", default_value = "web", value_delimiter = ',')]
+    /// Channels on by default for types a user never set: any of `web`,
+    /// `email`, `push`, `webhook`.
+    #[arg(long, env = "TIDINGS_DEFAULT_CHANNELS", default_value = "web,webhook", value_delimiter = ',')]
     pub default_channels: Vec<String>,
     /// Days events are kept for resuming streams (at most 36,500: the
     /// retention cutoff is a date, and must stay one).
@@ -280,6 +288,49 @@ pub struct ServeArgs {
     /// conversation they share).
     #[arg(long, env = "TIDINGS_PRESENCE_VISIBILITY", value_enum, default_value_t = crate::presence::Visibility::Conversations)]
     pub presence_visibility: crate::presence::Visibility,
+    /// Seconds after a publish before its email is sent; an email whose
+    /// notification was read on the page by then is not sent.
+    #[arg(long, env = "TIDINGS_EMAIL_DELAY_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600))]
+    pub email_delay_secs: u64,
+    /// Emails of one user falling due within this many seconds go out as
+    /// one digest: due times are rounded up to a multiple of it. 0: no
+    /// rounding (a digest only of rows due at the same instant).
+    #[arg(long, env = "TIDINGS_EMAIL_DIGEST_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=24 * 3600))]
+    pub email_digest_secs: u64,
+    /// The SMTP server: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS) or `smtps://user:pass@host:465` (TLS). Unset: no email channel.
+    #[arg(long, env = "TIDINGS_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of mails, `Name <address>` or an address; needed with
+    /// TIDINGS_SMTP_URL.
+    #[arg(long, env = "TIDINGS_EMAIL_FROM")]
+    pub email_from: Option<String>,
+    /// The secret that signs unsubscribe and tracked links in mails (at
+    /// least 16 bytes). Unset: the HS256 JWT secret signs them; needed when
+    /// tokens are verified with a public key.
+    #[arg(long, env = "TIDINGS_EMAIL_LINK_SECRET", hide_env_values = true)]
+    pub email_link_secret: Option<String>,
+    /// The hub's address as users reach it (`https://notify.example.com`),
+    /// for the absolute links in mails. Unset: `http://` and TIDINGS_BIND.
+    #[arg(long, env = "TIDINGS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The first retry's wait, in milliseconds; each next one doubles (with
+    /// jitter) up to TIDINGS_OUTBOX_RETRY_MAX_SECS.
+    #[arg(long, env = "TIDINGS_OUTBOX_RETRY_BASE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub outbox_retry_base_ms: u64,
+    /// The longest wait between two attempts of a delivery, in seconds.
+    #[arg(long, env = "TIDINGS_OUTBOX_RETRY_MAX_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub outbox_retry_max_secs: u64,
+    /// Attempts before a delivery is `failed`.
+    #[arg(long, env = "TIDINGS_OUTBOX_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub outbox_max_attempts: u32,
+    /// How long a worker holds a claimed delivery: after it, a delivery of a
+    /// worker that died is taken again. Channels time out well before it.
+    #[arg(long, env = "TIDINGS_OUTBOX_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub outbox_lease_secs: u64,
+    /// Most deliveries a worker claims, and sends concurrently, at once.
+    #[arg(long, env = "TIDINGS_OUTBOX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub outbox_batch: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -355,6 +406,18 @@ impl ServeArgs {
                 ..RetentionSettings::default()
             },
             typing_expiry: Duration::from_secs(5),
+            outbox: crate::outbox::OutboxSettings {
+                email_delay: Duration::from_secs(self.email_delay_secs),
+                email_digest: Duration::from_secs(self.email_digest_secs),
+                retry_base: Duration::from_millis(self.outbox_retry_base_ms),
+                retry_max: Duration::from_secs(self.outbox_retry_max_secs),
+                max_attempts: self.outbox_max_attempts,
+                lease: Duration::from_secs(self.outbox_lease_secs),
+                batch: self.outbox_batch as usize,
+                ..crate::outbox::OutboxSettings::default()
+            },
+            email: email_settings(self.smtp_url, self.email_from, self.email_link_secret)?,
+            public_url: public_url(self.public_url)?,
             presence_grace: Duration::from_secs(self.presence_grace_secs),
             presence_visibility: self.presence_visibility,
             print_demo: resolved.from_secret_file,
@@ -367,14 +430,39 @@ impl ServeArgs {
     }
 }
 
+/// The email settings, when an SMTP server is configured.
+fn email_settings(smtp_url: Option<String>, from: Option<String>, link_secret: Option<String>) -> anyhow::Result<Option<crate::email::EmailSettings>> {
+    let Some(smtp_url) = smtp_url.filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let from = from.filter(|f| !f.trim().is_empty()).context("TIDINGS_SMTP_URL is set: TIDINGS_EMAIL_FROM must name the sender")?;
+    if link_secret.as_ref().is_some_and(|s| s.len() < 16) {
+        anyhow::bail!("TIDINGS_EMAIL_LINK_SECRET must be at least 16 bytes");
+    }
+    Ok(Some(crate::email::EmailSettings { smtp_url: smtp_url.into(), from, link_secret: link_secret.map(Into::into) }))
+}
+
+/// Checks `TIDINGS_PUBLIC_URL`: an absolute http(s) URL.
+fn public_url(raw: Option<String>) -> anyhow::Result<Option<String>> {
+    let Some(raw) = raw.filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let parsed = url::Url::parse(raw.trim()).with_context(|| format!("TIDINGS_PUBLIC_URL {raw:?} is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        anyhow::bail!("TIDINGS_PUBLIC_URL {raw:?} must be an http(s) URL with a host");
+    }
+    Ok(Some(parsed.as_str().trim_end_matches('/').to_owned()))
+}
+
 fn parse_channels(names: &[String]) -> anyhow::Result<Channels> {
-    let mut channels = Channels { web: false, email: false, push: false };
+    let mut channels = Channels { web: false, email: false, push: false, webhook: false };
     for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         match name {
             "web" => channels.web = true,
             "email" => channels.email = true,
             "push" => channels.push = true,
-            other => anyhow::bail!("unknown channel {other:?} in TIDINGS_DEFAULT_CHANNELS (web, email, push)"),
+            "webhook" => channels.webhook = true,
+            other => anyhow::bail!("unknown channel {other:?} in TIDINGS_DEFAULT_CHANNELS (web, email, push, webhook)"),
         }
     }
     Ok(channels)

@@ -6,7 +6,8 @@
 //!   newest `events_per_topic`. Each pruned topic's history floor moves up
 //!   in the same transaction, so a client resuming from below it gets
 //!   `reset` rather than a silent gap (see `stream`);
-//! - notifications read, expired or deleted more than `notification_max_age` ago.
+//! - notifications read, expired or deleted more than `notification_max_age` ago,
+//!   with their outbox deliveries.
 //!   Statistics are computed from the notifications that remain, so they
 //!   cover that window.
 //!
@@ -233,6 +234,9 @@ async fn delete_notifications_before(conn: &impl ConnectionTrait, horizon: chron
         }
     }
     let ids: Vec<i64> = doomed.iter().map(|(id, _, _)| *id).collect();
+    // Their outbox rows go with them: kept as long as the notification
+    // they report on (they feed the statistics), no longer.
+    entity::delivery::Entity::delete_many().filter(entity::delivery::Column::NotificationId.is_in(ids.iter().copied())).exec(conn).await?;
     let deleted = notification::Entity::delete_many().filter(notification::Column::Id.is_in(ids)).exec(conn).await?.rows_affected;
     if !deltas.is_empty() {
         unread::adjust(conn, &deltas).await?;

@@ -10,6 +10,7 @@
  *   js/stream.js         the page's stream and the connection indicator
  *   js/notifications.js  the bell: badge, panel, actions
  *   js/preferences.js    the gear: types and channels
+ *   js/channels.js       the channels this hub delivers on (GET /v1/channels)
  *   js/chat-state.js     the chat's state and merge rules
  *   js/chat.js           chat loading, stream events, typing, actions
  *   js/chat-view.js      chat rendering and controls
@@ -29,6 +30,7 @@ import {
 import {
   addPreferenceType, noticeType, onPreferenceChange, startPreferences, togglePreferences,
 } from './js/preferences.js';
+import { loadChannels, startChannels } from './js/channels.js';
 import { chat, scheduleChatRender } from './js/chat-state.js';
 import { CHAT_EVENTS, forgetTyping, loadChat, onChatStreamOpen, startChat, stopChat } from './js/chat.js';
 import { wireChat } from './js/chat-view.js';
@@ -147,6 +149,7 @@ function signIn(token) {
   session.claims = claims;
   startNotifications();
   startPreferences();
+  startChannels();
   $('setup').hidden = true;
   $('session').hidden = false;
   $('try-it').hidden = false;
@@ -157,6 +160,7 @@ function signIn(token) {
   connect();
   connectHubStatus();
   loadPage(null).catch(reportError);
+  loadChannels().then(scheduleRender);
   // Should the stream not open (too many tabs, say), chat still loads over REST.
   clearTimeout(chatBootTimer);
   chatBootTimer = setTimeout(() => {

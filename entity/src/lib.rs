@@ -5,7 +5,9 @@
 
 pub mod announcement;
 pub mod announcement_mark;
+pub mod contact;
 pub mod conversation;
+pub mod delivery;
 pub mod event;
 pub mod history_floor;
 pub mod idempotency_key;
@@ -15,4 +17,6 @@ pub mod message;
 pub mod notification;
 pub mod preference;
 pub mod revocation;
+pub mod template;
 pub mod unread_counter;
+pub mod webhook;

@@ -14,6 +14,7 @@ pub struct Model {
     pub web: bool,
     pub email: bool,
     pub push: bool,
+    pub webhook: bool,
     pub updated_at: DateTimeUtc,
 }
 

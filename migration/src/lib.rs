@@ -15,6 +15,7 @@ mod m20261202_000005_unread_counters;
 mod m20261202_000006_revocations;
 mod m20261202_000007_topic_keys;
 mod m20261202_000008_announcements;
+mod m20261202_000009_outbox;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000006_revocations::Migration),
             Box::new(m20261202_000007_topic_keys::Migration),
             Box::new(m20261202_000008_announcements::Migration),
+            Box::new(m20261202_000009_outbox::Migration),
         ]
     }
 }

@@ -64,8 +64,12 @@ pub struct PublishRequest {
     #[schema(example = "comment.created", min_length = 1, max_length = 50, pattern = r"^[a-z0-9_.-]{1,50}$")]
     pub kind: String,
     /// 1-255 characters, no control characters, not only white space.
-    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
-    pub title: String,
+    /// May be left out (with `body`) when the type has a template
+    /// (`PUT /v1/templates/{type}`): both are then rendered from it with
+    /// `data`, in each recipient's contact locale.
+    #[serde(default)]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
+    pub title: Option<String>,
     /// At most 10,000 characters.
     #[serde(default)]
     #[schema(max_length = 10000)]
@@ -171,9 +175,45 @@ pub struct NewNotification {
     pub expires_at: Option<DateTime<Utc>>,
     pub group_key: Option<String>,
     pub critical: bool,
+    /// True when the title was left out: title and body are rendered from
+    /// the type's template before the publish is queued.
+    pub templated: bool,
+    /// Recipients whose locale renders the template differently from
+    /// `title` and `body`: user id → (title, body).
+    pub localized: std::collections::HashMap<String, (String, String)>,
     /// `Some` for an announcement, stored once for this audience; then
     /// `recipients` is empty.
     pub audience: Option<Audience>,
+}
+
+impl NewNotification {
+    /// The title and body `user`'s copy carries.
+    pub fn text_for(&self, user: &str) -> (&str, &str) {
+        match self.localized.get(user) {
+            Some((title, body)) => (title, body),
+            None => (&self.title, &self.body),
+        }
+    }
+}
+
+/// Checks a title against the contract's rule (also a rendered one).
+pub fn validate_title(title: &str) -> Result<(), DomainError> {
+    // The same rule as conversation titles: 1-255 characters, no control
+    // characters (NUL breaks PostgreSQL text, line breaks break logs and
+    // e-mail subjects), and not only white space.
+    super::chat::validate_short("title", Some(title))?;
+    if title.trim().is_empty() {
+        return Err(DomainError::invalid_field("title", "title must not be only white space"));
+    }
+    Ok(())
+}
+
+/// Checks a body's length (also a rendered one).
+pub fn validate_body(body: &str) -> Result<(), DomainError> {
+    if body.chars().count() > MAX_BODY_CHARS {
+        return Err(DomainError::invalid_field("body", "body must be at most 10000 characters"));
+    }
+    Ok(())
 }
 
 impl PublishRequest {
@@ -211,16 +251,11 @@ impl PublishRequest {
             }
         }
         let kind = NotificationType::parse(&self.kind).map_err(|why| DomainError::invalid_field("type", format!("type {why}")))?;
-        // The same rule as conversation titles: 1-255 characters, no control
-        // characters (NUL breaks PostgreSQL text, line breaks break logs and
-        // e-mail subjects), and not only white space.
-        super::chat::validate_short("title", Some(&self.title))?;
-        if self.title.trim().is_empty() {
-            return Err(DomainError::invalid_field("title", "title must not be only white space"));
+        let templated = self.title.is_none();
+        if let Some(title) = &self.title {
+            validate_title(title)?;
         }
-        if self.body.chars().count() > MAX_BODY_CHARS {
-            return Err(DomainError::invalid_field("body", "body must be at most 10000 characters"));
-        }
+        validate_body(&self.body)?;
         let data = match self.data {
             None | Some(serde_json::Value::Null) => None,
             Some(value @ serde_json::Value::Object(_)) => {
@@ -252,13 +287,15 @@ impl PublishRequest {
         Ok(NewNotification {
             recipients,
             kind,
-            title: self.title,
+            title: self.title.unwrap_or_default(),
             body: self.body,
             data,
             action_url: self.action_url,
             expires_at: self.expires_at.map(truncate_to_millis),
             group_key: self.group_key,
             critical: self.critical,
+            templated,
+            localized: std::collections::HashMap::new(),
             audience,
         })
     }
@@ -331,6 +368,11 @@ pub struct Notification {
     /// with `critical`); left out when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub critical: bool,
+    /// When the email of this notification is due, while one is pending:
+    /// only in `GET /v1/notifications` answers (the page's "email pending"
+    /// mark); left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
+    pub email_due_at: Option<DateTime<Utc>>,
 }
 
 impl From<entity::notification::Model> for Notification {
@@ -360,6 +402,7 @@ impl Notification {
             read_at: row.read_at,
             audience: None,
             critical: false,
+            email_due_at: None,
         }
     }
 }

@@ -2,19 +2,23 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Delivery channels. Only `web` (the stream) delivers today; `email` and
-/// `push` are kept for the delivery channels to come.
+/// Delivery channels: `web` is the stream; the others are delivered from
+/// the durable outbox (`crate::outbox`) when the hub has them configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Channels {
     pub web: bool,
     pub email: bool,
     pub push: bool,
+    /// The operator's own endpoints (`POST /v1/webhooks`): the way out to
+    /// channels the hub does not speak (SMS, FCM, APNs).
+    pub webhook: bool,
 }
 
 impl Default for Channels {
-    /// The operator's default unless configured: web on, the others off.
+    /// The operator's default unless configured: web and webhook on (a
+    /// webhook delivers only where an operator registered one), the others off.
     fn default() -> Self {
-        Channels { web: true, email: false, push: false }
+        Channels { web: true, email: false, push: false, webhook: true }
     }
 }
 
@@ -41,7 +45,7 @@ impl From<entity::preference::Model> for Preference {
         Preference {
             kind: row.kind,
             enabled: row.enabled,
-            channels: Channels { web: row.web, email: row.email, push: row.push },
+            channels: Channels { web: row.web, email: row.email, push: row.push, webhook: row.webhook },
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct ChannelsUpdate {
     pub web: Option<bool>,
     pub email: Option<bool>,
     pub push: Option<bool>,
+    pub webhook: Option<bool>,
 }
 
 impl ChannelsUpdate {
@@ -72,6 +77,7 @@ impl ChannelsUpdate {
             web: self.web.unwrap_or(defaults.web),
             email: self.email.unwrap_or(defaults.email),
             push: self.push.unwrap_or(defaults.push),
+            webhook: self.webhook.unwrap_or(defaults.webhook),
         }
     }
 }

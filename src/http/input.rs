@@ -211,6 +211,11 @@ pub mod query {
         optional(d, |raw| DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|_| "must be an RFC 3339 time"))
     }
 
+    /// A BCP 47 locale tag (`fr`, `pt-BR`); empty means none.
+    pub fn locale<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        optional(d, |raw| crate::contacts::validate_locale(raw).map(|()| raw.to_owned()))
+    }
+
     /// An event id of the log.
     pub fn event_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventId>, D::Error> {
         optional(d, |raw| EventId::parse(raw).ok_or("must be an event id"))

@@ -75,6 +75,23 @@ async fn scrape(State(state): State<AppState>) -> Response {
     };
     gauge!("tidings_db_pool_connections", "state" => "idle").set(idle as f64);
     gauge!("tidings_db_pool_connections", "state" => "in_use").set(size.saturating_sub(idle as u32) as f64);
+    // The outbox: rows by channel and status (every node sees the same
+    // table), and the age of the oldest row that is due and not taken.
+    match crate::outbox::store::counts(&state.db).await {
+        Ok(counts) => {
+            for (channel, status, n) in counts {
+                gauge!("tidings_deliveries", "channel" => channel, "status" => status).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting deliveries for /metrics failed"),
+    }
+    match crate::outbox::worker::oldest_due(&state.db).await {
+        Ok(oldest) => {
+            let lag = oldest.map_or(0.0, |due| (chrono::Utc::now() - due).num_milliseconds().max(0) as f64 / 1000.0);
+            gauge!("tidings_outbox_lag_seconds").set(lag);
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the outbox lag for /metrics failed"),
+    }
     let handle = exporter();
     handle.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()

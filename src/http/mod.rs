@@ -3,7 +3,9 @@
 //! Routers are `utoipa-axum` routers, so the OpenAPI document is built from
 //! the very routes that are served.
 
+pub mod contacts;
 pub mod conversations;
+pub mod email;
 pub mod health;
 pub mod input;
 pub mod metrics;
@@ -15,7 +17,9 @@ pub mod presence;
 pub mod revocations;
 pub mod stats;
 pub mod stream;
+pub mod templates;
 pub mod topics;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -121,6 +125,10 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
                 .merge(presence::router())
                 .merge(topics::router())
                 .merge(revocations::router())
+                .merge(templates::router())
+                .merge(contacts::router())
+                .merge(webhooks::router())
+                .merge(email::router())
                 .layer(deadline),
         );
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

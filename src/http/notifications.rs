@@ -38,6 +38,18 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(remove))
         .routes(routes!(read))
         .routes(routes!(click))
+        .routes(routes!(deliveries))
+}
+
+/// The deliveries of a notification beyond the page (email, push,
+/// webhook), one per channel and endpoint: the owner's own, or any with
+/// scope `publish`.
+#[utoipa::path(get, path = "/notifications/{id}/deliveries", tag = "notifications", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses((status = 200, body = Vec<crate::outbox::DeliveryState>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn deliveries(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Vec<crate::outbox::DeliveryState>>, ApiError> {
+    let as_publisher = user.has_scope(crate::auth::PUBLISH_SCOPE);
+    Ok(Json(state.notifications.deliveries(&user.user, as_publisher, path_id(&id)?).await?))
 }
 
 /// Publishes a notification to one user or up to 1000 (scope `publish`).

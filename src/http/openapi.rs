@@ -35,6 +35,9 @@ use crate::{
         (name = "preferences", description = "Which types a user wants, on which channels"),
         (name = "chat", description = "Conversations and messages over the same stream"),
         (name = "presence", description = "Who is online"),
+        (name = "templates", description = "Templates per type, rendered at publish (scope admin)"),
+        (name = "contacts", description = "How a user is reached beyond the page (scope publish)"),
+        (name = "webhooks", description = "Signed deliveries to the operator's endpoints (scope admin)"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]

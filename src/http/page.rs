@@ -43,6 +43,7 @@ const CSS: &str = "text/css; charset=utf-8";
 /// The page's modules, served under `/js/`: one per concern, imported by
 /// `app.js` (see its opening comment for what each is for).
 const MODULES: &[(&str, &str)] = &[
+    ("channels.js", include_str!("../../static/js/channels.js")),
     ("chat-state.js", include_str!("../../static/js/chat-state.js")),
     ("chat-view.js", include_str!("../../static/js/chat-view.js")),
     ("chat.js", include_str!("../../static/js/chat.js")),

@@ -59,7 +59,8 @@ async fn open(State(state): State<AppState>, StreamUser(principal): StreamUser, 
     let turn = stream::opening_turn(&context)
         .await
         .ok_or(ApiError::Overloaded { retry_after_secs: 1 })?;
-    let floor = crate::store::event_log::newest(&state.db).await?;
+    // Before it subscribes: what the registry has handed out so far.
+    let floor = state.hub.registry().delivered_upto();
     let viewer = state.viewer(&principal);
     let frames = stream::open(context, principal, viewer, resume_from, topics, floor, turn).map_err(|refusal| match refusal {
         Refusal::TooManyForUser => ApiError::RateLimited { retry_after_secs: 10 },

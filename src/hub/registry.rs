@@ -5,12 +5,12 @@ use std::{
     hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
 };
 
 use super::{Event, Mailbox};
-use crate::domain::Topic;
+use crate::domain::{EventId, Topic};
 
 const SHARDS: usize = 32;
 
@@ -26,6 +26,11 @@ pub struct Registry {
     shards: Box<[Shard]>,
     /// Mailboxes that overflowed (each then catches up from the log).
     overflows: AtomicU64,
+    /// The newest logged event handed to every listener: events arrive in
+    /// id order, so a stream that subscribes after reading this gets every
+    /// later event in its mailbox. Its fresh start reads from here (an
+    /// in-memory floor instead of a query).
+    delivered_upto: AtomicI64,
 }
 
 impl Default for Registry {
@@ -41,6 +46,7 @@ impl Registry {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             overflows: AtomicU64::new(0),
+            delivered_upto: AtomicI64::new(0),
         }
     }
 
@@ -110,7 +116,20 @@ impl Registry {
                     }
                 }
             }
+            if let Some(id) = event.id {
+                self.mark_delivered(id);
+            }
         }
+    }
+
+    /// Records that every logged event up to `id` has been handed out.
+    pub fn mark_delivered(&self, id: EventId) {
+        self.delivered_upto.fetch_max(id.get(), Ordering::Release);
+    }
+
+    /// The newest logged event handed to every listener (see the field).
+    pub fn delivered_upto(&self) -> EventId {
+        EventId::new(self.delivered_upto.load(Ordering::Acquire))
     }
 
     /// Makes every stream on this node catch up from the log.

@@ -53,6 +53,12 @@ impl Viewer {
         }
     }
 
+    /// The user alone, with no token to judge topics by: a signed link in
+    /// a mail acts on the user's own notifications only.
+    pub fn of_user(user: UserId) -> Self {
+        Viewer { user, publisher: false, patterns: Arc::from(Vec::new()), public: Arc::from(Vec::new()) }
+    }
+
     /// The user.
     pub fn user(&self) -> &UserId {
         &self.user
@@ -104,6 +110,7 @@ pub fn notification(row: &entity::announcement::Model, read_at: Option<DateTime<
         read_at,
         audience: Some(Audience::from_stored(row.audience_topic.as_deref()).view()),
         critical: row.critical,
+        email_due_at: None,
     }
 }
 

@@ -12,7 +12,7 @@ pub mod preference_cache;
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, EntityTrait};
 use serde::Serialize;
 
 use crate::{
@@ -23,8 +23,11 @@ use crate::{
         notification::{Audience as Broadcast, NewNotification, Notification, NotificationType, truncate_to_millis},
         preference::{Channels, Preference, PreferenceUpdate},
     },
+    contacts,
+    outbox::{ChannelKind, Outbox, Routes, store::NewDelivery},
     ratelimit::{RateLimiter, retry_after_secs},
-    store::{announcements as announcement_rows, event_log, idempotency, notifications as rows, preferences, unread},
+    store::{announcements as announcement_rows, idempotency, notifications as rows, preferences, unread},
+    templates::Templates,
     writer::{LogWrite, PlainPublish, Writer},
 };
 use announcements::Viewer;
@@ -88,6 +91,18 @@ pub struct TypeStats {
     pub read_rate: f64,
     /// `clicked / sent`, 0 when nothing was sent.
     pub click_rate: f64,
+    /// Per channel beyond the page (`email`, `push`, `webhook`) that
+    /// delivered any of this type: deliveries sent and failed, and sent ones
+    /// whose notification was clicked.
+    pub channels: std::collections::BTreeMap<String, ChannelStats>,
+}
+
+/// Delivery statistics of one type over one channel.
+#[derive(Serialize, utoipa::ToSchema, Default, Clone, Copy)]
+pub struct ChannelStats {
+    pub sent: u64,
+    pub failed: u64,
+    pub clicked: u64,
 }
 
 /// What a list asks for, already validated.
@@ -115,6 +130,10 @@ pub struct Notifications {
     db: DatabaseConnection,
     policy: Policy,
     preferences: PreferenceCache,
+    /// Rendered at publish when a type's publish leaves out its title.
+    templates: Arc<Templates>,
+    /// Which channels beyond the page are configured, and the worker to wake.
+    outbox: Arc<Outbox>,
 }
 
 /// Who gets a publish, decided before it is queued.
@@ -123,12 +142,14 @@ struct Audience {
     suppressed: Vec<String>,
     /// The others, in request order, each with its rate-limit verdict.
     wanted: Vec<(UserId, Result<(), Duration>)>,
+    /// Per wanted recipient (same order), the outbox rows its copy gets.
+    routes: Vec<Routes>,
 }
 
 impl Audience {
     /// Recipients within their limit.
-    fn allowed(&self) -> Vec<UserId> {
-        self.wanted.iter().filter(|(_, limit)| limit.is_ok()).map(|(user, _)| user.clone()).collect()
+    fn allowed(&self) -> (Vec<UserId>, Vec<Routes>) {
+        self.wanted.iter().zip(&self.routes).filter(|((_, limit), _)| limit.is_ok()).map(|((user, _), routes)| (user.clone(), routes.clone())).unzip()
     }
 
     /// Recipients over their limit, and the longest wait among them.
@@ -152,9 +173,9 @@ pub type BatchItem = Result<NewNotification, DomainError>;
 
 impl Notifications {
     /// Use cases writing through `writer` and reading from `db`, under `policy`.
-    pub fn new(writer: Arc<Writer>, db: DatabaseConnection, policy: Policy) -> Self {
+    pub fn new(writer: Arc<Writer>, db: DatabaseConnection, policy: Policy, templates: Arc<Templates>, outbox: Arc<Outbox>) -> Self {
         let preferences = PreferenceCache::new(policy.preference_ttl);
-        Notifications { writer, db, policy, preferences }
+        Notifications { writer, db, policy, preferences, templates, outbox }
     }
 
     /// Stores one notification per recipient and sends each to its owner,
@@ -166,12 +187,13 @@ impl Notifications {
     /// With an idempotency key, a retry with the same body gets the first
     /// answer and creates nothing; the check runs again inside the write,
     /// so two racing retries cannot both create.
-    pub async fn publish(&self, caller: &UserId, key: Option<IdempotencyKey<'_>>, new: NewNotification) -> Result<PublishOutcome, DomainError> {
+    pub async fn publish(&self, caller: &UserId, key: Option<IdempotencyKey<'_>>, mut new: NewNotification) -> Result<PublishOutcome, DomainError> {
         if let Some(key) = &key
             && let Some(earlier) = self.remembered(caller, key).await?
         {
             return Ok(earlier);
         }
+        self.render(&mut new).await?;
         let audience = self.audience(&new).await?;
         let now = truncate_to_millis(Utc::now());
         if key.is_none() && new.group_key.is_none() && new.audience.is_none() {
@@ -181,7 +203,10 @@ impl Notifications {
         }
         let key = key.map(|k| (k.key.to_owned(), k.request_hash));
         let caller = caller.clone();
-        self.writer
+        let email_due = self.email_due(now);
+        let outbox = self.outbox.clone();
+        let answer = self
+            .writer
             .run(move |write| {
                 Box::pin(async move {
                     if let Some((key, hash)) = &key
@@ -189,7 +214,7 @@ impl Notifications {
                     {
                         return replay(earlier, hash);
                     }
-                    let published = publish_in(write, &new, audience, now).await?;
+                    let published = publish_in(write, &new, audience, now, email_due).await?;
                     let answer = outcome(&published)?;
                     if let Some((key, hash)) = &key {
                         let stored = idempotency::StoredAnswer { request_hash: hash.clone(), status: 201, body: answer.body.clone() };
@@ -198,7 +223,9 @@ impl Notifications {
                     Ok(answer)
                 })
             })
-            .await
+            .await;
+        outbox.wake();
+        answer
     }
 
     /// Publishes up to 1,000 notifications in one request: each item gets
@@ -216,10 +243,14 @@ impl Notifications {
         let mut prepared = Vec::with_capacity(items.len());
         for item in items {
             prepared.push(match item {
-                Ok(new) => self.audience(&new).await.map(|audience| (new, audience)),
+                Ok(mut new) => match self.render(&mut new).await {
+                    Ok(()) => self.audience(&new).await.map(|audience| (new, audience)),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             });
         }
+        let email_due = self.email_due(now);
         let results = match key {
             Some(key) => {
                 let (key, hash) = (key.key.to_owned(), key.request_hash);
@@ -234,7 +265,7 @@ impl Notifications {
                             let mut results = Vec::with_capacity(prepared.len());
                             for item in prepared {
                                 results.push(match item {
-                                    Ok((new, audience)) => publish_alone(write, &new, audience, now).await?,
+                                    Ok((new, audience)) => publish_alone(write, &new, audience, now, email_due).await?,
                                     Err(e) => Err(e),
                                 });
                             }
@@ -244,7 +275,8 @@ impl Notifications {
                             Ok(answer)
                         })
                     })
-                    .await;
+                    .await
+                    .inspect(|_| self.outbox.wake());
             }
             None => self.publish_items(prepared, now).await,
         };
@@ -267,7 +299,8 @@ impl Notifications {
                     plain.push((Arc::new(new), audience));
                 }
                 Ok((new, audience)) => {
-                    let job = self.writer.run(move |write| Box::pin(async move { publish_in(write, &new, audience, now).await }));
+                    let email_due = self.email_due(now);
+                    let job = self.writer.run(move |write| Box::pin(async move { publish_in(write, &new, audience, now, email_due).await }));
                     grouped.push((slot, job));
                 }
             }
@@ -288,6 +321,7 @@ impl Notifications {
         for (slot, result) in grouped_results {
             results[slot] = Some(result);
         }
+        self.outbox.wake();
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(DomainError::internal(anyhow::anyhow!("a batch item got no answer"))))).collect()
     }
 
@@ -297,23 +331,28 @@ impl Notifications {
         let mut results: Vec<Result<Published, DomainError>> = Vec::with_capacity(items.len());
         let mut queued = Vec::new();
         let mut queued_slots = Vec::new();
+        let mut wake = false;
         for (slot, (new, audience)) in items.into_iter().enumerate() {
             let (rate_limited, longest_wait) = audience.limited();
             if !new.recipients.is_empty() && rate_limited.len() == new.recipients.len() {
                 results.push(Err(DomainError::RateLimited { retry_after_secs: retry_after_secs(longest_wait) }));
                 continue;
             }
-            let allowed = audience.allowed();
+            let (allowed, routes) = audience.allowed();
             results.push(Ok(Published { created: Vec::new(), suppressed: audience.suppressed, rate_limited }));
             if !allowed.is_empty() {
                 queued_slots.push(slot);
-                queued.push(PlainPublish { new, recipients: allowed, now });
+                wake |= routes.iter().any(|r| !r.is_empty());
+                queued.push(PlainPublish { new, recipients: allowed, now, routes, email_due: self.email_due(now) });
             }
         }
         if queued.is_empty() {
             return Ok(results);
         }
         let created = self.writer.publish(queued).await;
+        if wake {
+            self.outbox.wake();
+        }
         match created {
             Ok(created) => {
                 for (slot, rows) in queued_slots.into_iter().zip(created) {
@@ -348,8 +387,97 @@ impl Notifications {
             .iter()
             .partition(|user| !new.critical && !preferences.get(user.as_str()).is_none_or(Preference::delivers));
         let wanted: Vec<UserId> = wanted.into_iter().cloned().collect();
+        let routes = self.routes(new.kind.as_str(), &wanted, &preferences).await;
         let limits = self.policy.limiter.check_recipients(&wanted, new.kind.as_str()).await;
-        Ok(Audience { suppressed: suppressed.iter().map(ToString::to_string).collect(), wanted: wanted.into_iter().zip(limits).collect() })
+        Ok(Audience { suppressed: suppressed.iter().map(ToString::to_string).collect(), wanted: wanted.into_iter().zip(limits).collect(), routes })
+    }
+
+    /// Per recipient, the outbox rows of type `kind`: each channel beyond the
+    /// page that the recipient's preference (or the operator's default)
+    /// turns on and the hub has configured for the type. Recipients with the
+    /// same channels share one list.
+    async fn routes(&self, kind: &str, users: &[UserId], preferences: &std::collections::HashMap<String, Preference>) -> Vec<Routes> {
+        let none: Routes = Arc::from(Vec::new());
+        if self.outbox.channels.is_empty() {
+            return vec![none; users.len()];
+        }
+        let mut by_channels: Vec<(Channels, Routes)> = Vec::new();
+        let mut routes = Vec::with_capacity(users.len());
+        for user in users {
+            let channels = preferences.get(user.as_str()).map_or(self.policy.default_channels, |p| p.channels);
+            let found = match by_channels.iter().find(|(c, _)| *c == channels) {
+                Some((_, found)) => found.clone(),
+                None => {
+                    let found: Routes = Arc::from(self.outbox.channels.routes(kind, |channel| wants(channels, channel)).await);
+                    by_channels.push((channels, found.clone()));
+                    found
+                }
+            };
+            routes.push(found);
+        }
+        routes
+    }
+
+    /// When an email row of a publish made at `now` falls due.
+    fn email_due(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.outbox.settings.due_at(ChannelKind::Email, now)
+    }
+
+    /// Renders the title and body of a publish that left them out from its
+    /// type's template, per recipient locale; refuses (422) a type without
+    /// a template, or data the template cannot render, naming the field.
+    async fn render(&self, new: &mut NewNotification) -> Result<(), DomainError> {
+        if !new.templated {
+            return Ok(());
+        }
+        let kind = new.kind.as_str().to_owned();
+        if !self.templates.exists(&kind).await? {
+            return Err(DomainError::invalid_field("title", format!("title is required: type {kind} has no template")));
+        }
+        let data: serde_json::Value = new.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_else(|| serde_json::json!({}));
+        if new.recipients.is_empty() {
+            // An announcement is stored once: rendered from the default row.
+            let text = self
+                .templates
+                .render(&kind, None, &data)
+                .await?
+                .ok_or_else(|| DomainError::invalid_field("title", format!("title is required: type {kind} has no template")))?;
+            crate::domain::notification::validate_title(&text.title)?;
+            crate::domain::notification::validate_body(&text.body)?;
+            (new.title, new.body) = (text.title, text.body);
+            return Ok(());
+        }
+        let users: Vec<&str> = new.recipients.iter().map(UserId::as_str).collect();
+        let locales = contacts::locales(&self.db, &users).await?;
+        // One rendering per template locale the recipients fall back to.
+        let mut rendered: std::collections::HashMap<Option<String>, (String, String)> = std::collections::HashMap::new();
+        let mut first = None;
+        for user in &new.recipients {
+            let key = self.templates.locale_key(&kind, locales.get(user.as_str()).map(String::as_str)).await?;
+            if !rendered.contains_key(&key) {
+                let text = self
+                    .templates
+                    .render(&kind, key.as_deref(), &data)
+                    .await?
+                    .ok_or_else(|| DomainError::invalid_field("title", format!("title is required: type {kind} has no template")))?;
+                crate::domain::notification::validate_title(&text.title)?;
+                crate::domain::notification::validate_body(&text.body)?;
+                rendered.insert(key.clone(), (text.title, text.body));
+            }
+            match &first {
+                None => first = Some(key),
+                Some(default) if *default != key => {
+                    new.localized.insert(user.as_str().to_owned(), rendered[&key].clone());
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(key) = first {
+            let (title, body) = rendered.remove(&key).unwrap_or_default();
+            new.title = title;
+            new.body = body;
+        }
+        Ok(())
     }
 
     /// The user's preferences: every type they changed or received, with
@@ -379,8 +507,57 @@ impl Notifications {
         Ok(Preference::from(row))
     }
 
+    /// Turns `channel` off for each of `types` of `user`, keeping the rest of
+    /// each preference as it stands (the operator's default where the user
+    /// never chose): what a signed unsubscribe link does, without a login.
+    /// Read and write happen in one writer step, so a concurrent change of
+    /// another channel is not lost.
+    pub async fn turn_off_channel(&self, user: &UserId, types: &[NotificationType], channel: ChannelKind) -> Result<Vec<Preference>, DomainError> {
+        let (owner, names) = (user.clone(), types.iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>());
+        let defaults = self.policy.default_channels;
+        let changed = self
+            .writer
+            .run(move |write| {
+                Box::pin(async move {
+                    let stored = preferences::of_user(write.conn(), &owner).await?;
+                    let mut changed = Vec::with_capacity(names.len());
+                    for name in &names {
+                        let (enabled, mut channels) = stored
+                            .iter()
+                            .find(|row| &row.kind == name)
+                            .map_or((true, defaults), |row| (row.enabled, Preference::from(row.clone()).channels));
+                        match channel {
+                            ChannelKind::Email => channels.email = false,
+                            ChannelKind::Push => channels.push = false,
+                            ChannelKind::Webhook => channels.webhook = false,
+                        }
+                        changed.push(Preference::from(preferences::upsert(write.conn(), &owner, name, enabled, channels).await?));
+                    }
+                    Ok(changed)
+                })
+            })
+            .await?;
+        for kind in types {
+            self.preferences.invalidate(user, kind.as_str());
+        }
+        Ok(changed)
+    }
+
+    /// A click on a tracked link in a mail: recorded like
+    /// `POST /v1/notifications/{id}/click` by the user (which marks the
+    /// notification read), answering the notification, whose stored
+    /// `action_url` is where the link leads.
+    pub async fn click_from_link(&self, user: &UserId, id: i64) -> Result<Notification, DomainError> {
+        self.read_one(&Viewer::of_user(user.clone()), id, true).await
+    }
+
     /// Per-type statistics, computed from the stored notifications.
     pub async fn stats(&self, kind: Option<&NotificationType>, since: Option<chrono::DateTime<Utc>>) -> Result<Vec<TypeStats>, DomainError> {
+        let mut per_channel: std::collections::HashMap<String, std::collections::BTreeMap<String, ChannelStats>> = std::collections::HashMap::new();
+        for (kind, channel, sent, failed, clicked) in crate::outbox::store::stats(&self.db, kind.map(NotificationType::as_str), since).await? {
+            let count = |n: i64| n.max(0) as u64;
+            per_channel.entry(kind).or_default().insert(channel, ChannelStats { sent: count(sent), failed: count(failed), clicked: count(clicked) });
+        }
         let mut totals: std::collections::BTreeMap<String, (i64, i64, i64)> = std::collections::BTreeMap::new();
         let own = rows::stats(&self.db, kind.map(NotificationType::as_str), since).await?;
         let broadcast = announcement_rows::stats(&self.db, kind.map(NotificationType::as_str), since).await?;
@@ -394,7 +571,8 @@ impl Notifications {
             .map(|(kind, sent, read, clicked)| {
                 let (sent, read, clicked) = (sent.max(0) as u64, read.max(0) as u64, clicked.max(0) as u64);
                 let rate = |n: u64| if sent == 0 { 0.0 } else { n as f64 / sent as f64 };
-                TypeStats { kind, sent, read, clicked, read_rate: rate(read), click_rate: rate(clicked) }
+                let channels = per_channel.remove(&kind).unwrap_or_default();
+                TypeStats { kind, sent, read, clicked, read_rate: rate(read), click_rate: rate(clicked), channels }
             })
             .collect())
     }
@@ -429,6 +607,14 @@ impl Notifications {
         } else {
             None
         };
+        if self.outbox.channels.get(ChannelKind::Email).is_some() {
+            // Only the user's own unread notifications can have an email waiting.
+            let unread: Vec<i64> = found.iter().filter(|n| n.user_id.is_some() && n.read_at.is_none()).map(|n| n.id).collect();
+            let due = crate::outbox::store::pending_due(&self.db, ChannelKind::Email, &unread).await?;
+            for notification in &mut found {
+                notification.email_due_at = due.get(&notification.id).copied();
+            }
+        }
         Ok(Page { items: found, next_cursor })
     }
 
@@ -522,6 +708,20 @@ impl Notifications {
             .await
     }
 
+    /// The deliveries of a notification beyond the page. The owner sees
+    /// their own; a backend (`as_publisher`) any. Another user's is not found.
+    pub async fn deliveries(&self, user: &UserId, as_publisher: bool, id: i64) -> Result<Vec<crate::outbox::DeliveryState>, DomainError> {
+        let exists = if as_publisher {
+            entity::notification::Entity::find_by_id(id).one(&self.db).await?.is_some()
+        } else {
+            rows::find(&self.db, user, id, Utc::now()).await?.is_some()
+        };
+        if !exists {
+            return Err(DomainError::NotFound);
+        }
+        Ok(crate::outbox::store::of_notification(&self.db, id).await?.into_iter().map(Into::into).collect())
+    }
+
     /// Deletes a notification for its owner; an announcement, for the viewer alone.
     pub async fn delete(&self, viewer: &Viewer, id: i64) -> Result<(), DomainError> {
         let viewer = viewer.clone();
@@ -590,23 +790,24 @@ fn batch_outcome(results: Vec<Result<Published, DomainError>>) -> Result<Publish
 
 /// One publish inside a batch job, in its own savepoint so that a failed
 /// item stores nothing: the outer `Result` is the batch's, the inner the item's.
-async fn publish_alone(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>) -> Result<Result<Published, DomainError>, DomainError> {
+async fn publish_alone(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>, email_due: DateTime<Utc>) -> Result<Result<Published, DomainError>, DomainError> {
     write.savepoint().await?;
-    let result = publish_in(write, new, audience, now).await;
+    let result = publish_in(write, new, audience, now, email_due).await;
     write.end_savepoint(result.is_ok()).await?;
     Ok(result)
 }
 
 /// A publish inside the writer, one recipient at a time: folds into an
 /// unread group where there is one, else stores a new copy for recipients
-/// within their limit.
-async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>) -> Result<Published, DomainError> {
+/// within their limit. A new copy gets its outbox rows; a folded one does
+/// not (the group's first copy was delivered already).
+async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audience, now: DateTime<Utc>, email_due: DateTime<Utc>) -> Result<Published, DomainError> {
     if let Some(broadcast) = &new.audience {
         return announce_in(write, new, broadcast, now).await;
     }
     let mut answer = Published { created: Vec::new(), suppressed: audience.suppressed, rate_limited: Vec::new() };
     let mut longest_wait = Duration::ZERO;
-    for (user, limit) in audience.wanted {
+    for ((user, limit), routes) in audience.wanted.into_iter().zip(audience.routes) {
         let group = match &new.group_key {
             Some(group_key) => rows::unread_group(write.conn(), &user, group_key).await?,
             None => None,
@@ -623,7 +824,21 @@ async fn publish_in(write: &mut LogWrite, new: &NewNotification, audience: Audie
             Some(group) => (rows::fold_into(write.conn(), group, new, event_id.get(), now).await?, 0),
             None => {
                 let id = write.notification_id().await?;
-                (rows::insert(write.conn(), id, event_id.get(), &user, new, now).await?, 1)
+                let row = rows::insert(write.conn(), id, event_id.get(), &user, new, now).await?;
+                if !routes.is_empty() {
+                    let deliveries: Vec<NewDelivery> = routes
+                        .iter()
+                        .map(|route| NewDelivery {
+                            notification_id: id,
+                            user_id: user.as_str().to_owned(),
+                            route: route.clone(),
+                            due_at: if route.channel == ChannelKind::Email { email_due } else { now },
+                            now,
+                        })
+                        .collect();
+                    crate::outbox::store::insert(write.conn(), &deliveries).await?;
+                }
+                (row, 1)
             }
         };
         let notification = Notification::from(row);
@@ -688,13 +903,12 @@ async fn announce_unread_count(write: &mut LogWrite, user: &UserId, delta: i64) 
 /// come separately, so that a stream can keep adding them to the shared
 /// counts it forwards.
 pub async fn unread_state(conn: &impl sea_orm::ConnectionTrait, viewer: &Viewer, topics: &[Topic]) -> Result<UnreadState, sea_orm::DbErr> {
-    let position = event_log::head(conn, topics).await?;
     let now = Utc::now();
-    let own = unread::count(conn, viewer.user(), now).await?;
-    let hidden = preferences::hidden_types(conn, viewer.user()).await?;
-    let unread_announcements = announcements::unread_given(conn, viewer, &hidden, now).await?;
-    let announced = unread_announcements.iter().map(|seen| announcements::announced(&seen.row)).collect();
-    Ok(UnreadState { position, own, announced, hidden })
+    let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
+    let state = unread::stream_state(conn, viewer.user(), &names, now).await?;
+    let hidden = if state.hiding_preferences > 0 { preferences::hidden_types(conn, viewer.user()).await? } else { Vec::new() };
+    let announced = if state.live_announcements > 0 { announcements::unread_given(conn, viewer, &hidden, now).await? } else { Vec::new() };
+    Ok(UnreadState { position: crate::domain::EventId::new(state.head), own: unread::visible(state.stored, state.expired), announced, hidden })
 }
 
 /// A stream's unread state at one log position.
@@ -702,9 +916,18 @@ pub struct UnreadState {
     pub position: crate::domain::EventId,
     /// The user's own unread count.
     pub own: u64,
-    /// The announcements the viewer sees and has not read.
-    pub announced: Vec<crate::hub::Announced>,
+    /// The announcements the viewer sees and has not read, newest first.
+    pub announced: Vec<crate::store::announcements::Seen>,
     /// The types the viewer's preferences hide: the stream applies them to
     /// announcements that arrive live.
     pub hidden: Vec<String>,
+}
+
+/// Whether `channels` turn an outbox channel on.
+fn wants(channels: Channels, channel: ChannelKind) -> bool {
+    match channel {
+        ChannelKind::Email => channels.email,
+        ChannelKind::Push => channels.push,
+        ChannelKind::Webhook => channels.webhook,
+    }
 }

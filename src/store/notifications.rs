@@ -28,8 +28,8 @@ pub async fn insert(conn: &impl ConnectionTrait, id: i64, event_id: i64, user: &
         id: Set(id),
         user_id: Set(user.as_str().to_owned()),
         kind: Set(new.kind.as_str().to_owned()),
-        title: Set(new.title.clone()),
-        body: Set(new.body.clone()),
+        title: Set(new.text_for(user.as_str()).0.to_owned()),
+        body: Set(new.text_for(user.as_str()).1.to_owned()),
         data: Set(new.data.clone()),
         action_url: Set(new.action_url.clone()),
         group_key: Set(new.group_key.clone()),
@@ -62,10 +62,12 @@ pub async fn unread_group(conn: &impl ConnectionTrait, user: &UserId, group_key:
 /// content, a fresh `updated_at` and expiry, and the event that carries it.
 pub async fn fold_into(conn: &impl ConnectionTrait, group: Model, new: &NewNotification, event_id: i64, now: DateTime<Utc>) -> Result<Model, DbErr> {
     let count = group.count + 1;
+    let (title, body) = new.text_for(&group.user_id);
+    let (title, body) = (title.to_owned(), body.to_owned());
     let mut row: notification::ActiveModel = group.into();
     row.count = Set(count);
-    row.title = Set(new.title.clone());
-    row.body = Set(new.body.clone());
+    row.title = Set(title);
+    row.body = Set(body);
     row.data = Set(new.data.clone());
     row.action_url = Set(new.action_url.clone());
     row.expires_at = Set(new.expires_at);

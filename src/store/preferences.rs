@@ -47,12 +47,13 @@ pub async fn upsert(conn: &impl ConnectionTrait, user: &UserId, kind: &str, enab
         web: Set(channels.web),
         email: Set(channels.email),
         push: Set(channels.push),
+        webhook: Set(channels.webhook),
         updated_at: Set(Utc::now()),
     };
     Preferences::insert(row)
         .on_conflict(
             OnConflict::columns([Column::UserId, Column::Kind])
-                .update_columns([Column::Enabled, Column::Web, Column::Email, Column::Push, Column::UpdatedAt])
+                .update_columns([Column::Enabled, Column::Web, Column::Email, Column::Push, Column::Webhook, Column::UpdatedAt])
                 .to_owned(),
         )
         .exec(conn)
@@ -64,6 +65,7 @@ pub async fn upsert(conn: &impl ConnectionTrait, user: &UserId, kind: &str, enab
         web: channels.web,
         email: channels.email,
         push: channels.push,
+        webhook: channels.webhook,
         updated_at: Utc::now(),
     })
 }

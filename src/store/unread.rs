@@ -104,3 +104,70 @@ pub async fn count(conn: &impl ConnectionTrait, user: &UserId, now: DateTime<Utc
 pub fn visible(stored: i64, expired: i64) -> u64 {
     u64::try_from(stored - expired).unwrap_or(0)
 }
+
+/// What a stream's state report needs, in one statement: the log head of
+/// the stream's topics, the user's counter and its expired part, how many
+/// announcements are live and how many preference rows hide a type. The
+/// last two say whether the (rarer) reads of announcements and hidden types
+/// are needed at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamState {
+    pub head: i64,
+    pub stored: i64,
+    pub expired: i64,
+    pub live_announcements: i64,
+    pub hiding_preferences: i64,
+}
+
+/// Reads [`StreamState`] for `user` over `topics` at `now`: one round trip
+/// of indexed subqueries.
+pub async fn stream_state(conn: &impl ConnectionTrait, user: &UserId, topics: &[&str], now: DateTime<Utc>) -> Result<StreamState, DbErr> {
+    use entity::{announcement, event, preference};
+    use sea_orm::sea_query::{Alias, Condition, Func, Query, SimpleExpr, SubQueryStatement};
+    let sub = |select: sea_orm::sea_query::SelectStatement| SimpleExpr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(select)));
+    let head = Query::select()
+        .expr(Func::max(Expr::col(event::Column::Id)))
+        .from(event::Entity)
+        .and_where(Expr::col(event::Column::Topic).is_in(topics.iter().copied()))
+        .to_owned();
+    let stored = Query::select()
+        .column(unread_counter::Column::Count)
+        .from(unread_counter::Entity)
+        .and_where(Expr::col(unread_counter::Column::UserId).eq(user.as_str()))
+        .to_owned();
+    let expired = Query::select()
+        .expr(Func::count(Expr::col(notification::Column::Id)))
+        .from(notification::Entity)
+        .and_where(Expr::col(notification::Column::UserId).eq(user.as_str()))
+        .and_where(Expr::col(notification::Column::ExpiresAt).is_not_null())
+        .and_where(Expr::col(notification::Column::ExpiresAt).lte(now))
+        .and_where(Expr::col(notification::Column::ReadAt).is_null())
+        .and_where(Expr::col(notification::Column::DeletedAt).is_null())
+        .to_owned();
+    let live = Query::select()
+        .expr(Func::count(Expr::col(announcement::Column::Id)))
+        .from(announcement::Entity)
+        .cond_where(Condition::any().add(Expr::col(announcement::Column::ExpiresAt).is_null()).add(Expr::col(announcement::Column::ExpiresAt).gt(now)))
+        .to_owned();
+    let hiding = Query::select()
+        .expr(Func::count(Expr::col(preference::Column::Kind)))
+        .from(preference::Entity)
+        .and_where(Expr::col(preference::Column::UserId).eq(user.as_str()))
+        .cond_where(Condition::any().add(Expr::col(preference::Column::Enabled).eq(false)).add(Expr::col(preference::Column::Web).eq(false)))
+        .to_owned();
+    let statement = Query::select()
+        .expr_as(Func::coalesce([sub(head), Expr::val(0i64).into()]), Alias::new("head"))
+        .expr_as(Func::coalesce([sub(stored), Expr::val(0i64).into()]), Alias::new("stored"))
+        .expr_as(sub(expired), Alias::new("expired"))
+        .expr_as(sub(live), Alias::new("live_announcements"))
+        .expr_as(sub(hiding), Alias::new("hiding_preferences"))
+        .to_owned();
+    let row = conn.query_one(&statement).await?.ok_or_else(|| DbErr::RecordNotFound("the stream state row".into()))?;
+    Ok(StreamState {
+        head: row.try_get("", "head")?,
+        stored: row.try_get("", "stored")?,
+        expired: row.try_get("", "expired")?,
+        live_announcements: row.try_get("", "live_announcements")?,
+        hiding_preferences: row.try_get("", "hiding_preferences")?,
+    })
+}

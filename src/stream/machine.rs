@@ -140,7 +140,7 @@ impl AnnouncementView {
     fn reset(&mut self, state: &UnreadState) {
         self.own = state.own;
         self.hidden.clone_from(&state.hidden);
-        self.unread = state.announced.iter().map(|a| (a.id, a.expires_at)).collect();
+        self.unread = state.announced.iter().map(|seen| (seen.row.id, seen.row.expires_at)).collect();
     }
 
     /// Whether an announcement reaches this stream.

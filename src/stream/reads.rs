@@ -126,7 +126,6 @@ pub async fn fresh_state(db: &DatabaseConnection, viewer: &Viewer, audience: &Au
     let unread = rows::newest_unread(&txn, user, now, limit).await?;
     let state = unread_state(&txn, viewer, &audience.topics()).await?;
     let head = state.position;
-    let unread_announcements = announcements::unread_given(&txn, viewer, &state.hidden, now).await?;
     let mut shared = Vec::new();
     if !audience.windows.is_empty() || !audience.topics.is_empty() {
         let mut after = floor;
@@ -143,7 +142,7 @@ pub async fn fresh_state(db: &DatabaseConnection, viewer: &Viewer, audience: &Au
     let mut notifications: Vec<(EventId, Notification)> = unread
         .into_iter()
         .map(|row| (EventId::new(row.event_id), Notification::from(row)))
-        .chain(unread_announcements.iter().map(|seen| (EventId::new(seen.row.event_id), announcements::notification(&seen.row, None))))
+        .chain(state.announced.iter().map(|seen| (EventId::new(seen.row.event_id), announcements::notification(&seen.row, None))))
         .collect();
     // Which of them are announcements: their deliveries are counted.
     // The newest `limit` of both kinds, oldest first.

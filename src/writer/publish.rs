@@ -25,6 +25,7 @@ use crate::{
         notification::{NewNotification, Notification},
     },
     hub::Event,
+    outbox::{ChannelKind, Routes, store::NewDelivery},
     store::unread,
 };
 use entity::{event, notification};
@@ -43,6 +44,11 @@ pub struct PlainPublish {
     pub recipients: Recipients,
     /// The creation time every copy carries.
     pub now: DateTime<Utc>,
+    /// Per recipient (same order), the outbox rows its copy gets; empty
+    /// when no channel beyond the page applies.
+    pub routes: Vec<Routes>,
+    /// When an email row of this publish falls due.
+    pub email_due: DateTime<Utc>,
 }
 
 /// A request's plain publishes (one, or a batch's), answered together.
@@ -113,12 +119,13 @@ pub(super) async fn flush(
 type Stored = (Vec<Vec<Vec<Notification>>>, Vec<Arc<Event>>);
 
 async fn store(txn: &DatabaseTransaction, ids: &mut Ids, jobs: &[PublishJob]) -> Result<Stored, DbErr> {
-    let (created, rows, event_rows, per_user, mut outbox) = prepare(txn, ids, jobs).await?;
+    let (created, rows, event_rows, per_user, mut outbox, deliveries) = prepare(txn, ids, jobs).await?;
     let users: Vec<&str> = per_user.keys().map(String::as_str).collect();
-    let counts = if txn.get_database_backend() == DbBackend::Sqlite && script::fits(&rows, &event_rows) {
-        script::run(txn, &rows, &event_rows, &per_user).await?
+    let counts = if txn.get_database_backend() == DbBackend::Sqlite && script::fits(&rows, &event_rows, &deliveries) {
+        script::run(txn, &rows, &event_rows, &per_user, &deliveries).await?
     } else {
         insert_rows(txn, rows, event_rows).await?;
+        crate::outbox::store::insert(txn, &deliveries).await?;
         let deltas: HashMap<String, i64> = per_user.iter().map(|(user, (added, _, _))| (user.clone(), *added)).collect();
         let counters = unread::adjust(txn, &deltas).await?;
         let expired = unread::expired(txn, &users, Utc::now()).await?;
@@ -141,12 +148,12 @@ async fn store(txn: &DatabaseTransaction, ids: &mut Ids, jobs: &[PublishJob]) ->
 /// Per user: how many new unread, their last event in the batch, their topic.
 type PerUser = HashMap<String, (i64, EventId, Topic)>;
 
+/// What [`prepare`] makes: per job, per item, the notifications; their
+/// rows, event rows, per-user counts, events to publish and outbox rows.
+type Prepared = (Vec<Vec<Vec<Notification>>>, Vec<notification::Model>, Vec<event::Model>, PerUser, Vec<Arc<Event>>, Vec<NewDelivery>);
+
 /// The rows and events of every item, with ids allocated.
-async fn prepare(
-    txn: &DatabaseTransaction,
-    ids: &mut Ids,
-    jobs: &[PublishJob],
-) -> Result<(Vec<Vec<Vec<Notification>>>, Vec<notification::Model>, Vec<event::Model>, PerUser, Vec<Arc<Event>>), DbErr> {
+async fn prepare(txn: &DatabaseTransaction, ids: &mut Ids, jobs: &[PublishJob]) -> Result<Prepared, DbErr> {
     let total: usize = jobs.iter().flat_map(|job| &job.items).map(|item| item.recipients.len()).sum();
     let notification_ids = ids.notifications(txn, total).await?;
     let event_ids = ids.events(txn, total).await?;
@@ -158,15 +165,22 @@ async fn prepare(
     let mut created = Vec::with_capacity(jobs.len());
     // Per user: how many new unread, and their last event in this batch.
     let mut per_user: PerUser = HashMap::new();
+    let mut deliveries = Vec::new();
     for job in jobs {
         let mut of_job = Vec::with_capacity(job.items.len());
         for item in &job.items {
             let mut of_item = Vec::with_capacity(item.recipients.len());
             // Decoded once for every copy of this publish.
             let data: Option<serde_json::Value> = item.new.data.as_deref().and_then(|json| serde_json::from_str(json).ok());
-            for user in &item.recipients {
+            for (at, user) in item.recipients.iter().enumerate() {
                 let (id, event_id) = next.next().ok_or_else(|| DbErr::Custom("fewer ids than rows".into()))?;
                 let row = row(id, event_id, user, &item.new, item.now);
+                if let Some(routes) = item.routes.get(at) {
+                    for route in routes.iter() {
+                        let due_at = if route.channel == ChannelKind::Email { item.email_due } else { item.now };
+                        deliveries.push(NewDelivery { notification_id: id, user_id: user.as_str().to_owned(), route: route.clone(), due_at, now: item.now });
+                    }
+                }
                 let notification = Notification::with_data(&row, data.clone());
                 let data = serde_json::to_string(&notification).map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
                 let topic = Topic::user(user);
@@ -192,7 +206,7 @@ async fn prepare(
         created.push(of_job);
     }
 
-    Ok((created, rows, event_rows, per_user, outbox))
+    Ok((created, rows, event_rows, per_user, outbox, deliveries))
 }
 
 /// The multi-row INSERTs through SeaORM, with bound values.
@@ -214,8 +228,8 @@ fn row(id: i64, event_id: i64, user: &UserId, new: &NewNotification, now: DateTi
         id,
         user_id: user.as_str().to_owned(),
         kind: new.kind.as_str().to_owned(),
-        title: new.title.clone(),
-        body: new.body.clone(),
+        title: new.text_for(user.as_str()).0.to_owned(),
+        body: new.text_for(user.as_str()).1.to_owned(),
         data: new.data.clone(),
         action_url: new.action_url.clone(),
         group_key: None,
@@ -248,12 +262,16 @@ mod script {
     };
 
     use super::{INSERT_CHUNK, PerUser};
+    use crate::outbox::store::{self as outbox, NewDelivery};
     use entity::{event, notification, unread_counter};
 
     /// Whether every value can be written as a literal: SQLite reads SQL
     /// text only up to a NUL character.
-    pub fn fits(rows: &[notification::Model], events: &[event::Model]) -> bool {
+    pub fn fits(rows: &[notification::Model], events: &[event::Model], deliveries: &[NewDelivery]) -> bool {
         let clean = |text: &str| !text.contains('\0');
+        if !deliveries.iter().all(|d| d.route.target.as_deref().is_none_or(clean)) {
+            return false;
+        }
         rows.iter().all(|r| {
             clean(&r.title) && clean(&r.body) && r.data.as_deref().is_none_or(clean) && r.action_url.as_deref().is_none_or(clean) && clean(&r.user_id) && clean(&r.kind)
         }) && events.iter().all(|e| clean(&e.data))
@@ -261,7 +279,7 @@ mod script {
 
     /// Runs the inserts, the counter upsert and the count query; returns the
     /// unread count each user of the batch sees now.
-    pub async fn run(txn: &DatabaseTransaction, rows: &[notification::Model], events: &[event::Model], per_user: &PerUser) -> Result<HashMap<String, u64>, DbErr> {
+    pub async fn run(txn: &DatabaseTransaction, rows: &[notification::Model], events: &[event::Model], per_user: &PerUser, deliveries: &[NewDelivery]) -> Result<HashMap<String, u64>, DbErr> {
         let mut sql = String::with_capacity(rows.len() * 400);
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut insert = Query::insert();
@@ -307,6 +325,10 @@ mod script {
                 insert.values_panic([e.id.into(), e.topic.clone().into(), e.event.clone().into(), e.data.clone().into(), time(e.created_at)]);
             }
             sql.push_str(&insert.to_string(SqliteQueryBuilder));
+            sql.push_str(";\n");
+        }
+        for chunk in deliveries.chunks(outbox::INSERT_CHUNK) {
+            sql.push_str(&outbox::insert_statement(chunk, time).to_string(SqliteQueryBuilder));
             sql.push_str(";\n");
         }
         let users: Vec<(&String, i64)> = per_user.iter().map(|(user, (added, _, _))| (user, *added)).collect();

@@ -3,13 +3,19 @@
  * the stream and from REST pages are merged by id; deleted ids are
  * remembered so that a slow REST page cannot bring them back. Renders are
  * batched per animation frame, list items kept by id and updated in place.
- * The buttons act optimistically and undo on error.
+ * The buttons act optimistically and undo on error. An unread notification
+ * whose email is still waiting (`email_due_at`, in REST pages only) shows
+ * an "email pending" mark; after a notification arrives on the stream, the
+ * unread page is fetched again (at most once a second) to learn it.
  */
 
 import { $, make, relativeTime, safeUrl } from './dom.js';
-import { api, reportError } from './session.js';
+import { api, reportError, session } from './session.js';
+import { hubHas } from './channels.js';
 
 const PAGE_SIZE = 50;
+/** How long after a stream notification the "email pending" marks are fetched. */
+const EMAIL_MARKS_DELAY_MS = 1000;
 
 /** What the center knows; `startNotifications` empties it for a new session. */
 const state = {
@@ -33,7 +39,40 @@ export function startNotifications() {
 function putFromStream(notification) {
   const id = key(notification.id);
   state.deleted.delete(id);
+  const known = state.notifications.get(id);
+  // The stream does not say whether an email waits; keep what a page said.
+  if (known && known.email_due_at && !('email_due_at' in notification)) {
+    notification = { ...notification, email_due_at: known.email_due_at };
+  }
   state.notifications.set(id, notification);
+  if (!notification.read_at && hubHas('email')) scheduleEmailMarks();
+}
+
+let emailMarksTimer = null;
+
+/** Fetches the unread page soon, for its `email_due_at` fields only. */
+function scheduleEmailMarks() {
+  if (emailMarksTimer) return;
+  const token = session.token;
+  emailMarksTimer = setTimeout(async () => {
+    emailMarksTimer = null;
+    try {
+      const page = await api('GET', `/v1/notifications?status=unread&limit=${PAGE_SIZE}`);
+      if (token !== session.token) return;
+      for (const fresh of page.items) {
+        const known = state.notifications.get(key(fresh.id));
+        if (known) state.notifications.set(key(fresh.id), { ...known, email_due_at: fresh.email_due_at });
+      }
+      scheduleRender();
+    } catch (error) {
+      // Only a mark is missing; the next notification tries again.
+    }
+  }, EMAIL_MARKS_DELAY_MS);
+}
+
+/** Whether an email of `notification` is still waiting to go out. */
+function emailPending(notification, now = Date.now()) {
+  return !notification.read_at && Boolean(notification.email_due_at) && Date.parse(notification.email_due_at) > now;
 }
 
 /**
@@ -178,7 +217,8 @@ function createItem(notification) {
   const open = make('button', 'notification-main');
   open.type = 'button';
   const meta = make('span', 'notification-meta');
-  meta.append(make('span', 'notification-type'), make('span', 'notification-updates'), make('time', 'notification-time'));
+  meta.append(make('span', 'notification-type'), make('span', 'notification-updates'), make('span', 'notification-email', 'email pending'),
+    make('time', 'notification-time'));
   open.append(meta, make('span', 'notification-title'), make('span', 'notification-body'));
   open.addEventListener('click', () => openNotification(item.dataset.id));
 
@@ -231,6 +271,11 @@ function fillItem(item, notification) {
   body.textContent = notification.body || '';
   body.hidden = !notification.body;
   item.querySelector('.mark-read').hidden = Boolean(notification.read_at);
+  const email = item.querySelector('.notification-email');
+  const pending = emailPending(notification);
+  item.classList.toggle('email-pending', pending);
+  email.hidden = !pending;
+  email.title = pending ? `An email goes out ${new Date(notification.email_due_at).toLocaleTimeString()} unless you read this first` : '';
 }
 
 // ---------------------------------------------------------------- actions

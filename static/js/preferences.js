@@ -2,11 +2,14 @@
  * The gear's panel: which notification types reach the user, and on which
  * channels. Saved per change with PUT, one request at a time per type,
  * reverted to the server's last answer on error. Types are listed as the
- * user receives them (`noticeType`) or adds them by hand.
+ * user receives them (`noticeType`) or adds them by hand. There is a column
+ * per channel the hub delivers on (`channels.js`); every channel is sent
+ * back on save, so one the hub does not offer keeps its stored value.
  */
 
 import { $, make, showToast } from './dom.js';
 import { api, reportError, session } from './session.js';
+import { hubChannels, loadChannels } from './channels.js';
 
 /**
  * The preferences as the page knows them. `types`: type ->
@@ -35,13 +38,19 @@ export function noticeType(type) {
 }
 
 const TYPE_PATTERN = /^[a-z0-9_.-]{1,50}$/;
-const CHANNELS = ['web', 'email', 'push'];
+/** Every channel a preference stores, whether or not this hub offers it. */
+const CHANNELS = ['web', 'email', 'push', 'webhook'];
+const CHANNEL_NAMES = { web: 'Web', email: 'Email', push: 'Push', webhook: 'Webhook' };
 const FIELD_LABELS = {
   enabled: (type) => `Receive ${type}`,
   web: (type) => `${type} on the web`,
-  email: (type) => `${type} by email (coming soon)`,
-  push: (type) => `${type} by push (coming soon)`,
+  email: (type) => `${type} by email`,
+  push: (type) => `${type} by push`,
+  webhook: (type) => `${type} to the operator's webhooks`,
 };
+
+/** The channel columns shown: the hub's, in a fixed order. */
+const shownChannels = () => CHANNELS.filter((channel) => hubChannels().includes(channel));
 
 /** A preference as the page keeps it: every channel present, booleans only. */
 function normalizePreference(raw) {
@@ -49,7 +58,7 @@ function normalizePreference(raw) {
   return {
     type: raw.type,
     enabled: Boolean(raw.enabled),
-    channels: { web: Boolean(channels.web), email: Boolean(channels.email), push: Boolean(channels.push) },
+    channels: Object.fromEntries(CHANNELS.map((channel) => [channel, Boolean(channels[channel])])),
   };
 }
 
@@ -74,7 +83,7 @@ export async function loadPreferences() {
   const token = session.token;
   prefs.loading = (async () => {
     try {
-      const list = await api('GET', '/v1/preferences');
+      const [list] = await Promise.all([api('GET', '/v1/preferences'), loadChannels()]);
       if (token !== session.token) return;
       list.map(normalizePreference).forEach(putPreference);
       prefs.loaded = true;
@@ -168,18 +177,19 @@ function preferenceStatus(entry) {
   if (entry.saving > 0) return 'Saving…';
   const { enabled, channels } = entry.desired;
   if (!enabled) return 'Off: not delivered';
-  if (!channels.web) return 'Web off: reaches you nowhere yet';
-  return 'On, delivered here';
+  if (!channels.web) return 'Web off: not delivered anywhere';
+  return channels.email && hubChannels().includes('email') ? 'On, here and by email when unread' : 'On, delivered here';
 }
 
-function createPreferenceRow(type) {
+function createPreferenceRow(type, channels) {
   const row = make('tr', 'pref');
   row.dataset.type = type;
+  row.dataset.channels = channels.join(',');
   const head = make('th', 'pref-type');
   head.scope = 'row';
   head.append(make('span', 'pref-name', type), make('span', 'pref-status'));
   row.append(head);
-  for (const field of ['enabled', ...CHANNELS]) {
+  for (const field of ['enabled', ...channels]) {
     const cell = make('td', `pref-cell pref-${field}`);
     const input = document.createElement('input');
     input.type = 'checkbox';
@@ -204,10 +214,15 @@ function createPreferenceRow(type) {
 export function renderPreferences() {
   const list = $('preferences-list');
   const types = [...prefs.types.keys()].sort();
-  const existing = new Map([...list.children].map((row) => [row.dataset.type, row]));
+  const columns = shownChannels();
+  renderHead(columns);
+  // Rows built for other columns (the channels arrived since) are rebuilt.
+  const existing = new Map([...list.children]
+    .filter((row) => row.dataset.channels === columns.join(',') || (row.remove(), false))
+    .map((row) => [row.dataset.type, row]));
   types.forEach((type, index) => {
     const entry = prefs.types.get(type);
-    const row = existing.get(type) || createPreferenceRow(type);
+    const row = existing.get(type) || createPreferenceRow(type, columns);
     const { enabled, channels } = entry.desired;
     row.classList.toggle('off', !enabled);
     row.classList.toggle('nowhere', enabled && !channels.web);
@@ -230,6 +245,20 @@ export function renderPreferences() {
     ? 'Close and open this panel to try again.'
     : 'A type shows up here once you receive it, or add one below.';
   $('preferences-empty-hint').hidden = loading;
+}
+
+/** The table's head: Type, On, then a column per channel the hub offers. */
+function renderHead(channels) {
+  const head = $('preferences-head');
+  if (head.dataset.channels === channels.join(',')) return;
+  head.dataset.channels = channels.join(',');
+  for (const cell of head.querySelectorAll('.prefs-channel')) cell.remove();
+  for (const channel of channels) {
+    const cell = make('th', 'prefs-channel', CHANNEL_NAMES[channel]);
+    cell.scope = 'col';
+    cell.dataset.channel = channel;
+    head.append(cell);
+  }
 }
 
 /** Opens, closes (or with no argument flips) the panel; answers whether it is open. */

@@ -53,8 +53,17 @@ async fn run_browser_script(script: &str, env: &[(&str, String)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and `npm ci` in tests/browser (bash .ci/run installs both)"]
 async fn the_page_shows_a_live_notification_bumps_the_badge_and_mark_all_read_clears_it() {
-    let app = spawn_app().await;
+    // Email is configured (the SMTP sink is never reached: emails fall due
+    // after the default five minutes), so the page offers its toggle and
+    // marks unread notifications whose email is pending.
+    let sink = crate::email::SmtpSink::start().await;
+    let smtp_url = sink.url();
+    let app = spawn_app_with(move |settings| {
+        settings.email = Some(tidings::email::EmailSettings { smtp_url: smtp_url.into(), from: "hub@tidings.test".into(), link_secret: None });
+    })
+    .await;
     let env = [
+        ("TIDINGS_EXPECT_EMAIL", "1".to_owned()),
         ("TIDINGS_URL", app.base.clone()),
         ("TIDINGS_USER_ID", "browser-user".to_owned()),
         ("TIDINGS_USER_TOKEN", app.token("browser-user")),

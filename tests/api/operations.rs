@@ -39,6 +39,20 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/topics/{topic}/events"),
     ("get", "/v1/topics/{topic}/events"),
     ("post", "/v1/revocations"),
+    ("put", "/v1/templates/{type}"),
+    ("get", "/v1/templates/{type}"),
+    ("delete", "/v1/templates/{type}"),
+    ("put", "/v1/users/{user_id}/contact"),
+    ("get", "/v1/users/{user_id}/contact"),
+    ("post", "/v1/webhooks"),
+    ("get", "/v1/webhooks"),
+    ("delete", "/v1/webhooks/{id}"),
+    ("get", "/v1/notifications/{id}/deliveries"),
+    // Additions of the email channel.
+    ("get", "/v1/channels"),
+    ("get", "/v1/unsubscribe/{token}"),
+    ("post", "/v1/unsubscribe/{token}"),
+    ("get", "/v1/r/{token}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -225,7 +239,7 @@ async fn a_request_past_its_deadline_gets_503_but_streams_have_none() {
     let writes = app.state.notifications.clone();
     let alice = tidings::domain::UserId::parse("alice").unwrap();
     let new = tidings::domain::notification::PublishRequest {
-        user_id: Some("alice".into()), user_ids: None, kind: "t".into(), title: "after the deadline".into(),
+        user_id: Some("alice".into()), user_ids: None, kind: "t".into(), title: Some("after the deadline".into()),
         body: String::new(), data: None, action_url: None, expires_at: None, group_key: None, critical: false, audience: None,
     }
     .validate(chrono::Utc::now())

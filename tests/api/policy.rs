@@ -18,11 +18,11 @@ async fn preferences_list_received_types_with_defaults_and_store_changes() {
     app.publish_raw(&json!({"user_id": "alice", "type": "comment.created", "title": "x"})).await;
     let (status, list) = app.get_json("/v1/preferences", &token).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list, json!([{"type": "comment.created", "enabled": true, "channels": {"web": true, "email": false, "push": false}}]));
+    assert_eq!(list, json!([{"type": "comment.created", "enabled": true, "channels": {"web": true, "email": false, "push": false, "webhook": true}}]));
 
     let (status, saved) = put_preference(&app, &token, "digest.weekly", json!({"enabled": true, "channels": {"email": true}})).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(saved, json!({"type": "digest.weekly", "enabled": true, "channels": {"web": true, "email": true, "push": false}}));
+    assert_eq!(saved, json!({"type": "digest.weekly", "enabled": true, "channels": {"web": true, "email": true, "push": false, "webhook": true}}));
     let (_, list) = app.get_json("/v1/preferences", &token).await;
     assert_eq!(list.as_array().unwrap().len(), 2);
 

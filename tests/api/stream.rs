@@ -172,7 +172,15 @@ async fn an_open_that_gets_no_turn_in_time_is_refused_with_503_before_the_stream
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_surge_of_opens_beyond_the_turns_all_open_and_start_in_turn() {
-    let app = std::sync::Arc::new(crate::helpers::spawn_app_with(|settings| settings.stream.max_opening = 2).await);
+    // The deadline is not what this test is about (the test above is): it is
+    // set long enough that 30 rounds of 2 turns fit on a loaded CI machine.
+    let app = std::sync::Arc::new(
+        crate::helpers::spawn_app_with(|settings| {
+            settings.stream.max_opening = 2;
+            settings.stream.open_deadline = std::time::Duration::from_secs(12);
+        })
+        .await,
+    );
     let opens: Vec<_> = (0..60)
         .map(|n| {
             let app = app.clone();

@@ -3,7 +3,10 @@
 // read" clears it. Then grouping: two notifications with one group_key show
 // as ONE item with count 2, the newest title, on top. Then preferences: the
 // gear's panel turns the type browser.muted off, and the next publish of
-// that type lists the user as suppressed.
+// that type lists the user as suppressed. With TIDINGS_EXPECT_EMAIL=1 (a
+// hub with email configured): the panel has an Email column and no Push
+// one, turning email on for a type saves it, and the next notification of
+// that type shows "email pending" under the bell.
 //
 //   TIDINGS_URL=http://127.0.0.1:PORT TIDINGS_USER_ID=alice \
 //   TIDINGS_USER_TOKEN=<jwt for alice> TIDINGS_PUBLISH_TOKEN=<jwt, scope publish> \
@@ -41,6 +44,8 @@ const userId = requiredEnv('TIDINGS_USER_ID');
 const screenshotDir = process.env.TIDINGS_SCREENSHOT_DIR || os.tmpdir();
 const colorScheme = process.env.TIDINGS_COLOR_SCHEME === 'dark' ? 'dark' : 'light';
 const MUTED_TYPE = 'browser.muted';
+const MAILED_TYPE = 'browser.mailed';
+const expectEmail = process.env.TIDINGS_EXPECT_EMAIL === '1';
 
 const consoleLines = [];
 
@@ -108,6 +113,43 @@ async function run(page) {
 
   await checkGrouping(page);
   await checkPreferences(page);
+  if (expectEmail) await checkEmail(page);
+}
+
+async function checkEmail(page) {
+  step(`add ${MAILED_TYPE} in the preferences and turn its email on`);
+  await page.locator('#open-preferences').click({ timeout: TIMEOUT_MS });
+  await page.locator('#preferences-head th[data-channel="email"]').waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  await page.locator('#preferences-add-type').fill(MAILED_TYPE);
+  await page.locator('#preferences-add-button').click({ timeout: TIMEOUT_MS });
+  const email = page.locator(`#preferences-panel input[type="checkbox"][data-type="${MAILED_TYPE}"][data-field="email"]`);
+  await email.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  if (await email.isChecked()) throw new Error(`${MAILED_TYPE} has email on before it was turned on`);
+  const saved = page.waitForResponse(
+    (response) => response.request().method() === 'PUT' && new URL(response.url()).pathname === `/v1/preferences/${MAILED_TYPE}`,
+    { timeout: TIMEOUT_MS },
+  );
+  await email.check({ timeout: TIMEOUT_MS });
+  const preference = await (await saved).json();
+  if (preference.channels.email !== true || preference.channels.web !== true || preference.enabled !== true) {
+    throw new Error(`PUT /v1/preferences/${MAILED_TYPE} answered ${JSON.stringify(preference)}`);
+  }
+  await page.locator(`#preferences-panel tr.pref[data-type="${MAILED_TYPE}"]:not(.saving)`).waitFor({ timeout: TIMEOUT_MS });
+  await page.screenshot({ path: path.join(screenshotDir, 'preferences_email.png'), animations: 'disabled' });
+  await page.keyboard.press('Escape');
+  await page.locator('#preferences-panel').waitFor({ state: 'hidden', timeout: TIMEOUT_MS });
+
+  step(`a ${MAILED_TYPE} notification shows "email pending" while unread`);
+  const id = await publish({ type: MAILED_TYPE, title: 'This one will also come by email' });
+  await page.locator('#bell').click({ timeout: TIMEOUT_MS });
+  const mark = page.locator(`#notification-list .notification.unread[data-id="${id}"] .notification-email:not([hidden])`);
+  await mark.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  await page.screenshot({ path: path.join(screenshotDir, 'email_pending.png'), animations: 'disabled' });
+
+  step('marking it read takes the mark away');
+  await page.locator(`#notification-list .notification[data-id="${id}"] .mark-read`).click({ timeout: TIMEOUT_MS });
+  await page.locator(`#notification-list .notification[data-id="${id}"]:not(.unread) .notification-email[hidden]`)
+    .waitFor({ state: 'attached', timeout: TIMEOUT_MS });
 }
 
 async function checkGrouping(page) {
@@ -157,9 +199,14 @@ async function checkPreferences(page) {
   const enabled = page.locator(`#preferences-panel input[type="checkbox"][data-type="${MUTED_TYPE}"][data-field="enabled"]`);
   await enabled.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
   if (!(await enabled.isChecked())) throw new Error(`${MUTED_TYPE} is listed as disabled before it was turned off`);
-  for (const field of ['web', 'email', 'push']) {
+  const offered = expectEmail ? ['web', 'email'] : ['web'];
+  for (const field of offered) {
     await page.locator(`#preferences-panel input[type="checkbox"][data-type="${MUTED_TYPE}"][data-field="${field}"]`)
       .waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  }
+  for (const field of ['email', 'push', 'webhook'].filter((f) => !offered.includes(f))) {
+    const extra = await page.locator(`#preferences-panel input[data-field="${field}"], #preferences-head th[data-channel="${field}"]`).count();
+    if (extra !== 0) throw new Error(`the panel offers ${field}, which this hub does not deliver on`);
   }
 
   step(`unchecking "enabled" saves it with PUT /v1/preferences/${MUTED_TYPE}`);

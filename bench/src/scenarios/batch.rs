@@ -55,12 +55,12 @@ struct Batch<'a> {
 }
 
 /// What came of one batch request.
-struct Outcome {
-    stored: u64,
-    failed: u64,
-    request_ok: bool,
-    micros: u64,
-    errors: Vec<String>,
+pub(super) struct Outcome {
+    pub stored: u64,
+    pub failed: u64,
+    pub request_ok: bool,
+    pub micros: u64,
+    pub errors: Vec<String>,
 }
 
 /// Everything the requests added up to.
@@ -172,7 +172,7 @@ pub async fn run(ctx: &Ctx, args: &BatchArgs) -> anyhow::Result<Report> {
 }
 
 /// Sends one batch of `count` items and reads the answer item by item.
-async fn send(client: &reqwest::Client, url: &str, token: &str, body: String, count: u64) -> Outcome {
+pub(super) async fn send(client: &reqwest::Client, url: &str, token: &str, body: String, count: u64) -> Outcome {
     let started = Instant::now();
     let result = async {
         let response = client.post(url).bearer_auth(token).header("content-type", "application/json").body(body).send().await.map_err(|e| format!("{url}: {e}"))?;
