@@ -3,20 +3,26 @@
 # and prints the results side by side with Tidings' ratio to each peer.
 #
 #   bench/compare.sh SCENARIO [--peers nchan,node] [--profile release|dev]
-#                             [--out DIR] [-- TIDINGS_BENCH_OPTIONS...]
+#                             [--out DIR] [--streams N]
+#                             [-- TIDINGS_BENCH_OPTIONS...]
 #   bench/compare.sh smoke    every scenario, Tidings only, tiny sizes, a few
 #                             seconds; exits non-zero if Tidings lost,
 #                             duplicated or misrouted an event
 #
-# SCENARIO is idle, notify, fanout, topic, ingest, catchup, batch, webhook,
-# chat, storm, or all. topic is fanout over one broadcast topic (Tidings'
+# SCENARIO is idle, notify, fanout, topic, announce, ingest, catchup, batch,
+# webhook, chat, storm, or all. topic is fanout over one broadcast topic (Tidings'
 # /v1/topics); the peers run it exactly as fanout, one channel.
+# announce is fanout by announcements to `all` (one POST /v1/notifications
+# each, every user on their plain stream), with the publish latency and the
+# rows Tidings stored; the peers run it exactly as topic.
 # Options after `--` go to every `tidings-bench SCENARIO` run (e.g.
 # `-- --streams 2000`). batch, webhook and chat use Tidings' own API (batch
 # publishing, the outbox's webhooks to a receiver started by the bench,
 # conversations), which no peer has, and storm (a reconnect
 # storm) measures Tidings' resume: they run against Tidings alone, whatever
-# --peers says.
+# --peers says. --streams N (idle and storm) opens N streams instead of
+# 10,000, e.g. `bench/compare.sh idle --streams 19000` for one process's
+# ceiling here (20,000 open files).
 #
 # Each hub is started fresh for each scenario on 127.0.0.1 and stopped
 # after it; every process started here is stopped on exit. Peers install
@@ -25,13 +31,19 @@
 #
 # Environment: CARGO_TARGET_DIR (default: target/ in the workspace),
 # BENCH_TIDINGS_PORT / BENCH_NCHAN_PORT / BENCH_NODE_PORT (18080-18082),
-# BENCH_TIDINGS_BIN (a tidings binary to measure instead of building one).
+# BENCH_TIDINGS_BIN (a tidings binary to measure instead of building one),
+# BENCH_BIN (with BENCH_TIDINGS_BIN: a tidings-bench binary, so nothing is
+# built, e.g. while another build of the workspace runs),
+# BENCH_TIDINGS_ENV (VAR=value words set for the Tidings server only, e.g.
+# "MALLOC_ARENA_MAX=2" or "_RJEM_MALLOC_CONF=background_thread:true").
 #
 # Tidings runs with its defaults except the limits a benchmark would trip:
 # TIDINGS_RECIPIENT_RATE_PER_MINUTE (120 a minute per user and type),
 # TIDINGS_EVENTS_PER_USER (10,000 events of history per user) and
 # TIDINGS_CLIENT_BURST / TIDINGS_CLIENT_RATE_PER_SECOND (a user token's
-# writes: burst 50, 10/s; chat's senders send faster).
+# writes: burst 50, 10/s; chat's senders send faster), and
+# TIDINGS_MAX_STREAMS (the open-file limit less 1,024 by default; here the
+# limit less 200, so that 19,000 streams fit in one process).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,7 +53,7 @@ PORT_NCHAN=${BENCH_NCHAN_PORT:-18081}
 PORT_NODE=${BENCH_NODE_PORT:-18082}
 SECRET="tidings-bench-secret-$(date +%s)-$$"
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 SCENARIO=$1
@@ -50,9 +62,10 @@ SMOKE=""
 PEERS="nchan,node"
 PROFILE=release
 OUT=""
+STREAMS=""
 case "$SCENARIO" in
   smoke) SMOKE=1; PEERS=""; PROFILE=dev ;;
-  idle|notify|fanout|topic|ingest|catchup|batch|webhook|chat|storm|all) ;;
+  idle|notify|fanout|topic|announce|ingest|catchup|batch|webhook|chat|storm|all) ;;
   -h|--help) usage ;;
   *) echo "compare.sh: unknown scenario '$SCENARIO'" >&2; usage ;;
 esac
@@ -61,11 +74,20 @@ while [ $# -gt 0 ]; do
     --peers) PEERS=$2; shift 2 ;;
     --profile) PROFILE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --streams) STREAMS=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "compare.sh: unknown option '$1'" >&2; usage ;;
   esac
 done
 EXTRA=("$@")
+if [ -n "$STREAMS" ]; then
+  case "$SCENARIO" in
+    idle|storm) EXTRA=(--streams "$STREAMS" "${EXTRA[@]}") ;;
+    *) echo "compare.sh: --streams is for idle and storm" >&2; exit 2 ;;
+  esac
+fi
+# Extra environment of the Tidings server alone (an allocator's settings).
+read -r -a TIDINGS_ENV <<<"${BENCH_TIDINGS_ENV:-}"
 
 log() { echo "compare.sh: $*" >&2; }
 
@@ -103,7 +125,10 @@ case "$PROFILE" in
   dev|debug) BIN_DIR=$TARGET_DIR/debug; PROFILE_FLAG=() ;;
   *) echo "compare.sh: --profile is release or dev" >&2; exit 2 ;;
 esac
-if [ -n "${BENCH_TIDINGS_BIN:-}" ]; then
+if [ -n "${BENCH_TIDINGS_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
+  log "measuring $BENCH_TIDINGS_BIN with $BENCH_BIN (nothing built)"
+  TIDINGS=$BENCH_TIDINGS_BIN
+elif [ -n "${BENCH_TIDINGS_BIN:-}" ]; then
   log "building tidings-bench ($PROFILE); measuring $BENCH_TIDINGS_BIN"
   (cd "$ROOT" && cargo build --quiet "${PROFILE_FLAG[@]}" -p tidings-bench)
   TIDINGS=$BENCH_TIDINGS_BIN
@@ -112,7 +137,7 @@ else
   (cd "$ROOT" && cargo build --quiet "${PROFILE_FLAG[@]}" -p tidings -p tidings-bench)
   TIDINGS=$BIN_DIR/tidings
 fi
-BENCH=$BIN_DIR/tidings-bench
+BENCH=${BENCH_BIN:-$BIN_DIR/tidings-bench}
 
 # --- processes we start, and their cleanup -------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tidings-bench.XXXXXX")
@@ -163,11 +188,15 @@ start_tidings() {
       TIDINGS_JWT_SECRET="$SECRET" RUST_LOG=warn \
       TIDINGS_RECIPIENT_RATE_PER_MINUTE=1000000 TIDINGS_EVENTS_PER_USER=1000000 \
       TIDINGS_CLIENT_BURST=1000000 TIDINGS_CLIENT_RATE_PER_SECOND=1000000 \
+      TIDINGS_MAX_STREAMS=$(( $(ulimit -n) - 200 )) \
+      ${TIDINGS_ENV[@]+"${TIDINGS_ENV[@]}"} \
       "$TIDINGS" serve >"$WORK/tidings.log" 2>&1) &
   SERVER_PID=$!
   wait_port "$PORT_TIDINGS" tidings
   TARGET_ARGS=(--tidings "http://127.0.0.1:$PORT_TIDINGS" --secret "$SECRET" --server-pid "$SERVER_PID"
     --note "Tidings stores every event in SQLite (WAL, synchronous=NORMAL) before sending it")
+  # announce counts the rows it stored in this file.
+  TARGET_ARGS+=(--tidings-db "$dir/tidings.db")
 }
 start_nchan() {
   port_free "$PORT_NCHAN"
@@ -222,13 +251,16 @@ if [ -n "$SMOKE" ]; then
   run_bench webhook tidings "${common[@]}" --items 50 --concurrency 2 --duration 2 --drain 20 "${EXTRA[@]}"
   run_bench chat tidings "${common[@]}" --conversations 20 --concurrency 4 --duration 2 --drain 5 "${EXTRA[@]}"
   run_bench storm tidings "${common[@]}" --streams 50 --rate 20 --warmup 2 --after 2 --storm-timeout 30 --drain 5 "${EXTRA[@]}"
+  # Last: an announcement to `all` reaches every user, so no later scenario
+  # on this server may see one.
+  run_bench announce tidings "${common[@]}" --subscribers 20 --rate 5 --duration 2 --drain 5 "${EXTRA[@]}"
   stop_server
-  if [ "$STATUS" -eq 0 ]; then echo "smoke: 10 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
+  if [ "$STATUS" -eq 0 ]; then echo "smoke: 11 passed, 0 failed"; else echo "smoke: FAILED (see PROBLEM lines above)"; fi
   exit "$STATUS"
 fi
 
 # --- comparison -----------------------------------------------------------
-if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout topic ingest catchup batch webhook chat storm); else SCENARIOS=("$SCENARIO"); fi
+if [ "$SCENARIO" = all ]; then SCENARIOS=(idle notify fanout topic announce ingest catchup batch webhook chat storm); else SCENARIOS=("$SCENARIO"); fi
 # Scenarios of Tidings' own API: no peer has an equivalent.
 TIDINGS_ONLY=" batch webhook chat storm "
 IFS=, read -r -a PEER_LIST <<<"$PEERS"

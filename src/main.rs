@@ -12,6 +12,21 @@ use tidings::{
     store, telemetry,
 };
 
+/// jemalloc as the global allocator (Cargo feature `jemalloc`, on by
+/// default): it held an idle stream in about a fifth less memory than
+/// glibc's malloc at no more CPU (BENCHMARKS.md, "Allocators"). Tuned at
+/// run time by `_RJEM_MALLOC_CONF` (docs/operations.md, "Memory").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// mimalloc as the global allocator (Cargo feature `mimalloc`), measured
+/// against jemalloc and glibc in BENCHMARKS.md ("Allocators"). jemalloc
+/// wins if both features are on, so `--all-features` still builds.
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -27,6 +27,11 @@ pub enum Command {
     /// M subscribers of one broadcast topic (a channel on other hubs), R
     /// messages/s to it: the broadcast counterpart of `fanout`.
     Topic(Run<TopicArgs>),
+    /// M subscribers, each a different user on their own stream, R
+    /// announcements/s to `all` (Tidings) or publishes to one channel
+    /// (other hubs); also the publish request's latency and, on Tidings,
+    /// the rows stored.
+    Announce(Run<AnnounceArgs>),
     /// Durable publishes per second at concurrency C, nobody listening.
     Ingest(Run<IngestArgs>),
     /// A subscriber resumes K events behind: time until it has them all.
@@ -101,6 +106,10 @@ pub struct TargetArgs {
     /// processes, e.g. nginx workers) are read from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Tidings only: its SQLite database file, read (with the `sqlite3`
+    /// command) after `announce` to count the rows the run stored.
+    #[arg(long, requires = "tidings")]
+    pub tidings_db: Option<PathBuf>,
     /// A sentence printed with the results about the target (how it stores
     /// messages, for instance).
     #[arg(long)]
@@ -224,6 +233,26 @@ pub struct TopicArgs {
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
     /// Messages in flight at most.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds to wait for outstanding deliveries after the last publish.
+    #[arg(long, default_value_t = 30)]
+    pub drain: u64,
+}
+
+/// `announce`.
+#[derive(Debug, Clone, Args)]
+pub struct AnnounceArgs {
+    /// Subscribers, each a different user with one open stream.
+    #[arg(long, default_value_t = 5_000)]
+    pub subscribers: u64,
+    /// Announcements per second (0: as fast as `--concurrency` allows).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Announcements in flight at most.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// Seconds to wait for outstanding deliveries after the last publish.

@@ -5,7 +5,7 @@
 //!
 //! - [`cli`]: the arguments;
 //! - [`target`]: the hub under test and how to subscribe and publish to it;
-//! - [`scenarios`]: `idle`, `notify`, `fanout`, `topic`, `ingest`, `catchup`, and
+//! - [`scenarios`]: `idle`, `notify`, `fanout`, `topic`, `announce`, `ingest`, `catchup`, and
 //!   the Tidings-only `batch`, `webhook`, `chat` and `storm`;
 //! - [`fleet`] / [`worker`] / [`protocol`]: connection worker processes
 //!   (several, each under the open-file limit, each from its own 127.0.0.x)
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Command::Notify(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::notify::run(ctx, args).await })),
         Command::Fanout(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::fanout::run(ctx, args).await })),
         Command::Topic(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::topic::run(ctx, args).await })),
+        Command::Announce(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::announce::run(ctx, args).await })),
         Command::Ingest(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::ingest::run(ctx, args).await })),
         Command::Catchup(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::catchup::run(ctx, args).await })),
         Command::Batch(run) => scenario(run, |ctx, args| Box::pin(async move { scenarios::batch::run(ctx, args).await })),

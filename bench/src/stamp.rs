@@ -69,6 +69,9 @@ mod tests {
         // `event: topic.event`: the published `data` object inside the event's `data`.
         let topic = r#"{"id":9,"topic":"bench:r","type":"bench","data":{"bench":{"seq":4,"to":"r","sent_ns":13},"body":"xx"},"key":null,"created_at":"2026-01-01T00:00:00.000Z"}"#;
         assert_eq!(read(topic).map(|s| (s.seq, s.to, s.sent_ns)), Some((4, "r", 13)));
+        // An announcement: `user_id` null, `audience` "all", the stamp in `data` as in any notification.
+        let announcement = r#"{"id":12,"user_id":null,"audience":"all","type":"bench","title":"bench","body":"x","data":{"bench":{"seq":5,"to":"b1-all0","sent_ns":14}},"read_at":null,"count":1}"#;
+        assert_eq!(read(announcement).map(|s| (s.seq, s.to, s.sent_ns)), Some((5, "b1-all0", 14)));
         assert!(read("not json").is_none());
     }
 }

@@ -3,7 +3,10 @@
 //! API), or any hub given as a publish URL template, a subscribe URL
 //! template and how its event ids look (Nchan, the better-sse hub, ...).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    path::PathBuf,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,8 @@ pub struct Target {
     pub server_pid: Option<u32>,
     /// Sentences about the target that go into its report.
     pub notes: Vec<String>,
+    /// Tidings only: its SQLite file, to count stored rows after a run.
+    pub tidings_db: Option<PathBuf>,
 }
 
 /// The two ways a hub can be described.
@@ -80,6 +85,9 @@ pub enum Shape {
     /// `data.body` beside `data.bench` (topic publishes take no other
     /// field).
     TopicEvent,
+    /// A Tidings announcement: a notification with `"audience": "all"`
+    /// instead of `user_id(s)`, otherwise as [`Shape::Notification`].
+    Announcement,
 }
 
 /// Prefix of the broadcast topic names the bench publishes to; subscriber
@@ -127,6 +135,8 @@ struct Body<'a> {
     user_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_ids: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<&'static str>,
     r#type: &'static str,
     title: &'static str,
     body: &'a str,
@@ -170,7 +180,7 @@ impl Target {
             Kind::Tidings { .. } => "tidings".into(),
             Kind::Template { .. } => "hub".into(),
         });
-        Ok(Target { name, kind, server_pid: args.server_pid, notes: args.note.clone() })
+        Ok(Target { name, kind, server_pid: args.server_pid, notes: args.note.clone(), tidings_db: args.tidings_db.clone() })
     }
 
     /// Whether this is Tidings (which fans out by `user_ids`).
@@ -266,6 +276,21 @@ impl Target {
         Ok(vec![PostSpec { url, bearer, recipients: Recipients::Channel, listeners, to: room.into(), itemized: false, shape: Shape::TopicEvent }])
     }
 
+    /// The one request that sends an announcement to every user, `listeners`
+    /// of whom are connected: Tidings `POST /v1/notifications` with
+    /// `"audience": "all"` (stored once, whatever the number of users; its
+    /// 201 lists the one notification in `created`, so it is not itemized
+    /// per recipient), a channel hub a publish to the channel `room` all the
+    /// subscribers are on. Both carry the same body; stamps are addressed to
+    /// `room`.
+    pub fn posts_to_all(&self, room: &str, listeners: u32) -> Vec<PostSpec> {
+        let (url, bearer) = match &self.kind {
+            Kind::Tidings { publish_base, publish_token, .. } => (format!("{publish_base}/v1/notifications"), Some(publish_token.clone())),
+            Kind::Template { publish, .. } => (publish.replace("{channel}", room), None),
+        };
+        vec![PostSpec { url, bearer, recipients: Recipients::Channel, listeners, to: room.into(), itemized: false, shape: Shape::Announcement }]
+    }
+
     /// The requests that deliver one message to one user with `listeners`
     /// connections.
     pub fn posts_to_user(&self, user: &str, listeners: u32) -> Vec<PostSpec> {
@@ -340,9 +365,11 @@ impl PostSpec {
             Recipients::Many(users) => (None, Some(users.as_slice())),
             Recipients::Channel => (None, None),
         };
+        // The channel hubs get an announcement's very bytes, `audience` included.
+        let audience = (self.shape == Shape::Announcement).then_some("all");
         let encoded = match self.shape {
-            Shape::Notification => {
-                serde_json::to_string(&Body { user_id, user_ids, r#type: "bench", title: "bench", body: filler, data: Data { bench: stamp, body: None } })
+            Shape::Notification | Shape::Announcement => {
+                serde_json::to_string(&Body { user_id, user_ids, audience, r#type: "bench", title: "bench", body: filler, data: Data { bench: stamp, body: None } })
             }
             Shape::TopicEvent => serde_json::to_string(&TopicBody { r#type: "bench", data: Data { bench: stamp, body: Some(filler) } }),
         };
@@ -367,4 +394,51 @@ fn mint(secret: &str, sub: &str, scope: Option<&str>, topics: Option<&[&str]>) -
     let claims = Claims { sub, exp, scope, topics };
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     Ok(jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tidings() -> Target {
+        let args = TargetArgs {
+            name: None,
+            tidings: Some("http://127.0.0.1:1".into()),
+            tidings_publish: None,
+            secret: Some("s".into()),
+            publish_url: None,
+            subscribe_url: None,
+            ids: IdStyle::None,
+            server_pid: None,
+            tidings_db: None,
+            note: Vec::new(),
+        };
+        Target::from_args(&args).unwrap()
+    }
+
+    #[test]
+    fn an_announcement_names_the_audience_all_and_no_user_and_a_channel_hub_gets_the_same_bytes() {
+        let stamp = Stamp { seq: 1, to: "room".into(), sent_ns: 2 };
+        let posts = tidings().posts_to_all("room", 5);
+        assert_eq!(posts.len(), 1);
+        assert_eq!(posts[0].url, "http://127.0.0.1:1/v1/notifications");
+        assert_eq!(posts[0].listeners, 5);
+        assert!(!posts[0].itemized, "the 201 lists one notification for everyone");
+        let body: serde_json::Value = serde_json::from_str(&posts[0].body(&stamp, "xx")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"audience": "all", "type": "bench", "title": "bench", "body": "xx", "data": {"bench": {"seq": 1, "to": "room", "sent_ns": 2}}})
+        );
+
+        let hub = Target {
+            name: "hub".into(),
+            kind: Kind::Template { publish: "http://h/pub/{channel}".into(), subscribe: "http://h/sub/{channel}".into(), ids: IdStyle::None },
+            server_pid: None,
+            notes: Vec::new(),
+            tidings_db: None,
+        };
+        let channel = hub.posts_to_all("room", 5);
+        assert_eq!(channel[0].url, "http://h/pub/room");
+        assert_eq!(channel[0].body(&stamp, "xx"), posts[0].body(&stamp, "xx"));
+    }
 }

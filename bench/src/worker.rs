@@ -109,6 +109,9 @@ async fn run() -> anyhow::Result<()> {
 }
 
 /// Opens one connection and reads it until it ends or the process exits.
+/// An open refused with 503 or 429 is retried after its `Retry-After`, as
+/// an application's EventSource wrapper does after a deploy, until the
+/// connect timeout; any other failure to open counts at once.
 async fn hold(
     client: reqwest::Client,
     spec: ConnSpec,
@@ -119,12 +122,21 @@ async fn hold(
     mut drops: watch::Receiver<u32>,
 ) {
     let permit = gate.acquire_owned().await;
-    let events = match sse::open(&client, &spec, None, timeout).await {
-        Ok(events) => events,
-        Err(e) => {
-            let _ = connected.send(Err(format!("{}: {e:#}", spec.url)));
-            return;
-        }
+    let deadline = Instant::now() + timeout;
+    let events = loop {
+        let failure = match sse::try_open(&client, &spec, None, timeout).await {
+            Ok(events) => break events,
+            Err(sse::OpenError::Refused { retry_after, .. }) if Instant::now() + retry_after <= deadline => {
+                live.lock().unwrap().tally.resume.refused += 1;
+                tokio::time::sleep(retry_after).await;
+                continue;
+            }
+            Err(sse::OpenError::Refused { status, .. }) => format!("status {status}, still refused after {timeout:?}"),
+            Err(sse::OpenError::Status(status)) => format!("status {status}"),
+            Err(sse::OpenError::Connect(e)) => format!("{e:#}"),
+        };
+        let _ = connected.send(Err(format!("{}: {failure}", spec.url)));
+        return;
     };
     drop(permit);
     let _ = connected.send(Ok(()));

@@ -3,8 +3,10 @@
 //!
 //! This module holds what they share: the run context (target, load layout,
 //! server probe, unique names) and the live-delivery procedure that `notify`,
-//! `fanout` and `topic` all are: connect, publish on a schedule, drain, reconcile.
+//! `fanout`, `topic` and `announce` all are: connect, publish on a schedule,
+//! drain, reconcile.
 
+pub mod announce;
 pub mod batch;
 pub mod catchup;
 pub mod chat;
@@ -117,8 +119,9 @@ pub struct Live<'a> {
 }
 
 /// Publishes, waits for the deliveries, and fills the report with
-/// throughput, latency, loss and server cost.
-pub async fn deliver(ctx: &Ctx, report: &mut Report, mut fleet: Fleet, live: Live<'_>) -> anyhow::Result<()> {
+/// throughput, latency, loss and server cost. Returns what the publisher
+/// saw, for scenarios that report more of it.
+pub async fn deliver(ctx: &Ctx, report: &mut Report, mut fleet: Fleet, live: Live<'_>) -> anyhow::Result<publisher::Published> {
     let publisher = Arc::new(Publisher::new(live.schedule.concurrency, ctx.output.body_bytes)?);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = ctx.sample();
@@ -155,6 +158,7 @@ pub async fn deliver(ctx: &Ctx, report: &mut Report, mut fleet: Fleet, live: Liv
     report.row("duplicated", "", Some(tally.duplicates as f64), Better::Lower);
     report.row("misrouted", "", Some(tally.misrouted as f64), Better::Lower);
     server_cost(report, before, after, tally.delivered, "deliveries");
+    report.row("opens refused (503/429, retried)", "", Some(tally.resume.refused as f64), Better::Lower);
     report.row("publish request p50", "ms", published.post_latency.quantile_ms(0.50), Better::Lower);
     report.row("publish request p99", "ms", published.post_latency.quantile_ms(0.99), Better::Lower);
 
@@ -182,7 +186,7 @@ pub async fn deliver(ctx: &Ctx, report: &mut Report, mut fleet: Fleet, live: Liv
             report.note(format!("the publisher fell behind: {achieved:.0} of {rate} msg/s (publish requests in flight capped at {})", live.schedule.concurrency));
         }
     }
-    Ok(())
+    Ok(published)
 }
 
 /// Adds the server's CPU seconds per 1,000 `unit` and its resident memory.
