@@ -30,7 +30,7 @@ use crate::{
 };
 use entity::{event, notification};
 
-/// Rows per multi-row INSERT: 16 columns × 1000 stays under SQLite's limit
+/// Rows per multi-row INSERT: 17 columns × 1000 stays under SQLite's limit
 /// of bound variables.
 const INSERT_CHUNK: usize = 1000;
 

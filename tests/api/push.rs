@@ -412,3 +412,24 @@ async fn the_generated_vapid_key_is_kept_beside_the_database_readable_by_its_own
     let bad_subject = tidings::config::Cli::try_parse_from(["tidings", "--database-url", url.as_str(), "--jwt-secret", "0123456789abcdef0123", "--vapid-subject", "ops@example.com"]);
     assert!(bad_subject.unwrap().serve.into_settings().is_err(), "a subject must be a mailto: or https: URL");
 }
+
+#[tokio::test]
+async fn a_notification_read_before_its_push_goes_out_is_not_pushed() {
+    // A retry a second or more away: the read lands well before it.
+    let app = spawn_app_with(|s| s.outbox.retry_base = Duration::from_secs(2)).await;
+    let service = PushService::start().await;
+    let browser = Browser::new();
+    subscribe(&app, "alice", &browser, &service.endpoint("a")).await;
+    // The push service is down, so the push waits for a retry...
+    service.answer(503);
+    let sent = publish(&app, json!({"user_id": "alice", "type": "test", "title": "Hi", "body": "b"})).await;
+    service.until(1).await;
+    // ...and meanwhile alice reads it on another device.
+    let id = sent["id"].as_i64().unwrap();
+    let (status, _) = app.post_json(&format!("/v1/notifications/{id}/read"), &app.token("alice"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    service.answer(201);
+    let delivery = settled_push(&app, id, "alice").await;
+    assert_eq!((delivery["status"].as_str(), delivery["last_error"].as_str()), (Some("skipped"), Some("read before the push was due")), "{delivery}");
+    assert_eq!(service.pushes().len(), 1, "only the refused attempt reached the push service");
+}
