@@ -217,8 +217,8 @@ function createItem(notification) {
   const open = make('button', 'notification-main');
   open.type = 'button';
   const meta = make('span', 'notification-meta');
-  meta.append(make('span', 'notification-type'), make('span', 'notification-updates'), make('span', 'notification-email', 'email pending'),
-    make('time', 'notification-time'));
+  meta.append(make('span', 'notification-type'), make('span', 'notification-audience'), make('span', 'notification-updates'),
+    make('span', 'notification-email', 'email pending'), make('time', 'notification-time'));
   open.append(meta, make('span', 'notification-title'), make('span', 'notification-body'));
   open.addEventListener('click', () => openNotification(item.dataset.id));
 
@@ -245,6 +245,13 @@ function createItem(notification) {
   return item;
 }
 
+/** `"all"` → "everyone", `{topic}` → "#topic", a user's own → "". */
+function audienceLabel(audience) {
+  if (audience === 'all') return 'everyone';
+  if (audience && typeof audience.topic === 'string') return `#${audience.topic}`;
+  return '';
+}
+
 function fillItem(item, notification) {
   const count = Number(notification.count) > 1 ? Number(notification.count) : 1;
   const previous = Number(item.dataset.count || count);
@@ -255,6 +262,13 @@ function fillItem(item, notification) {
   item.classList.toggle('unread', !notification.read_at);
   item.classList.toggle('actionable', Boolean(safeUrl(notification.action_url)));
   item.querySelector('.notification-type').textContent = notification.type;
+  // An announcement (stored once for everyone, or a topic's readers) says so.
+  const audience = item.querySelector('.notification-audience');
+  const label = audienceLabel(notification.audience);
+  audience.textContent = label;
+  audience.hidden = !label;
+  audience.title = label ? 'An announcement: the same notification for everyone it names; your read state is your own' : '';
+  item.classList.toggle('announcement', Boolean(label));
   item.querySelector('.notification-count').textContent = count > 1 ? String(count) : '';
   const updates = item.querySelector('.notification-updates');
   updates.textContent = count > 1 ? `${count} updates` : '';

@@ -113,6 +113,7 @@ async function run(page) {
   await badge.waitFor({ state: 'hidden', timeout: TIMEOUT_MS });
   await page.locator(`#notification-panel .notification[data-id="${id}"]:not(.unread)`).waitFor({ timeout: TIMEOUT_MS });
 
+  await checkAnnouncement(page);
   await checkGrouping(page);
   await checkPreferences(page);
   if (expectEmail) await checkEmail(page);
@@ -152,6 +153,21 @@ async function checkEmail(page) {
   await page.locator(`#notification-list .notification[data-id="${id}"] .mark-read`).click({ timeout: TIMEOUT_MS });
   await page.locator(`#notification-list .notification[data-id="${id}"]:not(.unread) .notification-email[hidden]`)
     .waitFor({ state: 'attached', timeout: TIMEOUT_MS });
+}
+
+async function checkAnnouncement(page) {
+  step('an announcement to everyone lands in the bell with its "everyone" mark, unread');
+  const { created } = await publishRaw({ user_id: undefined, audience: 'all', type: 'browser.announce', title: 'Maintenance tonight' });
+  const id = String(created[0].id);
+  await page.locator('#unread-badge:not([hidden])', { hasText: /^1$/ }).waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  const item = page.locator(`#notification-list .notification.unread.announcement[data-id="${id}"]`);
+  await item.locator('.notification-audience:not([hidden])', { hasText: 'everyone' }).waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  await page.screenshot({ path: path.join(screenshotDir, 'announcement.png'), animations: 'disabled' });
+
+  step('marking it read clears it for this user');
+  await item.locator('.mark-read').click({ timeout: TIMEOUT_MS });
+  await page.locator('#unread-badge').waitFor({ state: 'hidden', timeout: TIMEOUT_MS });
+  await page.locator(`#notification-list .notification[data-id="${id}"]:not(.unread)`).waitFor({ timeout: TIMEOUT_MS });
 }
 
 async function checkGrouping(page) {
