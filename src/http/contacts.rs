@@ -28,7 +28,7 @@ fn user(raw: String) -> Result<UserId, ApiError> {
 /// Sets a user's contact (scope `publish`): `email` (shape checked),
 /// `locale` (BCP 47, picks the template), `time_zone` (IANA name). Fields
 /// left out are cleared.
-#[utoipa::path(put, path = "/users/{user_id}/contact", tag = "contacts", security(("bearer" = [])), request_body = Contact,
+#[utoipa::path(put, path = "/users/{user_id}/contact", tag = "contacts", security(("bearer" = [])), request_body = ContactBody,
     params(("user_id" = String, Path, min_length = 1, max_length = 255)),
     responses((status = 200, body = Contact), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn put(State(state): State<AppState>, _publisher: Publisher, Path(raw): Path<String>, body: JsonBody<ContactBody>) -> Result<Json<Contact>, ApiError> {
@@ -50,10 +50,16 @@ async fn get(State(state): State<AppState>, _publisher: Publisher, Path(raw): Pa
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactBody {
+    /// `local@domain`, at most 254 characters; checked for shape only.
     #[serde(default)]
+    #[schema(max_length = 254)]
     email: Option<String>,
+    /// A BCP 47 language tag such as `fr` or `pt-BR`.
     #[serde(default)]
+    #[schema(max_length = 35)]
     locale: Option<String>,
+    /// An IANA time zone name such as `Europe/Paris`.
     #[serde(default)]
+    #[schema(max_length = 64)]
     time_zone: Option<String>,
 }
