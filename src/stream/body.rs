@@ -27,7 +27,7 @@ use super::{
 use crate::{
     domain::{EventId, UserId},
     hub::{Delivery, Event, Subscription},
-    notifications::UnreadState,
+    notifications::{UnreadState, unread_state},
     store::event_log::Window,
 };
 
@@ -117,25 +117,13 @@ impl SseStream {
                 let after = self.machine.cursor.last;
                 let page = self.ctx.settings.replay_page;
                 Box::pin(async move {
-                    let mut wait = std::time::Duration::from_millis(50);
-                    let mut tries = 0;
-                    loop {
-                        match reads::replay_page(&db, &user, &user_topic, &topics, after, page, conflate_upto, first_page).await {
-                            Err(ReplayError::Db(e @ (DbErr::ConnectionAcquire(_) | DbErr::Conn(_)))) if tries < 6 => {
-                                tracing::debug!(error = %e, "stream replay retried");
-                                tries += 1;
-                                tokio::time::sleep(wait).await;
-                                wait = (wait * 2).min(std::time::Duration::from_secs(2));
-                            }
-                            other => return Read::Page(other),
-                        }
-                    }
+                    Read::Page(patiently("replay", || reads::replay_page(&db, &user, &user_topic, &topics, after, page, conflate_upto, first_page)).await)
                 })
             }
             Phase::Counting => {
                 let viewer = self.machine.announced.viewer.clone();
                 let topics = self.machine.windows.audience().topics();
-                Box::pin(async move { Read::Counted(patiently("unread count", || reads::unread(&db, &viewer, &topics)).await) })
+                Box::pin(async move { Read::Counted(patiently("unread count", || unread_state(&db, &viewer, &topics)).await) })
             }
             Phase::Live | Phase::Ended => unreachable!("these states read nothing"),
         }

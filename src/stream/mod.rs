@@ -117,18 +117,31 @@ pub async fn opening_turn(ctx: &StreamContext) -> Option<OpeningTurn> {
     tokio::time::timeout(ctx.settings.open_deadline, ctx.opening.clone().acquire_owned()).await.ok()?.ok()
 }
 
-/// Reads that a stream retries rather than end on: the pool had no free
-/// connection in time, or a connection broke. A stream that answered 200
-/// must not end because the database was briefly busy.
-async fn patiently<T, F, Fut>(what: &str, mut read: F) -> Result<T, DbErr>
+/// An error a stream's read may retry: the pool had no free connection in
+/// time, or a connection broke.
+trait Transient: std::fmt::Display {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for DbErr {
+    fn is_transient(&self) -> bool {
+        matches!(self, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+    }
+}
+
+/// Reads that a stream retries rather than end on (see [`Transient`]), with
+/// backoff and jitter. A stream that answered 200 must not end because the
+/// database was briefly busy.
+async fn patiently<T, E, F, Fut>(what: &str, mut read: F) -> Result<T, E>
 where
+    E: Transient,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, DbErr>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut wait = Duration::from_millis(50);
     for _ in 0..6 {
         match read().await {
-            Err(e @ (DbErr::ConnectionAcquire(_) | DbErr::Conn(_))) => {
+            Err(e) if e.is_transient() => {
                 tracing::debug!(error = %e, what, "stream read retried");
                 let jitter = Duration::from_millis(rand::random::<u64>() % (wait.as_millis() as u64 + 1));
                 tokio::time::sleep(wait + jitter).await;

@@ -170,7 +170,8 @@ pub async fn snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, Db
     }
 }
 
-/// The unread state (own count, unread announcements) at the head of `topics`.
-pub async fn unread(db: &DatabaseConnection, viewer: &Viewer, topics: &[Topic]) -> Result<UnreadState, DbErr> {
-    unread_state(db, viewer, topics).await
+impl super::Transient for ReplayError {
+    fn is_transient(&self) -> bool {
+        matches!(self, ReplayError::Db(e) if super::Transient::is_transient(e))
+    }
 }
