@@ -15,6 +15,7 @@ pub mod page;
 pub mod preferences;
 pub mod presence;
 pub mod push;
+pub mod request_log;
 pub mod revocations;
 pub mod stats;
 pub mod stream;
@@ -28,17 +29,13 @@ use axum::{
     BoxError, Router,
     error_handling::HandleErrorLayer,
     body::Body,
-    extract::{DefaultBodyLimit, MatchedPath, State},
+    extract::{DefaultBodyLimit, State},
     http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header},
     middleware::{self, Next},
     response::IntoResponse,
 };
 use tower::ServiceBuilder;
-use tower_http::{
-    cors::{AllowOrigin, Any, CorsLayer},
-    trace::TraceLayer,
-};
-use tracing::{Span, field::Empty};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -82,25 +79,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(settings.max_body_bytes, refuse_declared_oversize))
         .layer(middleware::from_fn(metrics::record_request))
-        .layer(
-            // The span names the matched route, never the raw URI: a stream's
-            // query string may carry its token. `user` is filled in by the
-            // auth extractors, `status` when the response leaves.
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<_>| {
-                    let route = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or_else(|| metrics::UNMATCHED_ROUTE.to_owned(), |path| path.as_str().to_owned());
-                    tracing::info_span!("request", method = %request.method(), route, user = Empty, status = Empty)
-                })
-                .on_request(())
-                .on_response(|response: &Response<_>, latency: Duration, span: &Span| {
-                    span.record("status", response.status().as_u16());
-                    tracing::info!(latency_ms = latency.as_secs_f64() * 1000.0, "request");
-                })
-                .on_failure(()),
-        );
+        .layer(middleware::from_fn(request_log::log_request));
     if let Some(cors) = cors_layer(&settings.cors_origins) {
         router = router.layer(cors);
     }

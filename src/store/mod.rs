@@ -95,6 +95,13 @@ pub async fn connect_with(url: &str, pool: Pool, sync: SqliteSync, timeout: Dura
         .connect_timeout(timeout)
         .acquire_timeout(timeout)
         .sqlx_logging(false)
+        // A pooled SQLite connection is a file handle in this process: it
+        // cannot go stale the way a network connection can, so sqlx's ping
+        // before every hand-out is pure cost (a round trip to the
+        // connection's worker thread; one in seven of a stream open's).
+        // PostgreSQL keeps it: a ping there finds a connection the network
+        // broke before a request does.
+        .test_before_acquire(!url.starts_with("sqlite:"))
         .map_sqlx_sqlite_opts(move |opts| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
             let opts = opts
@@ -111,12 +118,39 @@ pub async fn connect_with(url: &str, pool: Pool, sync: SqliteSync, timeout: Dura
                 Pool::Writer => opts.pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES),
                 Pool::Readers { .. } => opts,
             }
-        });
+        })
+        .map_sqlx_sqlite_pool_opts(|pool| pool.after_connect(|connection, _| Box::pin(stable_query_plans(connection))));
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
         tracing::debug!("SQLite in WAL mode");
     }
     Ok(db)
+}
+
+/// SQLite: turns on the query planner stability guarantee
+/// (`SQLITE_DBCONFIG_ENABLE_QPSG`) for a new connection.
+///
+/// Why: without it, SQLite (3.47 and later) looks at the value bound to
+/// `LIMIT ?` when it compiles a statement, and marks the statement to be
+/// compiled again whenever that parameter is bound anew. SeaORM binds every
+/// limit, so every replay page, unread page and list was parsed and planned
+/// afresh on each execution, cached statement or not: a profile of 5,000
+/// stream opens (`perf record` during `tidings-bench idle`) spent 7 % of the
+/// server's CPU in `sqlite3Reprepare`. With the guarantee, a statement keeps
+/// the plan it was first given, which for our indexed look-ups is the only
+/// plan there is.
+async fn stable_query_plans(connection: &mut sea_orm::sqlx::SqliteConnection) -> Result<(), sea_orm::sqlx::Error> {
+    use libsqlite3_sys::{SQLITE_DBCONFIG_ENABLE_QPSG, SQLITE_OK, sqlite3_db_config};
+    let mut handle = connection.lock_handle().await?;
+    let raw = handle.as_raw_handle().as_ptr();
+    // SAFETY: `raw` is this connection's open handle, held locked (so no
+    // other thread uses it) for the duration of the call; the option takes
+    // an int (1: on) and an optional out-pointer, which may be null.
+    let rc = unsafe { sqlite3_db_config(raw, SQLITE_DBCONFIG_ENABLE_QPSG, 1 as std::ffi::c_int, std::ptr::null_mut::<std::ffi::c_int>()) };
+    if rc != SQLITE_OK {
+        return Err(sea_orm::sqlx::Error::Configuration(format!("SQLite refused the query planner stability guarantee (code {rc})").into()));
+    }
+    Ok(())
 }
 
 /// SQLite: checkpoints the WAL five times a second from the read pool, so that the

@@ -64,6 +64,8 @@ pub struct SseStream {
     floor: EventId,
     user: UserId,
     issued_at: u64,
+    /// For the `stream closed` log line.
+    opened_at: Instant,
 }
 
 impl SseStream {
@@ -83,6 +85,7 @@ impl SseStream {
             floor,
             user,
             issued_at,
+            opened_at: Instant::now(),
         };
         stream.arm_expiry();
         stream
@@ -206,6 +209,15 @@ impl SseStream {
             Delivery::Closed => self.machine.end(Some(SHUTDOWN_FAREWELL)),
         }
         Poll::Ready(())
+    }
+}
+
+/// A stream's end is logged as an event, not as the close of a span held
+/// open for its life (see `http::request_log`); its opening is the
+/// request's own log line.
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        tracing::info!(user = %self.user, open_secs = self.opened_at.elapsed().as_secs(), "stream closed");
     }
 }
 
