@@ -119,9 +119,8 @@ pub struct StreamState {
     pub hiding_preferences: i64,
 }
 
-/// Reads [`StreamState`] for `user` over `topics` at `now`: one round trip
-/// of indexed subqueries.
-pub async fn stream_state(conn: &impl ConnectionTrait, user: &UserId, topics: &[&str], now: DateTime<Utc>) -> Result<StreamState, DbErr> {
+/// The one-row statement of [`StreamState`]: indexed scalar subqueries.
+fn state_statement(user: &UserId, topics: &[&str], now: DateTime<Utc>) -> sea_orm::sea_query::SelectStatement {
     use entity::{announcement, event, preference};
     use sea_orm::sea_query::{Alias, Condition, Func, Query, SimpleExpr, SubQueryStatement};
     let sub = |select: sea_orm::sea_query::SelectStatement| SimpleExpr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(select)));
@@ -155,19 +154,73 @@ pub async fn stream_state(conn: &impl ConnectionTrait, user: &UserId, topics: &[
         .and_where(Expr::col(preference::Column::UserId).eq(user.as_str()))
         .cond_where(Condition::any().add(Expr::col(preference::Column::Enabled).eq(false)).add(Expr::col(preference::Column::Web).eq(false)))
         .to_owned();
-    let statement = Query::select()
+    Query::select()
         .expr_as(Func::coalesce([sub(head), Expr::val(0i64).into()]), Alias::new("head"))
         .expr_as(Func::coalesce([sub(stored), Expr::val(0i64).into()]), Alias::new("stored"))
         .expr_as(sub(expired), Alias::new("expired"))
         .expr_as(sub(live), Alias::new("live_announcements"))
         .expr_as(sub(hiding), Alias::new("hiding_preferences"))
-        .to_owned();
+        .to_owned()
+}
+
+/// Reads [`StreamState`] for `user` over `topics` at `now`: one round trip
+/// of indexed subqueries.
+pub async fn stream_state(conn: &impl ConnectionTrait, user: &UserId, topics: &[&str], now: DateTime<Utc>) -> Result<StreamState, DbErr> {
+    let statement = state_statement(user, topics, now);
     let row = conn.query_one(&statement).await?.ok_or_else(|| DbErr::RecordNotFound("the stream state row".into()))?;
-    Ok(StreamState {
-        head: row.try_get("", "head")?,
-        stored: row.try_get("", "stored")?,
-        expired: row.try_get("", "expired")?,
-        live_announcements: row.try_get("", "live_announcements")?,
-        hiding_preferences: row.try_get("", "hiding_preferences")?,
-    })
+    StreamState::from_row(&row)
+}
+
+impl StreamState {
+    fn from_row(row: &sea_orm::QueryResult) -> Result<Self, DbErr> {
+        Ok(StreamState {
+            head: row.try_get("", "head")?,
+            stored: row.try_get("", "stored")?,
+            expired: row.try_get("", "expired")?,
+            live_announcements: row.try_get("", "live_announcements")?,
+            hiding_preferences: row.try_get("", "hiding_preferences")?,
+        })
+    }
+}
+
+/// [`StreamState`] and the newest `limit` unread notifications of `user`
+/// (oldest first), in **one statement**, so one snapshot without a
+/// transaction: the state's row left-joined with the page of unread rows.
+///
+/// Why: this is what a stream without a resume point starts from, and a
+/// surge of reconnections is a surge of exactly this read. On SQLite every
+/// statement, and a transaction's `BEGIN` and `COMMIT` each, is a round
+/// trip to the connection's worker thread; the same two reads in a
+/// transaction took four (`perf` of `tidings-bench idle`: thread hand-offs
+/// to those workers were a third of the server's CPU while streams opened).
+pub async fn state_with_newest_unread(conn: &impl ConnectionTrait, user: &UserId, topics: &[&str], now: DateTime<Utc>, limit: u64) -> Result<(StreamState, Vec<notification::Model>), DbErr> {
+    use sea_orm::{
+        FromQueryResult, QueryOrder, QueryTrait,
+        sea_query::{Alias, Asterisk, JoinType, Query},
+    };
+    let (state, page) = (Alias::new("state"), Alias::new("page"));
+    let unread = crate::store::notifications::visible(user, now)
+        .filter(notification::Column::ReadAt.is_null())
+        .order_by_desc(notification::Column::EventId)
+        .limit(limit)
+        .into_query();
+    let statement = Query::select()
+        .column((state.clone(), Asterisk))
+        .column((page.clone(), Asterisk))
+        .from_subquery(state_statement(user, topics, now), state)
+        .join_subquery(JoinType::LeftJoin, unread, page, Expr::cust("1 = 1"))
+        .to_owned();
+    let rows = conn.query_all(&statement).await?;
+    let first = rows.first().ok_or_else(|| DbErr::RecordNotFound("the stream state row".into()))?;
+    let stream_state = StreamState::from_row(first)?;
+    let mut unread = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // Without unread notifications, the one row's page columns are null.
+        if row.try_get::<Option<i64>>("", "id")?.is_some() {
+            unread.push(notification::Model::from_query_result(row, "")?);
+        }
+    }
+    // A joined derived table keeps no order of its own.
+    unread.sort_by_key(|row| row.event_id);
+    Ok((stream_state, unread))
 }

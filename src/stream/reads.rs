@@ -12,7 +12,7 @@ use crate::{
     hub::event::encode_frame,
     notifications::{UnreadState, announcements::{self, Viewer}, unread_state},
     store::{
-        chat,
+        chat, unread,
         event_log::{self, Audience, Window},
         notifications as rows,
     },
@@ -121,24 +121,30 @@ async fn resume_point(db: &DatabaseConnection, user: &UserId, user_topic: &Topic
 /// state returned holds them apart from the user's own count.
 pub async fn fresh_state(db: &DatabaseConnection, viewer: &Viewer, audience: &Audience, limit: u64, floor: EventId, page: u64) -> Result<(Vec<(EventId, Bytes, Option<i64>)>, EventId, UnreadState), DbErr> {
     let user = viewer.user();
-    let txn = snapshot(db).await?;
     let now = chrono::Utc::now();
-    let unread = rows::newest_unread(&txn, user, now, limit).await?;
-    let state = unread_state(&txn, viewer, &audience.topics()).await?;
-    let head = state.position;
-    let mut shared = Vec::new();
-    if !audience.windows.is_empty() || !audience.topics.is_empty() {
-        let mut after = floor;
-        while after < head {
-            let events = event_log::read_audience_after(&txn, audience, after, page, None).await?;
-            let Some(last) = events.last().and_then(|e| e.id) else { break };
-            after = last;
-            // The user's own events and announcements up to the head are in
-            // the unread notifications already.
-            shared.extend(events.into_iter().filter(|e| e.topic != audience.user && e.topic != Topic::announcements() && e.id.is_some_and(|id| id <= head)));
-        }
-    }
-    txn.commit().await?;
+    let topics = audience.topics();
+    let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
+    // The common case in one statement (see `state_with_newest_unread`).
+    let (first, unread) = unread::state_with_newest_unread(db, user, &names, now, limit).await?;
+    let (unread, state, shared) = if first.live_announcements == 0 && first.hiding_preferences == 0 {
+        // No announcement is live and no preference hides a type: the state
+        // needs nothing more. The shared events up to the head are read
+        // after the statement, outside it, and are still exactly what it
+        // saw: every id up to the head is committed and stays as it is
+        // (ids are given in commit order, see `store::event_log`).
+        let state = UnreadState { position: EventId::new(first.head), own: unread::visible(first.stored, first.expired), announced: Vec::new(), hidden: Vec::new() };
+        let shared = shared_since(db, audience, floor, state.position, page).await?;
+        (unread, state, shared)
+    } else {
+        // Announcements or hidden types: their reads and the rest share one
+        // snapshot, so that the count and the frames agree.
+        let txn = snapshot(db).await?;
+        let unread = rows::newest_unread(&txn, user, now, limit).await?;
+        let state = unread_state(&txn, viewer, &topics).await?;
+        let shared = shared_since(&txn, audience, floor, state.position, page).await?;
+        txn.commit().await?;
+        (unread, state, shared)
+    };
     let mut notifications: Vec<(EventId, Notification)> = unread
         .into_iter()
         .map(|row| (EventId::new(row.event_id), Notification::from(row)))
@@ -158,7 +164,25 @@ pub async fn fresh_state(db: &DatabaseConnection, viewer: &Viewer, audience: &Au
         .collect();
     frames.extend(shared.into_iter().filter_map(|event| event.id.map(|id| (id, event.frame, None))));
     frames.sort_by_key(|(id, _, _)| *id);
-    Ok((frames, head, state))
+    Ok((frames, state.position, state))
+}
+
+/// The events of the stream's conversations and topics in `(floor, head]`
+/// (see [`fresh_state`] for why), oldest first. The user's own events and
+/// announcements up to the head are in the unread notifications already.
+async fn shared_since(conn: &impl ConnectionTrait, audience: &Audience, floor: EventId, head: EventId, page: u64) -> Result<Vec<crate::hub::Event>, DbErr> {
+    let mut shared = Vec::new();
+    if audience.windows.is_empty() && audience.topics.is_empty() {
+        return Ok(shared);
+    }
+    let mut after = floor;
+    while after < head {
+        let events = event_log::read_audience_after(conn, audience, after, page, None).await?;
+        let Some(last) = events.last().and_then(|e| e.id) else { break };
+        after = last;
+        shared.extend(events.into_iter().filter(|e| e.topic != audience.user && e.topic != Topic::announcements() && e.id.is_some_and(|id| id <= head)));
+    }
+    Ok(shared)
 }
 
 /// A read-only transaction that sees one instant of the database: in SQLite's
