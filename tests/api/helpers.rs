@@ -361,6 +361,18 @@ impl EventStream {
         }
     }
 
+    /// The next event not named `skip`: for a test about one kind of event
+    /// on a stream that also carries another (presence) at moments the test
+    /// does not control.
+    pub async fn next_except(&mut self, skip: &str) -> SseEvent {
+        loop {
+            let event = self.next().await.expect("the stream ended early");
+            if event.event != skip {
+                return event;
+            }
+        }
+    }
+
     /// Events up to and including the next `unread_count`: the end of the
     /// initial state of a fresh or resumed stream.
     pub async fn until_unread_count(&mut self) -> (Vec<SseEvent>, u64) {
