@@ -81,6 +81,8 @@ pub struct AppState {
     pub links: Option<Arc<LinkSigner>>,
     /// Turns for streams to read their starting state (admission control).
     pub stream_opening: Arc<tokio::sync::Semaphore>,
+    /// The reads of opening streams, coalesced across streams.
+    pub stream_starts: Arc<crate::stream::StartReads>,
     /// Cancelled when the server stops; every open stream watches it.
     /// Deliveries of announcements counted on this node, for statistics.
     pub announcements_seen: Arc<crate::notifications::announcements::SeenTally>,
@@ -99,6 +101,7 @@ impl AppState {
             shutdown: self.shutdown.clone(),
             revocations: self.revocations.clone(),
             opening: self.stream_opening.clone(),
+            starts: self.stream_starts.clone(),
         }
     }
 
@@ -261,6 +264,7 @@ impl Application {
             retention,
             writer,
             stream_opening: Arc::new(tokio::sync::Semaphore::new(settings.stream.max_opening)),
+            stream_starts: Arc::new(crate::stream::StartReads::spawn(db.clone(), settings.stream.snapshot_limit, settings.stream.replay_page)),
             stream: Arc::new(settings.stream),
             revocations,
             announcements_seen: Arc::default(),

@@ -38,6 +38,7 @@
 pub mod app;
 pub mod auth;
 pub mod chat;
+pub mod coalesce;
 pub mod config;
 pub mod contacts;
 pub mod domain;

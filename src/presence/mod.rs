@@ -30,6 +30,7 @@ use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    coalesce::Coalescer,
     domain::{Topic, UserId, events, notification::{rfc3339, truncate_to_millis}},
     hub::{Event, Hub},
     store::chat,
@@ -94,10 +95,8 @@ pub struct LocalPresence {
 }
 
 struct Inner {
-    db: DatabaseConnection,
-    /// Who is told of changes.
-    visibility: Visibility,
-    hub: Arc<Hub>,
+    /// Tells the users who may see them of changes.
+    announcer: Announcer,
     grace: Duration,
     /// A std mutex: held for map operations only.
     users: Mutex<HashMap<UserId, UserState>>,
@@ -154,7 +153,7 @@ impl LocalPresence {
     /// Presence publishing to `hub`, finding who may see it in `db`.
     pub fn new(db: DatabaseConnection, visibility: Visibility, hub: Arc<Hub>, grace: Duration) -> Self {
         LocalPresence {
-            inner: Arc::new(Inner { db, visibility, hub, grace, users: Mutex::new(HashMap::new()), last_sweep: Mutex::new(std::time::Instant::now()) }),
+            inner: Arc::new(Inner { announcer: Announcer::spawn(db, visibility, hub), grace, users: Mutex::new(HashMap::new()), last_sweep: Mutex::new(std::time::Instant::now()) }),
         }
     }
 }
@@ -226,27 +225,83 @@ impl Inner {
     }
 
     async fn announce(&self, view: PresenceView) {
-        announce(&self.db, self.visibility, &self.hub, view).await;
+        self.announcer.announce(view).await;
     }
 }
 
-/// Sends a `presence` event to every user who may see it.
-async fn announce(db: &DatabaseConnection, visibility: Visibility, hub: &Hub, view: PresenceView) {
-    let Ok(user) = UserId::parse(view.user_id.clone()) else { return };
-    let contacts = match watchers(db, &user, visibility).await {
-        Ok(contacts) => contacts,
+/// Sends `presence` events to the users who may see each change, in the
+/// order the changes were made. Changes made together (a surge of streams
+/// opening or closing) read their audiences together: a statement or two
+/// per batch, not per change (see `crate::coalesce`). One batch runs at a
+/// time, so a user's `online` and `offline` go out in the order they
+/// happened.
+pub struct Announcer {
+    changes: Coalescer<PresenceView, ()>,
+}
+
+impl Announcer {
+    /// Starts the announcer on the current runtime.
+    pub fn spawn(db: DatabaseConnection, visibility: Visibility, hub: Arc<Hub>) -> Self {
+        let changes = Coalescer::spawn(ANNOUNCED_TOGETHER, 1, move |views: Vec<PresenceView>| {
+            let (db, hub) = (db.clone(), hub.clone());
+            async move {
+                let count = views.len();
+                announce(&db, visibility, &hub, views).await;
+                vec![(); count]
+            }
+        });
+        Announcer { changes }
+    }
+
+    /// Announces `view` and waits until it has been handed to the hub.
+    pub async fn announce(&self, view: PresenceView) {
+        self.changes.call(view).await;
+    }
+}
+
+/// Presence changes announced in one batch, at most.
+const ANNOUNCED_TOGETHER: usize = 256;
+
+/// Sends each of `views` as a `presence` event to every user who may see it.
+async fn announce(db: &DatabaseConnection, visibility: Visibility, hub: &Hub, views: Vec<PresenceView>) {
+    let subjects: Vec<&str> = views.iter().map(|view| view.user_id.as_str()).collect();
+    let watchers = match watchers_of_many(db, &subjects, visibility).await {
+        Ok(watchers) => watchers,
         Err(e) => {
-            tracing::warn!(error = %e, "presence not announced: contacts unavailable");
+            tracing::warn!(error = %e, changes = views.len(), "presence not announced: contacts unavailable");
             return;
         }
     };
-    let data = serde_json::to_string(&view).expect("presence payloads encode");
-    let events = contacts
-        .iter()
-        .filter_map(|contact| UserId::parse(contact.clone()).ok())
-        .map(|contact| Arc::new(Event::ephemeral(Topic::user(&contact), events::PRESENCE, &data)))
-        .collect();
-    hub.publish(events);
+    let mut events = Vec::new();
+    for view in &views {
+        let data = serde_json::to_string(view).expect("presence payloads encode");
+        events.extend(
+            watchers
+                .get(&view.user_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|contact| UserId::parse(contact.clone()).ok())
+                .map(|contact| Arc::new(Event::ephemeral(Topic::user(&contact), events::PRESENCE, &data))),
+        );
+    }
+    if !events.is_empty() {
+        hub.publish(events);
+    }
+}
+
+/// [`watchers`] of each of `users`.
+async fn watchers_of_many(db: &DatabaseConnection, users: &[&str], visibility: Visibility) -> Result<HashMap<String, Vec<String>>, sea_orm::DbErr> {
+    match visibility {
+        Visibility::Conversations => chat::contacts_of_many(db, users).await,
+        Visibility::Contacts => {
+            let mut found = HashMap::with_capacity(users.len());
+            for user in users {
+                let Ok(id) = UserId::parse((*user).to_owned()) else { continue };
+                found.insert((*user).to_owned(), chat::correspondents(db, &id).await?);
+            }
+            Ok(found)
+        }
+    }
 }
 
 impl Presence for LocalPresence {

@@ -21,7 +21,7 @@ use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::{Presence, PresenceView, Status, Visibility, announce};
+use super::{Announcer, Presence, PresenceView, Status, Visibility};
 use crate::{
     domain::{UserId, notification::truncate_to_millis},
     hub::Hub,
@@ -40,10 +40,8 @@ struct Inner {
     redis: ConnectionManager,
     namespace: String,
     node: String,
-    db: DatabaseConnection,
-    /// Who is told of changes.
-    visibility: Visibility,
-    hub: Arc<Hub>,
+    /// Tells the users who may see them of changes.
+    announcer: Announcer,
     grace: Duration,
     /// Streams per user on this node, and a generation bumped on connect so
     /// a pending "gone after grace" sees a reconnect. A std mutex: map
@@ -66,9 +64,7 @@ impl RedisPresence {
             redis: shared_redis::connect(url)?,
             namespace: namespace.to_owned(),
             node: format!("{:016x}", rand::random::<u64>()),
-            db,
-            visibility,
-            hub,
+            announcer: Announcer::spawn(db, visibility, hub),
             grace,
             local: Mutex::new(HashMap::new()),
         });
@@ -195,7 +191,7 @@ impl Inner {
             redis::cmd("HSET").arg(self.key(user, "state")).arg("last_seen_at").arg(stamp).query_async::<()>(&mut conn).await?;
             view.last_seen_at = Some(now);
         }
-        announce(&self.db, self.visibility, &self.hub, view).await;
+        self.announcer.announce(view).await;
         Ok(())
     }
 

@@ -1,5 +1,7 @@
 //! Conversations, members, membership windows and messages.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
@@ -58,6 +60,18 @@ pub async fn member_ids(conn: &impl ConnectionTrait, conversation_id: i64) -> Re
 /// The user's current memberships.
 pub async fn memberships_of(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<member::Model>, DbErr> {
     member::Entity::find().filter(member::Column::UserId.eq(user.as_str())).all(conn).await
+}
+
+/// The memberships of each of `users`, in one statement: what a surge of
+/// stream opens reads together (see `crate::coalesce`). A user repeated in
+/// `users` is read once; every user is in the map, members or not.
+pub async fn memberships_of_many(conn: &impl ConnectionTrait, users: &[&str]) -> Result<HashMap<String, Vec<member::Model>>, DbErr> {
+    let mut found: HashMap<String, Vec<member::Model>> = users.iter().map(|user| ((*user).to_owned(), Vec::new())).collect();
+    let rows = member::Entity::find().filter(member::Column::UserId.is_in(users.iter().copied())).all(conn).await?;
+    for row in rows {
+        found.entry(row.user_id.clone()).or_default().push(row);
+    }
+    Ok(found)
 }
 
 /// Adds a member whose window opens at `joined_event_id`.
@@ -196,6 +210,50 @@ async fn conversation_ids_of(conn: &impl ConnectionTrait, user: &UserId) -> Resu
         .into_tuple()
         .all(conn)
         .await
+}
+
+/// [`contacts`] of each of `users`, in two statements whatever their
+/// number (one if none is a member anywhere): presence changes announced
+/// together, e.g. a surge of streams opening, read their audiences together.
+pub async fn contacts_of_many(conn: &impl ConnectionTrait, users: &[&str]) -> Result<HashMap<String, Vec<String>>, DbErr> {
+    let mut contacts: HashMap<String, Vec<String>> = users.iter().map(|user| ((*user).to_owned(), Vec::new())).collect();
+    let memberships: Vec<(i64, String)> = member::Entity::find()
+        .select_only()
+        .column(member::Column::ConversationId)
+        .column(member::Column::UserId)
+        .filter(member::Column::UserId.is_in(users.iter().copied()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if memberships.is_empty() {
+        return Ok(contacts);
+    }
+    let mut conversations: Vec<i64> = memberships.iter().map(|(conversation, _)| *conversation).collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    let mut members_of: HashMap<i64, Vec<String>> = HashMap::new();
+    for chunk in conversations.chunks(1000) {
+        let rows: Vec<(i64, String)> = member::Entity::find()
+            .select_only()
+            .column(member::Column::ConversationId)
+            .column(member::Column::UserId)
+            .filter(member::Column::ConversationId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        for (conversation, member) in rows {
+            members_of.entry(conversation).or_default().push(member);
+        }
+    }
+    for (conversation, user) in memberships {
+        let found = contacts.entry(user.clone()).or_default();
+        found.extend(members_of.get(&conversation).into_iter().flatten().filter(|member| **member != user).cloned());
+    }
+    for found in contacts.values_mut() {
+        found.sort_unstable();
+        found.dedup();
+    }
+    Ok(contacts)
 }
 
 /// Ids of users who share at least one conversation with `user` (not `user`).

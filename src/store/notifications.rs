@@ -86,14 +86,15 @@ pub async fn find(conn: &impl ConnectionTrait, user: &UserId, id: i64, now: Date
 /// The newest `limit` unread ones, returned oldest first: what a stream
 /// without a resume point starts with.
 pub async fn newest_unread(conn: &impl ConnectionTrait, user: &UserId, now: DateTime<Utc>, limit: u64) -> Result<Vec<Model>, DbErr> {
-    let mut rows = visible(user, now)
-        .filter(Column::ReadAt.is_null())
-        .order_by_desc(Column::EventId)
-        .limit(limit)
-        .all(conn)
-        .await?;
+    let mut rows = newest_unread_query(user, now, limit).all(conn).await?;
     rows.reverse();
     Ok(rows)
+}
+
+/// The query of [`newest_unread`], newest first: also a part of the
+/// stream's one-statement fresh start (`store::unread`).
+pub fn newest_unread_query(user: &UserId, now: DateTime<Utc>, limit: u64) -> Select<Notifications> {
+    visible(user, now).filter(Column::ReadAt.is_null()).order_by_desc(Column::EventId).limit(limit)
 }
 
 /// Ids of unread visible notifications, optionally of one type, oldest first.

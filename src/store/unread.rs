@@ -195,15 +195,11 @@ impl StreamState {
 /// to those workers were a third of the server's CPU while streams opened).
 pub async fn state_with_newest_unread(conn: &impl ConnectionTrait, user: &UserId, topics: &[&str], now: DateTime<Utc>, limit: u64) -> Result<(StreamState, Vec<notification::Model>), DbErr> {
     use sea_orm::{
-        FromQueryResult, QueryOrder, QueryTrait,
+        FromQueryResult, QueryTrait,
         sea_query::{Alias, Asterisk, JoinType, Query},
     };
     let (state, page) = (Alias::new("state"), Alias::new("page"));
-    let unread = crate::store::notifications::visible(user, now)
-        .filter(notification::Column::ReadAt.is_null())
-        .order_by_desc(notification::Column::EventId)
-        .limit(limit)
-        .into_query();
+    let unread = crate::store::notifications::newest_unread_query(user, now, limit).into_query();
     let statement = Query::select()
         .column((state.clone(), Asterisk))
         .column((page.clone(), Asterisk))
@@ -223,4 +219,151 @@ pub async fn state_with_newest_unread(conn: &impl ConnectionTrait, user: &UserId
     // A joined derived table keeps no order of its own.
     unread.sort_by_key(|row| row.event_id);
     Ok((stream_state, unread))
+}
+
+/// One stream's part of [`states_with_newest_unread`]: its user and the
+/// topics its log head is taken over.
+#[derive(Debug, Clone, Copy)]
+pub struct FreshPart<'a> {
+    pub user: &'a UserId,
+    pub topics: &'a [&'a str],
+}
+
+/// [`state_with_newest_unread`] for many streams at once, in one snapshot
+/// (`conn` must be a read transaction that sees one instant, see
+/// `stream::reads::snapshot`): a statement per kind of row for all the
+/// streams (counters, expired, hidden types, live announcements, heads,
+/// unread pages), not a statement per stream. A surge of opens then costs
+/// eight round trips per batch (see `crate::coalesce`). Returns one result
+/// per part, in order.
+///
+/// Lists are padded to a few lengths ([`crate::coalesce::padded_len`]) with
+/// a repeated user or topic, which changes no answer, so that the
+/// statements have a few shapes only.
+pub async fn states_with_newest_unread(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>, limit: u64) -> Result<Vec<(StreamState, Vec<notification::Model>)>, DbErr> {
+    let users = padded(parts.iter().map(|part| part.user.as_str()).collect());
+    let topics = padded(parts.iter().flat_map(|part| part.topics.iter().copied()).collect());
+    let stored = stored(conn, &users).await?;
+    let expired = expired(conn, &users, now).await?;
+    let hiding = hiding_preferences(conn, &users).await?;
+    let live = live_announcements(conn, now).await?;
+    let heads = heads_of(conn, &topics).await?;
+    let pages = newest_unread_of(conn, &users, now, limit).await?;
+    Ok(parts
+        .iter()
+        .map(|part| {
+            let user = part.user.as_str();
+            let state = StreamState {
+                head: part.topics.iter().filter_map(|topic| heads.get(*topic).copied()).max().unwrap_or(0),
+                stored: stored.get(user).copied().unwrap_or(0),
+                expired: expired.get(user).copied().unwrap_or(0),
+                live_announcements: live,
+                hiding_preferences: hiding.get(user).copied().unwrap_or(0),
+            };
+            // A user with two streams in the batch gets the page twice.
+            let page = pages.get(user).cloned().unwrap_or_default();
+            (state, page)
+        })
+        .collect())
+}
+
+/// `list` without repeats, padded with its last item to one of a few
+/// lengths (see [`states_with_newest_unread`]).
+fn padded(mut list: Vec<&str>) -> Vec<&str> {
+    list.sort_unstable();
+    list.dedup();
+    if let Some(last) = list.last().copied() {
+        list.resize(crate::coalesce::padded_len(list.len()), last);
+    }
+    list
+}
+
+/// How many preference rows of each of `users` hide a type.
+async fn hiding_preferences(conn: &impl ConnectionTrait, users: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
+    use entity::preference;
+    preference::Entity::find()
+        .select_only()
+        .column(preference::Column::UserId)
+        .column_as(preference::Column::Kind.count(), "hiding")
+        .filter(preference::Column::UserId.is_in(users.iter().copied()))
+        .filter(sea_orm::Condition::any().add(preference::Column::Enabled.eq(false)).add(preference::Column::Web.eq(false)))
+        .group_by(preference::Column::UserId)
+        .into_tuple::<(String, i64)>()
+        .all(conn)
+        .await
+        .map(|rows| rows.into_iter().collect())
+}
+
+/// How many announcements are live at `now`.
+async fn live_announcements(conn: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<i64, DbErr> {
+    use entity::announcement;
+    let count: Option<i64> = announcement::Entity::find()
+        .select_only()
+        .column_as(announcement::Column::Id.count(), "live")
+        .filter(sea_orm::Condition::any().add(announcement::Column::ExpiresAt.is_null()).add(announcement::Column::ExpiresAt.gt(now)))
+        .into_tuple()
+        .one(conn)
+        .await?;
+    Ok(count.unwrap_or(0))
+}
+
+/// The newest event id of each of `topics` (absent: none): one indexed
+/// look-up per topic, `UNION ALL`-ed into one statement. (`GROUP BY topic`
+/// would read every event of each topic to find its maximum.)
+async fn heads_of(conn: &impl ConnectionTrait, topics: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
+    use entity::event;
+    use sea_orm::sea_query::{Alias, Func, Query, UnionType};
+    let one = |topic: &str| {
+        Query::select()
+            .expr_as(Expr::val(topic.to_owned()), Alias::new("topic"))
+            .expr_as(Func::max(Expr::col(event::Column::Id)), Alias::new("head"))
+            .from(event::Entity)
+            .and_where(Expr::col(event::Column::Topic).eq(topic))
+            .to_owned()
+    };
+    let Some((first, rest)) = topics.split_first() else { return Ok(HashMap::new()) };
+    let mut statement = one(first);
+    for topic in rest {
+        statement.union(UnionType::All, one(topic));
+    }
+    let mut heads = HashMap::with_capacity(topics.len());
+    for row in conn.query_all(&statement).await? {
+        if let Some(head) = row.try_get::<Option<i64>>("", "head")? {
+            heads.insert(row.try_get::<String>("", "topic")?, head);
+        }
+    }
+    Ok(heads)
+}
+
+/// The newest `limit` unread notifications of each of `users`, oldest
+/// first: each user's page is its own indexed, limited read, and the pages
+/// are `UNION ALL`-ed into one statement.
+async fn newest_unread_of(conn: &impl ConnectionTrait, users: &[&str], now: DateTime<Utc>, limit: u64) -> Result<HashMap<String, Vec<notification::Model>>, DbErr> {
+    use sea_orm::{
+        FromQueryResult, QueryTrait,
+        sea_query::{Alias, Asterisk, Query, UnionType},
+    };
+    let one = |user: &str| -> Result<sea_orm::sea_query::SelectStatement, DbErr> {
+        let user = UserId::parse(user.to_owned()).map_err(|_| DbErr::Custom("a stored user id no longer parses".into()))?;
+        let page = crate::store::notifications::newest_unread_query(&user, now, limit).into_query();
+        Ok(Query::select().column(Asterisk).from_subquery(page, Alias::new("page")).to_owned())
+    };
+    let mut pages: HashMap<String, Vec<notification::Model>> = HashMap::new();
+    let Some((first, rest)) = users.split_first() else { return Ok(pages) };
+    let mut statement = one(first)?;
+    for user in rest {
+        statement.union(UnionType::All, one(user)?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for row in conn.query_all(&statement).await? {
+        let row = notification::Model::from_query_result(&row, "")?;
+        // A padding repeat of a user brings its page twice.
+        if seen.insert(row.id) {
+            pages.entry(row.user_id.clone()).or_default().push(row);
+        }
+    }
+    for page in pages.values_mut() {
+        page.sort_by_key(|row| row.event_id);
+    }
+    Ok(pages)
 }

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use super::{
     OpeningTurn, StreamContext, patiently,
     machine::{EXPIRED_FAREWELL, Machine, Page, Phase, Resume, SHUTDOWN_FAREWELL},
-    reads::{self, ReplayError},
+    reads::{self, FreshRequest, FreshStart, ReplayError},
 };
 use crate::{
     domain::{EventId, UserId},
@@ -30,10 +30,6 @@ use crate::{
     notifications::{UnreadState, unread_state},
     store::event_log::Window,
 };
-
-/// A fresh start as read: frames (with the announcement each carries, if
-/// any), the head they reflect, the state at that head.
-type FreshStart = (Vec<(EventId, Bytes, Option<i64>)>, EventId, UnreadState);
 
 /// What a state's read produced.
 enum Read {
@@ -106,15 +102,27 @@ impl SseStream {
         let user_topic = self.machine.windows.user.clone();
         let topics = self.machine.windows.topics.clone();
         match self.machine.phase.clone() {
-            Phase::Opening => {
-                let raw = self.resume_from.take();
-                Box::pin(async move { Read::Opened(patiently("opening", || reads::opening(&db, &user, &user_topic, &topics, raw.as_deref())).await) })
-            }
+            Phase::Opening => match self.resume_from.take() {
+                // Without a resume point, only the memberships: read
+                // together with other streams opening now.
+                None => {
+                    let starts = self.ctx.starts.clone();
+                    Box::pin(async move {
+                        let opened = patiently("opening", || starts.memberships(user.clone())).await;
+                        Read::Opened(opened.map(|windows| (windows, Resume::None)))
+                    })
+                }
+                Some(raw) => Box::pin(async move { Read::Opened(patiently("opening", || reads::opening(&db, &user, &user_topic, &topics, Some(&raw))).await) }),
+            },
             Phase::Fresh => {
+                let starts = self.ctx.starts.clone();
                 let viewer = self.machine.announced.viewer.clone();
                 let audience = self.machine.windows.audience();
-                let (limit, floor, page) = (self.ctx.settings.snapshot_limit, self.floor, self.ctx.settings.replay_page);
-                Box::pin(async move { Read::Fresh(patiently("initial state", || reads::fresh_state(&db, &viewer, &audience, limit, floor, page)).await) })
+                let floor = self.floor;
+                Box::pin(async move {
+                    let request = || FreshRequest { viewer: viewer.clone(), audience: audience.clone(), floor };
+                    Read::Fresh(patiently("initial state", || starts.fresh(request())).await)
+                })
             }
             Phase::Replay { conflate_upto, first_page } => {
                 let after = self.machine.cursor.last;

@@ -54,6 +54,7 @@ use crate::{
     revocation::Revocations,
 };
 pub use body::SseStream;
+pub use reads::StartReads;
 use machine::{Machine, Windows};
 
 /// Tunables of every stream.
@@ -105,6 +106,8 @@ pub struct StreamContext {
     pub opening: Arc<tokio::sync::Semaphore>,
     /// Where deliveries of announcements are counted (their `sent`).
     pub seen: Arc<announcements::SeenTally>,
+    /// The reads of opening streams, coalesced across streams.
+    pub starts: Arc<StartReads>,
 }
 
 /// A turn to read a starting state, held from before the stream's 200

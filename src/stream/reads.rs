@@ -8,15 +8,18 @@ use sea_orm::{AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransacti
 
 use super::machine::{Page, Resume};
 use crate::{
+    coalesce::Coalescer,
     domain::{EventId, Topic, UserId, events, notification::Notification},
     hub::event::encode_frame,
     notifications::{UnreadState, announcements::{self, Viewer}, unread_state},
     store::{
-        chat, unread,
+        chat,
         event_log::{self, Audience, Window},
+        unread::{self, StreamState},
         notifications as rows,
     },
 };
+use entity::notification;
 
 /// The user's membership windows and the verdict on the client's resume
 /// point (`raw`, if any). `topics` are the broadcast topics of the stream.
@@ -104,10 +107,104 @@ async fn resume_point(db: &DatabaseConnection, user: &UserId, user_topic: &Topic
     Ok(Some(after))
 }
 
-/// The newest unread notifications as frames with their event ids, and
-/// the events of the stream's conversations and topics committed after
-/// `floor`, merged oldest first; and the log head of the audience; all from
-/// one consistent snapshot.
+/// A fresh start as read: frames (with the announcement each carries, if
+/// any), the head they reflect, the state at that head.
+pub type FreshStart = (Vec<(EventId, Bytes, Option<i64>)>, EventId, UnreadState);
+
+/// What one stream asks of [`fresh_states`].
+pub struct FreshRequest {
+    pub viewer: Viewer,
+    pub audience: Audience,
+    /// The log head read before the stream subscribed.
+    pub floor: EventId,
+}
+
+/// The reads of stream opens, each coalesced across the streams opening at
+/// the same time (see `crate::coalesce`): a surge of opens costs a
+/// statement per batch, not per stream.
+pub struct StartReads {
+    memberships: Coalescer<UserId, Result<Vec<Window>, DbErr>>,
+    fresh: Coalescer<FreshRequest, Result<FreshStart, DbErr>>,
+}
+
+/// Batches of each kind that may run at once: enough to keep a few pooled
+/// connections busy while the next batch gathers.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Streams per batch, at most. Bigger batches save little more CPU, and
+/// each connection keeps every statement shape it ran prepared: a
+/// 64-stream shape cost about 20 MB of SQLite memory across the pool.
+const MAX_BATCH: usize = 16;
+
+impl StartReads {
+    /// Starts the batchers on the current runtime.
+    pub fn spawn(db: DatabaseConnection, snapshot_limit: u64, replay_page: u64) -> Self {
+        let max_batch = MAX_BATCH;
+        let for_members = db.clone();
+        let memberships = Coalescer::spawn(max_batch, BATCHES_IN_FLIGHT, move |users: Vec<UserId>| {
+            let db = for_members.clone();
+            async move { memberships_of(&db, &users).await }
+        });
+        let fresh = Coalescer::spawn(max_batch, BATCHES_IN_FLIGHT, move |requests: Vec<FreshRequest>| {
+            let db = db.clone();
+            async move { fresh_states(&db, &requests, snapshot_limit, replay_page).await }
+        });
+        StartReads { memberships, fresh }
+    }
+
+    /// The membership windows of `user` (an opening without a resume point).
+    pub async fn memberships(&self, user: UserId) -> Result<Vec<Window>, DbErr> {
+        self.memberships.call(user).await.unwrap_or_else(|| Err(batch_lost()))
+    }
+
+    /// A fresh start (see [`fresh_states`]).
+    pub async fn fresh(&self, request: FreshRequest) -> Result<FreshStart, DbErr> {
+        self.fresh.call(request).await.unwrap_or_else(|| Err(batch_lost()))
+    }
+}
+
+/// A batch that did not answer: retried like a broken connection.
+fn batch_lost() -> DbErr {
+    DbErr::Conn(sea_orm::RuntimeErr::Internal("a coalesced read did not answer".into()))
+}
+
+/// One failure of a batch, for each of its callers; whether it is worth a
+/// retry is kept (see `stream::Transient`).
+fn shared_error(e: &DbErr) -> DbErr {
+    match e {
+        DbErr::ConnectionAcquire(acquire) => DbErr::ConnectionAcquire(*acquire),
+        DbErr::Conn(runtime) => DbErr::Conn(runtime.clone()),
+        other => DbErr::Custom(other.to_string()),
+    }
+}
+
+/// The membership windows of each of `users`, in one statement.
+async fn memberships_of(db: &DatabaseConnection, users: &[UserId]) -> Vec<Result<Vec<Window>, DbErr>> {
+    let mut names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+    // Padded with a repeated user: a few statement shapes (`padded_len`).
+    if let Some(last) = names.last().copied() {
+        names.resize(crate::coalesce::padded_len(names.len()), last);
+    }
+    match chat::memberships_of_many(db, &names).await {
+        Err(e) => users.iter().map(|_| Err(shared_error(&e))).collect(),
+        Ok(found) => users
+            .iter()
+            .map(|user| {
+                Ok(found
+                    .get(user.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|membership| Window { topic: Topic::conversation(membership.conversation_id), from: EventId::new(membership.joined_event_id), until: None })
+                    .collect())
+            })
+            .collect(),
+    }
+}
+
+/// For each request: the newest unread notifications as frames with their
+/// event ids, and the events of the stream's conversations and topics
+/// committed after its `floor`, merged oldest first; and the log head of its
+/// audience; all from one consistent snapshot.
 ///
 /// Why the second part: the connection subscribed after `floor` was read,
 /// so every event committed since may sit in its mailbox, and the stream
@@ -119,13 +216,50 @@ async fn resume_point(db: &DatabaseConnection, user: &UserId, user_topic: &Topic
 /// Announcements the viewer sees and has not read are among the unread
 /// notifications (by the id of the event that last carried each); the
 /// state returned holds them apart from the user's own count.
-pub async fn fresh_state(db: &DatabaseConnection, viewer: &Viewer, audience: &Audience, limit: u64, floor: EventId, page: u64) -> Result<(Vec<(EventId, Bytes, Option<i64>)>, EventId, UnreadState), DbErr> {
-    let user = viewer.user();
+///
+/// The common case is one statement for a request alone, and eight round
+/// trips for a batch of them, whatever its size
+/// (`unread::states_with_newest_unread`).
+pub async fn fresh_states(db: &DatabaseConnection, requests: &[FreshRequest], limit: u64, page: u64) -> Vec<Result<FreshStart, DbErr>> {
     let now = chrono::Utc::now();
-    let topics = audience.topics();
-    let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
-    // The common case in one statement (see `state_with_newest_unread`).
-    let (first, unread) = unread::state_with_newest_unread(db, user, &names, now, limit).await?;
+    let topics: Vec<Vec<Topic>> = requests.iter().map(|request| request.audience.topics()).collect();
+    let names: Vec<Vec<&str>> = topics.iter().map(|topics| topics.iter().map(Topic::as_str).collect()).collect();
+    let parts: Vec<unread::FreshPart<'_>> = requests.iter().zip(&names).map(|(request, names)| unread::FreshPart { user: request.viewer.user(), topics: names }).collect();
+    let firsts: Vec<Result<(StreamState, Vec<notification::Model>), DbErr>> = match parts.as_slice() {
+        // Alone: the one statement (see `state_with_newest_unread`).
+        [part] => vec![unread::state_with_newest_unread(db, part.user, part.topics, now, limit).await],
+        // Together: a statement per kind of row, in one snapshot.
+        _ => {
+            let together = async {
+                let txn = snapshot(db).await?;
+                let states = unread::states_with_newest_unread(&txn, &parts, now, limit).await?;
+                txn.commit().await?;
+                Ok::<_, DbErr>(states)
+            };
+            match together.await {
+                Ok(states) => states.into_iter().map(Ok).collect(),
+                Err(e) => parts.iter().map(|_| Err(shared_error(&e))).collect(),
+            }
+        }
+    };
+    let mut starts = Vec::with_capacity(requests.len());
+    for ((request, first), topics) in requests.iter().zip(firsts).zip(&topics) {
+        let start = match first {
+            Err(e) => Err(e),
+            Ok((first, unread)) => finish_fresh(db, request, topics, first, unread, now, limit, page).await,
+        };
+        starts.push(start);
+    }
+    starts
+}
+
+/// The rest of one fresh start after the common statement: nothing more
+/// unless an announcement is live or a preference hides a type, then the
+/// shared events up to the head, and the frames.
+#[allow(clippy::too_many_arguments)]
+async fn finish_fresh(db: &DatabaseConnection, request: &FreshRequest, topics: &[Topic], first: StreamState, unread: Vec<notification::Model>, now: chrono::DateTime<chrono::Utc>, limit: u64, page: u64) -> Result<FreshStart, DbErr> {
+    let FreshRequest { viewer, audience, floor } = request;
+    let user = viewer.user();
     let (unread, state, shared) = if first.live_announcements == 0 && first.hiding_preferences == 0 {
         // No announcement is live and no preference hides a type: the state
         // needs nothing more. The shared events up to the head are read
@@ -133,15 +267,15 @@ pub async fn fresh_state(db: &DatabaseConnection, viewer: &Viewer, audience: &Au
         // saw: every id up to the head is committed and stays as it is
         // (ids are given in commit order, see `store::event_log`).
         let state = UnreadState { position: EventId::new(first.head), own: unread::visible(first.stored, first.expired), announced: Vec::new(), hidden: Vec::new() };
-        let shared = shared_since(db, audience, floor, state.position, page).await?;
+        let shared = shared_since(db, audience, *floor, state.position, page).await?;
         (unread, state, shared)
     } else {
         // Announcements or hidden types: their reads and the rest share one
         // snapshot, so that the count and the frames agree.
         let txn = snapshot(db).await?;
         let unread = rows::newest_unread(&txn, user, now, limit).await?;
-        let state = unread_state(&txn, viewer, &topics).await?;
-        let shared = shared_since(&txn, audience, floor, state.position, page).await?;
+        let state = unread_state(&txn, viewer, topics).await?;
+        let shared = shared_since(&txn, audience, *floor, state.position, page).await?;
         txn.commit().await?;
         (unread, state, shared)
     };

@@ -195,3 +195,78 @@ async fn a_surge_of_opens_beyond_the_turns_all_open_and_start_in_turn() {
         assert_eq!(count, 0);
     }
 }
+
+/// Opens that arrive together have their starting state read together
+/// (`crate::coalesce`): one batch serves many users. Each must still get
+/// exactly its own unread notifications, oldest first, its own count, and
+/// its own conversations live; a user whose preferences hide a type is read
+/// on the slower path within the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_read_together_each_get_exactly_their_own_state() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    const USERS: usize = 24;
+    let user = |n: usize| format!("batch{n}");
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); USERS];
+    for n in 0..USERS {
+        for k in 0..(n % 5) {
+            let title = format!("{}-{k}", user(n));
+            app.notify(&user(n), &title).await;
+            expected[n].push(title);
+        }
+        // Every third user has read their oldest: it is neither sent nor counted.
+        if n % 3 == 0 && !expected[n].is_empty() {
+            let token = app.token(&user(n));
+            let (_, list) = app.get_json("/v1/notifications?status=unread", &token).await;
+            let oldest = list["items"].as_array().unwrap().iter().find(|item| item["title"] == expected[n][0].as_str()).unwrap()["id"].clone();
+            let (status, _) = app.post_json(&format!("/v1/notifications/{oldest}/read"), &token, None).await;
+            assert_eq!(status, StatusCode::OK);
+            expected[n].remove(0);
+        }
+    }
+    // One user hides a type (not the one published): its state takes the other path.
+    let hidden = app.request(reqwest::Method::PUT, "/v1/preferences/digest.weekly", &app.token(&user(7))).json(&serde_json::json!({"enabled": false})).send().await.unwrap();
+    assert_eq!(hidden.status(), StatusCode::OK);
+    // Pairs of users share a conversation: their memberships are read together too.
+    let mut conversations = Vec::new();
+    for n in (0..USERS).step_by(2) {
+        conversations.push(app.create_conversation(&app.token(&user(n)), &[&user(n + 1)]).await);
+    }
+
+    let opens: Vec<_> = (0..USERS)
+        .map(|n| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut stream = app.open_stream(&app.token(&format!("batch{n}")), None).await;
+                let (before, count) = stream.until_unread_count().await;
+                (stream, before, count)
+            })
+        })
+        .collect();
+    let mut streams = Vec::new();
+    for (n, open) in opens.into_iter().enumerate() {
+        let (stream, before, count) = tokio::time::timeout(PATIENCE, open).await.expect("every open starts").unwrap();
+        let titles: Vec<String> = before
+            .iter()
+            .filter(|event| event.event == "notification")
+            .map(|event| data(event)["title"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(titles, expected[n], "{} got exactly its own unread notifications, oldest first", user(n));
+        assert!(before.iter().all(|event| event.event == "notification" || event.event == "presence" || event.data.is_empty()), "nothing else before the count: {before:?}");
+        assert_eq!(count, expected[n].len() as u64, "{}'s count", user(n));
+        streams.push(stream);
+    }
+    // Live: each conversation's message reaches its two members, no one else.
+    for (pair, conversation) in conversations.iter().enumerate() {
+        let (a, b) = (pair * 2, pair * 2 + 1);
+        app.say(&app.token(&user(a)), conversation, &format!("to pair {pair}")).await;
+        for n in [a, b] {
+            let message = streams[n].next_named("message").await;
+            assert_eq!(data(&message)["content"], format!("to pair {pair}"), "{} hears its own conversation", user(n));
+        }
+    }
+    for (n, stream) in streams.iter_mut().enumerate() {
+        app.notify(&user(n), "last").await;
+        let event = stream.next_except("presence").await;
+        assert_eq!((event.event.as_str(), data(&event)["title"].as_str()), ("notification", Some("last")), "{}: nothing of another pair arrived first", user(n));
+    }
+}
