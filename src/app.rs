@@ -264,7 +264,7 @@ impl Application {
             retention,
             writer,
             stream_opening: Arc::new(tokio::sync::Semaphore::new(settings.stream.max_opening)),
-            stream_starts: Arc::new(crate::stream::StartReads::spawn(db.clone(), settings.stream.snapshot_limit, settings.stream.replay_page)),
+            stream_starts: Arc::new(crate::stream::StartReads::spawn(db.clone(), settings.stream.open_batch, settings.stream.snapshot_limit, settings.stream.replay_page)),
             stream: Arc::new(settings.stream),
             revocations,
             announcements_seen: Arc::default(),

@@ -199,6 +199,12 @@ pub struct ServeArgs {
     /// `Retry-After` before any byte.
     #[arg(long, env = "TIDINGS_MAX_OPENING_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_opening_streams: u64,
+    /// Streams opening at the same time whose starting state is read
+    /// together, at most (1: each alone). Batches cost a third less CPU per
+    /// open and about 1.4 KiB more memory per idle stream (BENCHMARKS.md,
+    /// "opens read together").
+    #[arg(long, env = "TIDINGS_OPEN_BATCH", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub open_batch: u64,
     /// Reconnection delay suggested to clients (`retry:`), in milliseconds.
     #[arg(long, env = "TIDINGS_RETRY_MS", default_value_t = 3000)]
     pub retry_ms: u64,
@@ -404,6 +410,7 @@ impl ServeArgs {
             stream: StreamSettings {
                 heartbeat: Duration::from_secs(self.heartbeat_secs),
                 max_opening: self.max_opening_streams as usize,
+                open_batch: self.open_batch as usize,
                 retry: Duration::from_millis(self.retry_ms),
                 ..StreamSettings::default()
             },

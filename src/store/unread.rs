@@ -225,7 +225,10 @@ pub async fn state_with_newest_unread(conn: &impl ConnectionTrait, user: &UserId
 /// topics its log head is taken over.
 #[derive(Debug, Clone, Copy)]
 pub struct FreshPart<'a> {
+    /// Whose counter and unread page.
     pub user: &'a UserId,
+    /// The stream's topics (its own, its conversations', its broadcast
+    /// topics'): the head is the newest event of any of them.
     pub topics: &'a [&'a str],
 }
 

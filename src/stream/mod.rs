@@ -73,6 +73,9 @@ pub struct StreamSettings {
     /// A surge beyond it waits (see `open_deadline`) instead of piling
     /// onto the database pool, where every open would time out together.
     pub max_opening: usize,
+    /// Streams opening at the same time whose starting state is read in
+    /// one batch, at most (see `crate::coalesce`); 1 reads each alone.
+    pub open_batch: usize,
     /// How long an open waits for its turn before it is refused with 503
     /// and `Retry-After`, before any byte of the stream is sent.
     pub open_deadline: Duration,
@@ -86,6 +89,7 @@ impl Default for StreamSettings {
             snapshot_limit: 100,
             replay_page: 1000,
             max_opening: 64,
+            open_batch: 16,
             open_deadline: Duration::from_secs(2),
         }
     }

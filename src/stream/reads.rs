@@ -113,7 +113,9 @@ pub type FreshStart = (Vec<(EventId, Bytes, Option<i64>)>, EventId, UnreadState)
 
 /// What one stream asks of [`fresh_states`].
 pub struct FreshRequest {
+    /// Whose state, and which announcements they see.
     pub viewer: Viewer,
+    /// What the stream listens to: the log head is taken over its topics.
     pub audience: Audience,
     /// The log head read before the stream subscribed.
     pub floor: EventId,
@@ -131,15 +133,12 @@ pub struct StartReads {
 /// connections busy while the next batch gathers.
 const BATCHES_IN_FLIGHT: usize = 2;
 
-/// Streams per batch, at most. Bigger batches save little more CPU, and
-/// each connection keeps every statement shape it ran prepared: a
-/// 64-stream shape cost about 20 MB of SQLite memory across the pool.
-const MAX_BATCH: usize = 16;
-
 impl StartReads {
-    /// Starts the batchers on the current runtime.
-    pub fn spawn(db: DatabaseConnection, snapshot_limit: u64, replay_page: u64) -> Self {
-        let max_batch = MAX_BATCH;
+    /// Starts the batchers on the current runtime. A batch serves at most
+    /// `max_batch` streams: bigger batches save a little more CPU, but
+    /// every pooled connection keeps each statement shape it ran prepared
+    /// (see `coalesce::padded_len`).
+    pub fn spawn(db: DatabaseConnection, max_batch: usize, snapshot_limit: u64, replay_page: u64) -> Self {
         let for_members = db.clone();
         let memberships = Coalescer::spawn(max_batch, BATCHES_IN_FLIGHT, move |users: Vec<UserId>| {
             let db = for_members.clone();
