@@ -102,18 +102,11 @@ impl SseStream {
         let user_topic = self.machine.windows.user.clone();
         let topics = self.machine.windows.topics.clone();
         match self.machine.phase.clone() {
-            Phase::Opening => match self.resume_from.take() {
-                // Without a resume point, only the memberships: read
-                // together with other streams opening now.
-                None => {
-                    let starts = self.ctx.starts.clone();
-                    Box::pin(async move {
-                        let opened = patiently("opening", || starts.memberships(user.clone())).await;
-                        Read::Opened(opened.map(|windows| (windows, Resume::None)))
-                    })
-                }
-                Some(raw) => Box::pin(async move { Read::Opened(patiently("opening", || reads::opening(&db, &user, &user_topic, &topics, Some(&raw))).await) }),
-            },
+            Phase::Opening => {
+                let raw = self.resume_from.take();
+                let starts = self.ctx.starts.clone();
+                Box::pin(async move { Read::Opened(patiently("opening", || reads::opening(&starts, &db, &user, &user_topic, &topics, raw.as_deref())).await) })
+            }
             Phase::Fresh => {
                 let starts = self.ctx.starts.clone();
                 let viewer = self.machine.announced.viewer.clone();

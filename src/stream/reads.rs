@@ -23,12 +23,10 @@ use entity::notification;
 
 /// The user's membership windows and the verdict on the client's resume
 /// point (`raw`, if any). `topics` are the broadcast topics of the stream.
-pub async fn opening(db: &DatabaseConnection, user: &UserId, user_topic: &Topic, topics: &[Topic], raw: Option<&str>) -> Result<(Vec<Window>, Resume), DbErr> {
-    let windows = chat::memberships_of(db, user)
-        .await?
-        .into_iter()
-        .map(|membership| Window { topic: Topic::conversation(membership.conversation_id), from: EventId::new(membership.joined_event_id), until: None })
-        .collect();
+/// The memberships are read together with other streams opening now
+/// (see [`StartReads`]); the resume point is the stream's own.
+pub async fn opening(starts: &StartReads, db: &DatabaseConnection, user: &UserId, user_topic: &Topic, topics: &[Topic], raw: Option<&str>) -> Result<(Vec<Window>, Resume), DbErr> {
+    let windows = starts.memberships(user.clone()).await?;
     let resume = match raw {
         None => Resume::None,
         Some(raw) => match resume_point(db, user, user_topic, topics, raw).await? {
