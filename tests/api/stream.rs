@@ -207,20 +207,20 @@ async fn opens_read_together_each_get_exactly_their_own_state() {
     const USERS: usize = 24;
     let user = |n: usize| format!("batch{n}");
     let mut expected: Vec<Vec<String>> = vec![Vec::new(); USERS];
-    for n in 0..USERS {
+    for (n, titles) in expected.iter_mut().enumerate() {
         for k in 0..(n % 5) {
             let title = format!("{}-{k}", user(n));
             app.notify(&user(n), &title).await;
-            expected[n].push(title);
+            titles.push(title);
         }
         // Every third user has read their oldest: it is neither sent nor counted.
-        if n % 3 == 0 && !expected[n].is_empty() {
+        if n % 3 == 0 && !titles.is_empty() {
             let token = app.token(&user(n));
             let (_, list) = app.get_json("/v1/notifications?status=unread", &token).await;
-            let oldest = list["items"].as_array().unwrap().iter().find(|item| item["title"] == expected[n][0].as_str()).unwrap()["id"].clone();
+            let oldest = list["items"].as_array().unwrap().iter().find(|item| item["title"] == titles[0].as_str()).unwrap()["id"].clone();
             let (status, _) = app.post_json(&format!("/v1/notifications/{oldest}/read"), &token, None).await;
             assert_eq!(status, StatusCode::OK);
-            expected[n].remove(0);
+            titles.remove(0);
         }
     }
     // One user hides a type (not the one published): its state takes the other path.
