@@ -212,36 +212,30 @@ async fn conversation_ids_of(conn: &impl ConnectionTrait, user: &UserId) -> Resu
         .await
 }
 
+/// `(conversation, member)` pairs of the memberships matching `filter`.
+async fn member_pairs(conn: &impl ConnectionTrait, filter: Condition) -> Result<Vec<(i64, String)>, DbErr> {
+    member::Entity::find()
+        .select_only()
+        .column(member::Column::ConversationId)
+        .column(member::Column::UserId)
+        .filter(filter)
+        .into_tuple()
+        .all(conn)
+        .await
+}
+
 /// [`contacts`] of each of `users`, in two statements whatever their
 /// number (one if none is a member anywhere): presence changes announced
 /// together, e.g. a surge of streams opening, read their audiences together.
 pub async fn contacts_of_many(conn: &impl ConnectionTrait, users: &[&str]) -> Result<HashMap<String, Vec<String>>, DbErr> {
     let mut contacts: HashMap<String, Vec<String>> = users.iter().map(|user| ((*user).to_owned(), Vec::new())).collect();
-    let memberships: Vec<(i64, String)> = member::Entity::find()
-        .select_only()
-        .column(member::Column::ConversationId)
-        .column(member::Column::UserId)
-        .filter(member::Column::UserId.is_in(users.iter().copied()))
-        .into_tuple()
-        .all(conn)
-        .await?;
-    if memberships.is_empty() {
-        return Ok(contacts);
-    }
+    let memberships = member_pairs(conn, Condition::all().add(member::Column::UserId.is_in(users.iter().copied()))).await?;
     let mut conversations: Vec<i64> = memberships.iter().map(|(conversation, _)| *conversation).collect();
     conversations.sort_unstable();
     conversations.dedup();
     let mut members_of: HashMap<i64, Vec<String>> = HashMap::new();
     for chunk in conversations.chunks(1000) {
-        let rows: Vec<(i64, String)> = member::Entity::find()
-            .select_only()
-            .column(member::Column::ConversationId)
-            .column(member::Column::UserId)
-            .filter(member::Column::ConversationId.is_in(chunk.iter().copied()))
-            .into_tuple()
-            .all(conn)
-            .await?;
-        for (conversation, member) in rows {
+        for (conversation, member) in member_pairs(conn, Condition::all().add(member::Column::ConversationId.is_in(chunk.iter().copied()))).await? {
             members_of.entry(conversation).or_default().push(member);
         }
     }
@@ -258,19 +252,7 @@ pub async fn contacts_of_many(conn: &impl ConnectionTrait, users: &[&str]) -> Re
 
 /// Ids of users who share at least one conversation with `user` (not `user`).
 pub async fn contacts(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<String>, DbErr> {
-    let conversations = conversation_ids_of(conn, user).await?;
-    if conversations.is_empty() {
-        return Ok(Vec::new());
-    }
-    member::Entity::find()
-        .select_only()
-        .column(member::Column::UserId)
-        .distinct()
-        .filter(member::Column::ConversationId.is_in(conversations))
-        .filter(member::Column::UserId.ne(user.as_str()))
-        .into_tuple()
-        .all(conn)
-        .await
+    Ok(contacts_of_many(conn, &[user.as_str()]).await?.remove(user.as_str()).unwrap_or_default())
 }
 
 /// Ids of users who share a conversation with `user` in which both have

@@ -244,14 +244,15 @@ pub struct FreshPart<'a> {
 /// a repeated user or topic, which changes no answer, so that the
 /// statements have a few shapes only.
 pub async fn states_with_newest_unread(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>, limit: u64) -> Result<Vec<(StreamState, Vec<notification::Model>)>, DbErr> {
-    let users = padded(parts.iter().map(|part| part.user.as_str()).collect());
+    let user_ids = padded(parts.iter().map(|part| part.user).collect());
+    let users: Vec<&str> = user_ids.iter().map(|user| user.as_str()).collect();
     let topics = padded(parts.iter().flat_map(|part| part.topics.iter().copied()).collect());
     let stored = stored(conn, &users).await?;
     let expired = expired(conn, &users, now).await?;
     let hiding = hiding_preferences(conn, &users).await?;
     let live = live_announcements(conn, now).await?;
     let heads = heads_of(conn, &topics).await?;
-    let pages = newest_unread_of(conn, &users, now, limit).await?;
+    let pages = newest_unread_of(conn, &user_ids, now, limit).await?;
     Ok(parts
         .iter()
         .map(|part| {
@@ -272,7 +273,7 @@ pub async fn states_with_newest_unread(conn: &impl ConnectionTrait, parts: &[Fre
 
 /// `list` without repeats, padded with its last item to one of a few
 /// lengths (see [`states_with_newest_unread`]).
-fn padded(mut list: Vec<&str>) -> Vec<&str> {
+fn padded<T: Ord + Copy>(mut list: Vec<T>) -> Vec<T> {
     list.sort_unstable();
     list.dedup();
     if let Some(last) = list.last().copied() {
@@ -341,21 +342,20 @@ async fn heads_of(conn: &impl ConnectionTrait, topics: &[&str]) -> Result<HashMa
 /// The newest `limit` unread notifications of each of `users`, oldest
 /// first: each user's page is its own indexed, limited read, and the pages
 /// are `UNION ALL`-ed into one statement.
-async fn newest_unread_of(conn: &impl ConnectionTrait, users: &[&str], now: DateTime<Utc>, limit: u64) -> Result<HashMap<String, Vec<notification::Model>>, DbErr> {
+async fn newest_unread_of(conn: &impl ConnectionTrait, users: &[&UserId], now: DateTime<Utc>, limit: u64) -> Result<HashMap<String, Vec<notification::Model>>, DbErr> {
     use sea_orm::{
         FromQueryResult, QueryTrait,
         sea_query::{Alias, Asterisk, Query, UnionType},
     };
-    let one = |user: &str| -> Result<sea_orm::sea_query::SelectStatement, DbErr> {
-        let user = UserId::parse(user.to_owned()).map_err(|_| DbErr::Custom("a stored user id no longer parses".into()))?;
-        let page = crate::store::notifications::newest_unread_query(&user, now, limit).into_query();
-        Ok(Query::select().column(Asterisk).from_subquery(page, Alias::new("page")).to_owned())
+    let one = |user: &UserId| {
+        let page = crate::store::notifications::newest_unread_query(user, now, limit).into_query();
+        Query::select().column(Asterisk).from_subquery(page, Alias::new("page")).to_owned()
     };
     let mut pages: HashMap<String, Vec<notification::Model>> = HashMap::new();
     let Some((first, rest)) = users.split_first() else { return Ok(pages) };
-    let mut statement = one(first)?;
+    let mut statement = one(first);
     for user in rest {
-        statement.union(UnionType::All, one(user)?);
+        statement.union(UnionType::All, one(user));
     }
     let mut seen = std::collections::HashSet::new();
     for row in conn.query_all(&statement).await? {
