@@ -85,6 +85,17 @@ pub fn padded_len(len: usize) -> usize {
     }
 }
 
+/// `list` without repeats, padded with its last item to one of the lengths
+/// of [`padded_len`]: the `IN` list of a batch's statement.
+pub fn padded<T: Ord + Copy>(mut list: Vec<T>) -> Vec<T> {
+    list.sort_unstable();
+    list.dedup();
+    if let Some(last) = list.last().copied() {
+        list.resize(padded_len(list.len()), last);
+    }
+    list
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -123,6 +123,26 @@ pub async fn periods_after(conn: &impl ConnectionTrait, user: &UserId, after: Ev
         .await
 }
 
+/// The membership periods of each of `users` still open after `after`
+/// (see [`periods_after`]), in one statement: a batch of resuming streams
+/// takes the smallest of their resume points and keeps its own.
+pub async fn periods_after_of_many(conn: &impl ConnectionTrait, users: &[&str], after: EventId) -> Result<HashMap<String, Vec<member_period::Model>>, DbErr> {
+    let rows = member_period::Entity::find()
+        .filter(member_period::Column::UserId.is_in(users.iter().copied()))
+        .filter(
+            Condition::any()
+                .add(member_period::Column::UntilEventId.is_null())
+                .add(member_period::Column::UntilEventId.gt(after.get())),
+        )
+        .all(conn)
+        .await?;
+    let mut found: HashMap<String, Vec<member_period::Model>> = HashMap::new();
+    for row in rows {
+        found.entry(row.user_id.clone()).or_default().push(row);
+    }
+    Ok(found)
+}
+
 /// Moves the read mark forward (never back); returns the mark now in force.
 pub async fn advance_read_mark(conn: &impl ConnectionTrait, conversation_id: i64, user: &UserId, message_id: i64) -> Result<i64, DbErr> {
     member::Entity::update_many()

@@ -7,6 +7,8 @@
 //! increase in commit order (see `writer` for how that holds). This module
 //! holds the reads: replay, tail, history floors and heads.
 
+use std::collections::HashMap;
+
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::domain::{EventId, Topic};
@@ -111,24 +113,117 @@ fn stored_event(row: event::Model) -> Event {
 /// Whether retention removed events of `audience` after `after`: then
 /// "everything after `after`" can no longer be given.
 pub async fn history_gone(conn: &impl ConnectionTrait, audience: &Audience, after: EventId) -> Result<bool, DbErr> {
+    let topics = audience.topics();
+    let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
+    Ok(audience.gone_below(&floors(conn, &names).await?, after))
+}
+
+/// The history floor of each of `topics` that has one.
+pub async fn floors(conn: &impl ConnectionTrait, topics: &[&str]) -> Result<HashMap<String, EventId>, DbErr> {
     let floors: Vec<(String, i64)> = history_floor::Entity::find()
         .select_only()
         .column(history_floor::Column::Topic)
         .column(history_floor::Column::Floor)
-        .filter(history_floor::Column::Topic.is_in(audience.topics().iter().map(Topic::as_str)))
+        .filter(history_floor::Column::Topic.is_in(topics.iter().copied()))
         .into_tuple()
         .all(conn)
         .await?;
-    Ok(floors.into_iter().any(|(topic, floor)| {
-        let floor = EventId::new(floor);
-        if topic == audience.user.as_str() || audience.topics.iter().any(|t| t.as_str() == topic) {
-            return floor > after;
-        }
-        audience.windows.iter().filter(|w| w.topic.as_str() == topic).any(|w| {
-            let start = after.max(w.from);
-            floor > start && w.until.is_none_or(|until| start < until)
+    Ok(floors.into_iter().map(|(topic, floor)| (topic, EventId::new(floor))).collect())
+}
+
+impl Audience {
+    /// Whether `floors` (history floors by topic) say that events of this
+    /// audience after `after` were pruned.
+    pub fn gone_below(&self, floors: &HashMap<String, EventId>, after: EventId) -> bool {
+        floors.iter().any(|(topic, &floor)| {
+            if topic == self.user.as_str() || self.topics.iter().any(|t| t.as_str() == topic) {
+                return floor > after;
+            }
+            self.windows.iter().filter(|w| w.topic.as_str() == topic).any(|w| {
+                let start = after.max(w.from);
+                floor > start && w.until.is_none_or(|until| start < until)
+            })
         })
-    }))
+    }
+
+    /// Whether this audience receives `row` replaying after `after`: the
+    /// same rule as the statement of [`read_audience_after`], for rows
+    /// already read. `superseded` says whether a newer event of the row's
+    /// topic and key exists up to the conflation head (only asked of
+    /// broadcast topics' keyed rows, and only when conflating).
+    fn receives(&self, row: &event::Model, after: EventId, conflating: bool, superseded: impl Fn(&event::Model) -> bool) -> bool {
+        let id = EventId::new(row.id);
+        if id <= after {
+            return false;
+        }
+        if row.topic == self.user.as_str() {
+            return true;
+        }
+        if self.topics.iter().any(|t| t.as_str() == row.topic) {
+            return !(conflating && row.key.is_some() && superseded(row));
+        }
+        self.windows
+            .iter()
+            .any(|w| w.topic.as_str() == row.topic && id > w.from && w.until.is_none_or(|until| id <= until))
+    }
+}
+
+/// Every event of `topics` with an id above `after`, oldest first, at most
+/// `limit`: what a batch of resuming streams shares (see
+/// [`LogSlice::replay_for`]).
+pub async fn slice_after(conn: &impl ConnectionTrait, topics: &[&str], after: EventId, limit: u64) -> Result<LogSlice, DbErr> {
+    let rows = event::Entity::find()
+        .filter(event::Column::Topic.is_in(topics.iter().copied()))
+        .filter(event::Column::Id.gt(after.get()))
+        .order_by_asc(event::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?;
+    let mut newest_of_key = std::collections::HashSet::new();
+    let mut superseded = std::collections::HashSet::new();
+    for row in rows.iter().rev() {
+        if let Some(key) = &row.key
+            && !newest_of_key.insert((row.topic.as_str(), key.as_str()))
+        {
+            superseded.insert(row.id);
+        }
+    }
+    Ok(LogSlice { rows, superseded })
+}
+
+/// A stretch of the log over some topics, read once and replayed to each
+/// of several audiences, with what conflation would leave out: a keyed row
+/// with a newer row of its topic and key in the stretch. The stretch must
+/// reach the conflation head: it does when it was read in the same snapshot
+/// as that head and not cut short by its limit.
+pub struct LogSlice {
+    rows: Vec<event::Model>,
+    superseded: std::collections::HashSet<i64>,
+}
+
+impl LogSlice {
+    /// How many rows were read: as many as the limit means the slice may
+    /// have been cut short.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether nothing was read.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// What [`read_audience_after`] gives `audience` after `after`, when
+    /// the slice holds every event of the audience's topics after `after`
+    /// up to the conflation head. `conflating` as there.
+    pub fn replay_for(&self, audience: &Audience, after: EventId, conflating: bool) -> Vec<Event> {
+        self.rows
+            .iter()
+            .filter(|row| audience.receives(row, after, conflating, |row| self.superseded.contains(&row.id)))
+            .cloned()
+            .map(stored_event)
+            .collect()
+    }
 }
 
 /// The newest event id of `topics`, or zero.

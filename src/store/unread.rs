@@ -14,7 +14,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 
-use crate::domain::UserId;
+use crate::{coalesce::padded, domain::UserId};
 use entity::{notification, unread_counter};
 
 /// Rows per multi-row statement: well under SQLite's bound-variable limit.
@@ -244,6 +244,28 @@ pub struct FreshPart<'a> {
 /// a repeated user or topic, which changes no answer, so that the
 /// statements have a few shapes only.
 pub async fn states_with_newest_unread(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>, limit: u64) -> Result<Vec<(StreamState, Vec<notification::Model>)>, DbErr> {
+    let states = states_of(conn, parts, now).await?;
+    let user_ids = padded(parts.iter().map(|part| part.user).collect());
+    let pages = newest_unread_of(conn, &user_ids, now, limit).await?;
+    Ok(parts
+        .iter()
+        .zip(states)
+        .map(|(part, state)| {
+            // A user with two streams in the batch gets the page twice.
+            let page = pages.get(part.user.as_str()).cloned().unwrap_or_default();
+            (state, page)
+        })
+        .collect())
+}
+
+/// [`StreamState`] for many streams at once, in one snapshot (as for
+/// [`states_with_newest_unread`]): five statements for a batch, whatever
+/// its size, and the one statement of [`stream_state`] for a stream alone.
+/// Returns one state per part, in order.
+pub async fn states_of(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>) -> Result<Vec<StreamState>, DbErr> {
+    if let [part] = parts {
+        return Ok(vec![stream_state(conn, part.user, part.topics, now).await?]);
+    }
     let user_ids = padded(parts.iter().map(|part| part.user).collect());
     let users: Vec<&str> = user_ids.iter().map(|user| user.as_str()).collect();
     let topics = padded(parts.iter().flat_map(|part| part.topics.iter().copied()).collect());
@@ -252,34 +274,19 @@ pub async fn states_with_newest_unread(conn: &impl ConnectionTrait, parts: &[Fre
     let hiding = hiding_preferences(conn, &users).await?;
     let live = live_announcements(conn, now).await?;
     let heads = heads_of(conn, &topics).await?;
-    let pages = newest_unread_of(conn, &user_ids, now, limit).await?;
     Ok(parts
         .iter()
         .map(|part| {
             let user = part.user.as_str();
-            let state = StreamState {
+            StreamState {
                 head: part.topics.iter().filter_map(|topic| heads.get(*topic).copied()).max().unwrap_or(0),
                 stored: stored.get(user).copied().unwrap_or(0),
                 expired: expired.get(user).copied().unwrap_or(0),
                 live_announcements: live,
                 hiding_preferences: hiding.get(user).copied().unwrap_or(0),
-            };
-            // A user with two streams in the batch gets the page twice.
-            let page = pages.get(user).cloned().unwrap_or_default();
-            (state, page)
+            }
         })
         .collect())
-}
-
-/// `list` without repeats, padded with its last item to one of a few
-/// lengths (see [`states_with_newest_unread`]).
-fn padded<T: Ord + Copy>(mut list: Vec<T>) -> Vec<T> {
-    list.sort_unstable();
-    list.dedup();
-    if let Some(last) = list.last().copied() {
-        list.resize(crate::coalesce::padded_len(list.len()), last);
-    }
-    list
 }
 
 /// How many preference rows of each of `users` hide a type.

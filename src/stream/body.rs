@@ -21,8 +21,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::{
     OpeningTurn, StreamContext, patiently,
-    machine::{EXPIRED_FAREWELL, Machine, Page, Phase, Resume, SHUTDOWN_FAREWELL},
-    reads::{self, FreshRequest, FreshStart, ReplayError},
+    machine::{EXPIRED_FAREWELL, Machine, Page, Phase, Resume, Resumed, SHUTDOWN_FAREWELL},
+    reads::{self, FreshRequest, FreshStart, ReplayError, ResumeRequest},
 };
 use crate::{
     domain::{EventId, UserId},
@@ -35,6 +35,7 @@ use crate::{
 enum Read {
     Opened(Result<(Vec<Window>, Resume), DbErr>),
     Fresh(Result<FreshStart, DbErr>),
+    Resumed(Result<Resumed, DbErr>),
     Page(Result<Page, ReplayError>),
     Counted(Result<UnreadState, DbErr>),
 }
@@ -105,7 +106,7 @@ impl SseStream {
             Phase::Opening => {
                 let raw = self.resume_from.take();
                 let starts = self.ctx.starts.clone();
-                Box::pin(async move { Read::Opened(patiently("opening", || reads::opening(&starts, &db, &user, &user_topic, &topics, raw.as_deref())).await) })
+                Box::pin(async move { Read::Opened(patiently("opening", || reads::opening(&starts, &user, raw.as_deref())).await) })
             }
             Phase::Fresh => {
                 let starts = self.ctx.starts.clone();
@@ -115,6 +116,15 @@ impl SseStream {
                 Box::pin(async move {
                     let request = || FreshRequest { viewer: viewer.clone(), audience: audience.clone(), floor };
                     Read::Fresh(patiently("initial state", || starts.fresh(request())).await)
+                })
+            }
+            Phase::Resuming => {
+                let starts = self.ctx.starts.clone();
+                let viewer = self.machine.announced.viewer.clone();
+                let after = self.machine.cursor.last;
+                Box::pin(async move {
+                    let request = || ResumeRequest { viewer: viewer.clone(), user_topic: user_topic.clone(), topics: topics.clone(), after };
+                    Read::Resumed(patiently("resume", || starts.resume(request())).await)
                 })
             }
             Phase::Replay { conflate_upto, first_page } => {
@@ -146,6 +156,13 @@ impl SseStream {
                 self.machine.started(frames, head, &state);
                 self.turn = None;
             }
+            Read::Resumed(Ok(resumed)) => {
+                self.machine.resumed(resumed);
+                if self.machine.phase == Phase::Live {
+                    // The stream has its starting state: the next may open.
+                    self.turn = None;
+                }
+            }
             Read::Page(Ok(page)) => {
                 // Conversations left during the replay are forgotten by the
                 // page's windows; the registry keeps routing them until then.
@@ -160,7 +177,7 @@ impl SseStream {
                 tracing::info!(error = %e, "stream ended during replay");
                 self.machine.end(None);
             }
-            Read::Opened(Err(e)) | Read::Fresh(Err(e)) | Read::Counted(Err(e)) => {
+            Read::Opened(Err(e)) | Read::Fresh(Err(e)) | Read::Resumed(Err(e)) | Read::Counted(Err(e)) => {
                 tracing::warn!(error = %e, "stream ended: a read failed");
                 self.machine.end(None);
             }

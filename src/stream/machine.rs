@@ -5,9 +5,11 @@
 //! in order, and names the next state:
 //!
 //! ```text
-//! Opening ─┬─ resume point valid ───────────────► Replay ─► Counting ─► Live
-//!          ├─ no resume point ──────────► Fresh ─────────────────────► Live
-//!          └─ resume point gone: `reset` ► Fresh
+//! Opening ─┬─ resume point ─► Resuming ─┬─ gap read with the count ────────► Live
+//!          │                             ├─ gap longer than one read ─► Replay ─► Counting ─► Live
+//!          │                             └─ point gone: `reset` ─► Fresh
+//!          ├─ no resume point ──────────► Fresh ──────────────────────────────────────────► Live
+//!          └─ not an id of ours: `reset` ► Fresh
 //! Live ─ mailbox overflowed (lag) ─► Replay (catch-up from the last id) ─► Counting ─► Live
 //! any ─ token expired / revoked / shutdown / read failed ─► Ended
 //! ```
@@ -41,6 +43,10 @@ pub enum Phase {
     Opening,
     /// Reading the starting state of a stream without a (valid) resume point.
     Fresh,
+    /// Checking the resume point and reading what was missed after it with
+    /// the unread state, in one snapshot shared with other streams resuming
+    /// at the same time (see `reads::StartReads`).
+    Resuming,
     /// Reading the log after the cursor, a page at a time: on resume, and
     /// to catch up after the mailbox overflowed. `conflate_upto` is the log
     /// head when the replay began, once read (topics' keyed events are
@@ -59,11 +65,23 @@ pub enum Phase {
 pub enum Resume {
     /// None was given: start fresh.
     None,
-    /// Replay every event after it.
+    /// An id of ours: resume after it, if the log still holds what follows
+    /// (decided by the resuming read, see [`Resumed`]).
     After(EventId),
     /// It cannot be honoured (garbage, another database, pruned history):
     /// say `reset`, then start fresh.
     Reset,
+}
+
+/// What the resuming read found.
+pub enum Resumed {
+    /// The point is beyond the log (another database) or older than its
+    /// retained history: `reset`, then start fresh.
+    Reset,
+    /// Everything missed, and the unread state, from one snapshot.
+    Caught { page: Page, state: UnreadState },
+    /// More was missed than one read holds: replay page by page.
+    Long,
 }
 
 /// How far this stream has come.
@@ -247,9 +265,26 @@ impl Machine {
             }
             Resume::After(after) => {
                 self.cursor.last = after;
-                Phase::Replay { conflate_upto: None, first_page: true }
+                Phase::Resuming
             }
         };
+    }
+
+    /// Resuming read: a reset, or what was missed and the count (then
+    /// live), or a gap to replay page by page.
+    pub fn resumed(&mut self, resumed: Resumed) {
+        match resumed {
+            Resumed::Reset => {
+                self.out.push_back(encode_frame(None, events::RESET, "{}"));
+                self.phase = Phase::Fresh;
+            }
+            Resumed::Caught { page, state } => {
+                debug_assert!(page.complete, "a caught-up resume read everything");
+                self.replayed(page);
+                self.counted(&state);
+            }
+            Resumed::Long => self.phase = Phase::Replay { conflate_upto: None, first_page: true },
+        }
     }
 
     /// Fresh start read: the unread notifications (and events of the
@@ -470,10 +505,35 @@ mod tests {
     }
 
     #[test]
-    fn a_resume_replays_page_by_page_then_counts_then_goes_live() {
+    fn a_resume_read_whole_sends_the_gap_then_the_count_at_its_snapshot_then_goes_live() {
         let mut m = machine(Duration::from_secs(60));
         m.opened(Vec::new(), Resume::After(EventId::new(5)));
+        assert_eq!(m.phase, Phase::Resuming);
+        m.resumed(Resumed::Caught { page: page(vec![own(6, "a"), own(7, "b")], true), state: state(9, 2) });
+        assert_eq!(m.phase, Phase::Live);
+        assert_eq!(m.cursor, Cursor { last: EventId::new(7), state_as_of: EventId::new(9) });
+        let sent = frames(&mut m);
+        assert_eq!(sent.len(), 1 + 2 + 1);
+        assert!(sent[1].starts_with("id: 6\n") && sent[2].starts_with("id: 7\n"));
+        assert!(sent[3].contains("unread_count") && sent[3].contains("\"count\":2"));
+    }
+
+    #[test]
+    fn a_resume_point_the_log_no_longer_covers_says_reset_then_starts_fresh() {
+        let mut m = machine(Duration::from_secs(60));
+        m.opened(Vec::new(), Resume::After(EventId::new(5)));
+        m.resumed(Resumed::Reset);
+        assert_eq!(m.phase, Phase::Fresh);
+        assert!(frames(&mut m)[1].starts_with("event: reset\n"));
+    }
+
+    #[test]
+    fn a_long_resume_replays_page_by_page_then_counts_then_goes_live() {
+        let mut m = machine(Duration::from_secs(60));
+        m.opened(Vec::new(), Resume::After(EventId::new(5)));
+        m.resumed(Resumed::Long);
         assert_eq!(m.phase, Phase::Replay { conflate_upto: None, first_page: true });
+        assert_eq!(m.cursor.last, EventId::new(5), "the replay starts after the resume point");
         m.replayed(page(vec![own(6, "a"), own(7, "b")], false));
         assert_eq!(m.phase, Phase::Replay { conflate_upto: None, first_page: false });
         m.replayed(page(vec![own(8, "c")], true));
@@ -489,8 +549,7 @@ mod tests {
     fn live_events_at_or_below_the_last_id_are_skipped_and_later_ones_go_out_in_order() {
         let mut m = machine(Duration::from_secs(60));
         m.opened(Vec::new(), Resume::After(EventId::new(5)));
-        m.replayed(page(vec![own(6, "a")], true));
-        m.counted(&state(6, 0));
+        m.resumed(Resumed::Caught { page: page(vec![own(6, "a")], true), state: state(6, 0) });
         frames(&mut m);
         let mut batch = vec![Arc::new(own(6, "a")), Arc::new(own(7, "b"))];
         m.delivered(&mut batch, || false);
@@ -539,6 +598,7 @@ mod tests {
     fn expiry_during_a_replay_ends_the_stream_at_the_next_check_without_losing_the_order() {
         let mut m = machine(Duration::from_millis(0));
         m.opened(Vec::new(), Resume::After(EventId::new(1)));
+        m.resumed(Resumed::Long);
         m.replayed(page(vec![own(2, "a")], true));
         m.heartbeat(Instant::now());
         assert!(m.ended());

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use sea_orm::{AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, TransactionTrait};
 
-use super::machine::{Page, Resume};
+use super::machine::{Page, Resume, Resumed};
 use crate::{
     coalesce::Coalescer,
     domain::{EventId, Topic, UserId, events, notification::Notification},
@@ -21,18 +21,15 @@ use crate::{
 };
 use entity::notification;
 
-/// The user's membership windows and the verdict on the client's resume
-/// point (`raw`, if any). `topics` are the broadcast topics of the stream.
-/// The memberships are read together with other streams opening now
-/// (see [`StartReads`]); the resume point is the stream's own.
-pub async fn opening(starts: &StartReads, db: &DatabaseConnection, user: &UserId, user_topic: &Topic, topics: &[Topic], raw: Option<&str>) -> Result<(Vec<Window>, Resume), DbErr> {
+/// The user's membership windows, read together with other streams
+/// opening now (see [`StartReads`]), and what the client's resume point
+/// (`raw`, if any) claims: an id of ours, or something to `reset` from.
+/// Whether the log still covers it is the resuming read's to say.
+pub async fn opening(starts: &StartReads, user: &UserId, raw: Option<&str>) -> Result<(Vec<Window>, Resume), DbErr> {
     let windows = starts.memberships(user.clone()).await?;
     let resume = match raw {
         None => Resume::None,
-        Some(raw) => match resume_point(db, user, user_topic, topics, raw).await? {
-            Some(after) => Resume::After(after),
-            None => Resume::Reset,
-        },
+        Some(raw) => EventId::parse(raw).map_or(Resume::Reset, Resume::After),
     };
     Ok((windows, resume))
 }
@@ -88,26 +85,21 @@ pub async fn audience_after(conn: &impl ConnectionTrait, user: &UserId, user_top
     Ok(Audience { user: user_topic.clone(), windows, topics: topics.to_vec() })
 }
 
-/// Checks a client's resume point. `None` means the stream must `reset`:
-/// the id is not one we issued, is beyond anything in this log (another
-/// database), or is older than the retained history.
-async fn resume_point(db: &DatabaseConnection, user: &UserId, user_topic: &Topic, topics: &[Topic], raw: &str) -> Result<Option<EventId>, DbErr> {
-    let Some(after) = EventId::parse(raw) else {
-        return Ok(None);
-    };
-    if after > event_log::newest(db).await? {
-        return Ok(None);
-    }
-    let audience = audience_after(db, user, user_topic, topics, after).await?;
-    if event_log::history_gone(db, &audience, after).await? {
-        return Ok(None);
-    }
-    Ok(Some(after))
-}
-
 /// A fresh start as read: frames (with the announcement each carries, if
 /// any), the head they reflect, the state at that head.
 pub type FreshStart = (Vec<(EventId, Bytes, Option<i64>)>, EventId, UnreadState);
+
+/// What one resuming stream asks of [`resumes`].
+pub struct ResumeRequest {
+    /// Whose state, and which announcements they see.
+    pub viewer: Viewer,
+    /// The user's own topic.
+    pub user_topic: Topic,
+    /// The stream's broadcast topics (the announcements' among them).
+    pub topics: Vec<Topic>,
+    /// The client's resume point.
+    pub after: EventId,
+}
 
 /// What one stream asks of [`fresh_states`].
 pub struct FreshRequest {
@@ -125,6 +117,7 @@ pub struct FreshRequest {
 pub struct StartReads {
     memberships: Coalescer<UserId, Result<Vec<Window>, DbErr>>,
     fresh: Coalescer<FreshRequest, Result<FreshStart, DbErr>>,
+    resumes: Coalescer<ResumeRequest, Result<Resumed, DbErr>>,
 }
 
 /// Batches of each kind that may run at once: enough to keep a few pooled
@@ -142,11 +135,16 @@ impl StartReads {
             let db = for_members.clone();
             async move { memberships_of(&db, &users).await }
         });
+        let for_fresh = db.clone();
         let fresh = Coalescer::spawn(max_batch, BATCHES_IN_FLIGHT, move |requests: Vec<FreshRequest>| {
-            let db = db.clone();
+            let db = for_fresh.clone();
             async move { fresh_states(&db, &requests, snapshot_limit, replay_page).await }
         });
-        StartReads { memberships, fresh }
+        let resumes = Coalescer::spawn(max_batch, BATCHES_IN_FLIGHT, move |requests: Vec<ResumeRequest>| {
+            let db = db.clone();
+            async move { self::resumes(&db, &requests, replay_page).await }
+        });
+        StartReads { memberships, fresh, resumes }
     }
 
     /// The membership windows of `user` (an opening without a resume point).
@@ -157,6 +155,11 @@ impl StartReads {
     /// A fresh start (see [`fresh_states`]).
     pub async fn fresh(&self, request: FreshRequest) -> Result<FreshStart, DbErr> {
         self.fresh.call(request).await.unwrap_or_else(|| Err(batch_lost()))
+    }
+
+    /// A resume (see [`resumes`]).
+    pub async fn resume(&self, request: ResumeRequest) -> Result<Resumed, DbErr> {
+        self.resumes.call(request).await.unwrap_or_else(|| Err(batch_lost()))
     }
 }
 
@@ -196,6 +199,100 @@ async fn memberships_of(db: &DatabaseConnection, users: &[UserId]) -> Vec<Result
             })
             .collect(),
     }
+}
+
+/// For each resuming stream, from one snapshot shared by the batch: the
+/// verdict on its resume point (beyond the log's newest id, or below a
+/// history floor of its audience: reset), what it missed (as a replay page
+/// reads it, see [`replay_page`]) and its unread state at the same instant.
+///
+/// Why together: a reconnect storm is a surge of exactly this read. Alone,
+/// a resume cost about ten statements (the check, a replay page in a
+/// transaction, then the count), each a round trip to a pooled connection;
+/// a batch costs eleven, whatever its size (seven for a stream alone): the
+/// log's newest id, the membership periods, the history floors, the events
+/// of every topic of the batch after the oldest resume point, five for the
+/// unread states (one alone, see `unread::states_of`), and the
+/// transaction's `BEGIN` and `COMMIT`.
+///
+/// The events are read once for the whole batch, at most `page` of them
+/// plus one. More means some stream missed more than a read should hold:
+/// the batch then replays page by page ([`Resumed::Long`]), as before.
+pub async fn resumes(db: &DatabaseConnection, requests: &[ResumeRequest], page: u64) -> Vec<Result<Resumed, DbErr>> {
+    let together = async {
+        let txn = snapshot(db).await?;
+        let resumed = resumes_in(&txn, requests, page).await?;
+        txn.commit().await?;
+        Ok::<_, DbErr>(resumed)
+    };
+    match together.await {
+        Ok(resumed) => resumed.into_iter().map(Ok).collect(),
+        Err(e) => requests.iter().map(|_| Err(shared_error(&e))).collect(),
+    }
+}
+
+/// [`resumes`] inside its snapshot.
+async fn resumes_in(txn: &DatabaseTransaction, requests: &[ResumeRequest], page: u64) -> Result<Vec<Resumed>, DbErr> {
+    let newest = event_log::newest(txn).await?;
+    // A point beyond the newest id comes from another database.
+    let Some(lowest) = requests.iter().map(|request| request.after).filter(|after| *after <= newest).min() else {
+        return Ok(requests.iter().map(|_| Resumed::Reset).collect());
+    };
+    let users = crate::coalesce::padded(requests.iter().map(|request| request.viewer.user().as_str()).collect());
+    let periods = chat::periods_after_of_many(txn, &users, lowest).await?;
+    let audiences: Vec<Audience> = requests
+        .iter()
+        .map(|request| {
+            let windows = periods
+                .get(request.viewer.user().as_str())
+                .into_iter()
+                .flatten()
+                .filter(|period| period.until_event_id.is_none_or(|until| until > request.after.get()))
+                .map(|period| Window {
+                    topic: Topic::conversation(period.conversation_id),
+                    from: EventId::new(period.from_event_id),
+                    until: period.until_event_id.map(EventId::new),
+                })
+                .collect();
+            Audience { user: request.user_topic.clone(), windows, topics: request.topics.clone() }
+        })
+        .collect();
+    let topics: Vec<Vec<Topic>> = audiences.iter().map(Audience::topics).collect();
+    let names = crate::coalesce::padded(topics.iter().flatten().map(Topic::as_str).collect());
+    let floors = event_log::floors(txn, &names).await?;
+    let kept: Vec<bool> = requests.iter().zip(&audiences).map(|(request, audience)| request.after <= newest && !audience.gone_below(&floors, request.after)).collect();
+    let Some(lowest) = requests.iter().zip(&kept).filter(|(_, kept)| **kept).map(|(request, _)| request.after).min() else {
+        return Ok(requests.iter().map(|_| Resumed::Reset).collect());
+    };
+    let slice = event_log::slice_after(txn, &names, lowest, page + 1).await?;
+    if slice.len() as u64 > page {
+        return Ok(kept.iter().map(|kept| if *kept { Resumed::Long } else { Resumed::Reset }).collect());
+    }
+    let now = chrono::Utc::now();
+    let topic_names: Vec<Vec<&str>> = topics.iter().map(|topics| topics.iter().map(Topic::as_str).collect()).collect();
+    let parts: Vec<unread::FreshPart<'_>> = requests.iter().zip(&topic_names).zip(&kept).filter(|(_, kept)| **kept).map(|((request, names), _)| unread::FreshPart { user: request.viewer.user(), topics: names }).collect();
+    let mut states = unread::states_of(txn, &parts, now).await?.into_iter();
+    let mut resumed = Vec::with_capacity(requests.len());
+    for (((request, audience), topics), kept) in requests.iter().zip(audiences).zip(&topics).zip(kept) {
+        if !kept {
+            resumed.push(Resumed::Reset);
+            continue;
+        }
+        let first = states.next().expect("a state per stream kept");
+        let state = if first.live_announcements == 0 && first.hiding_preferences == 0 {
+            UnreadState { position: EventId::new(first.head), own: unread::visible(first.stored, first.expired), announced: Vec::new(), hidden: Vec::new() }
+        } else {
+            // Announcements or hidden types: their reads, in the same snapshot.
+            unread_state(txn, &request.viewer, topics).await?
+        };
+        // Keyed events of broadcast topics are conflated up to the newest
+        // id, as the first page of a replay does.
+        let conflating = request.topics.iter().any(|topic| topic.name().is_some());
+        let events = slice.replay_for(&audience, request.after, conflating);
+        let page = Page { events, windows: audience.windows, complete: true, conflate_upto: conflating.then_some(newest) };
+        resumed.push(Resumed::Caught { page, state });
+    }
+    Ok(resumed)
 }
 
 /// For each request: the newest unread notifications as frames with their

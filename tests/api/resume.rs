@@ -10,7 +10,7 @@ use rand::Rng;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::json;
 
-use crate::helpers::{EventStream, data, eventually, spawn_app, spawn_app_in, spawn_app_with};
+use crate::helpers::{EventStream, PATIENCE, data, eventually, spawn_app, spawn_app_in, spawn_app_with};
 
 #[tokio::test]
 async fn resuming_by_header_replays_exactly_the_events_after_the_last_id() {
@@ -299,5 +299,212 @@ async fn a_last_event_id_that_is_not_ascii_gets_reset_like_other_garbage() {
         assert_eq!(events[0].event, "reset", "for {bad:?}");
         assert_eq!(data(&events[1]), unread);
         assert_eq!(count, 1);
+    }
+}
+
+/// What a test expects of a resumed stream, one label per event before
+/// its `unread_count` (presence, which comes and goes on its own, aside).
+fn labels(events: &[eventsource_stream::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|event| event.event != "presence")
+        .map(|event| match event.event.as_str() {
+            "notification" => format!("n:{}", data(event)["title"].as_str().unwrap()),
+            "message" => format!("m:{}", data(event)["content"].as_str().unwrap()),
+            "topic.event" => format!("t:{}", data(event)["data"]["v"].as_str().unwrap()),
+            other => format!("other:{other}"),
+        })
+        .collect()
+}
+
+/// Streams that resume at the same moment are read together (one snapshot
+/// for a batch, `stream::reads::resumes`): each must still get exactly what
+/// it missed, in log order: its own notifications, its conversation's
+/// messages, its broadcast topic's events conflated by key; a resume point
+/// from another database still resets. Then a gap longer than a read holds
+/// is replayed page by page, as exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resumes_read_together_each_get_exactly_what_they_missed() {
+    let app = std::sync::Arc::new(spawn_app_with(|settings| settings.stream.replay_page = 200).await);
+    const USERS: usize = 24;
+    let user = |n: usize| format!("resumer{n}");
+    let on_board = |n: usize| n % 4 == 0;
+    let open = |n: usize, last: Option<String>| {
+        let app = app.clone();
+        async move {
+            let name = format!("resumer{n}");
+            if on_board(n) {
+                app.open_topic_stream(&app.reader_token(&name, &["board"]), &["board"], last.as_deref()).await
+            } else {
+                app.open_stream(&app.token(&name), last.as_deref()).await
+            }
+        }
+    };
+    let mut conversations = Vec::new();
+    for n in (0..USERS).step_by(2) {
+        conversations.push(app.create_conversation(&app.token(&user(n)), &[&user(n + 1)]).await);
+    }
+    let mut resume_points = Vec::new();
+    for n in 0..USERS {
+        let mut stream = open(n, None).await;
+        stream.until_unread_count().await;
+        resume_points.push(stream.last_id.clone().expect("a fresh stream gives its position"));
+    }
+
+    // Missed while every stream was closed, in this order.
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); USERS];
+    for round in 0..3 {
+        for (n, expected) in expected.iter_mut().enumerate() {
+            if (n + round) % 3 != 0 {
+                let title = format!("{}-r{round}", user(n));
+                app.notify(&user(n), &title).await;
+                expected.push(format!("n:{title}"));
+            }
+        }
+        for (pair, conversation) in conversations.iter().enumerate() {
+            let content = format!("pair{pair}-r{round}");
+            app.say(&app.token(&user(pair * 2)), conversation, &content).await;
+            expected[pair * 2].push(format!("m:{content}"));
+            expected[pair * 2 + 1].push(format!("m:{content}"));
+        }
+        for (v, key) in [(format!("r{round}-keyed"), Some("a")), (format!("r{round}-free"), None)] {
+            app.publish_topic("board", "score", json!({"v": v}), key).await;
+            for n in (0..USERS).filter(|n| on_board(*n)) {
+                expected[n].push(format!("t:{v}"));
+            }
+        }
+    }
+    // Catching up conflates by key: only the newest keyed event of the gap.
+    for n in (0..USERS).filter(|n| on_board(*n)) {
+        expected[n].retain(|label| label != "t:r0-keyed" && label != "t:r1-keyed");
+    }
+    // The last resumes from a point beyond this log: reset, then its fresh state.
+    resume_points[USERS - 1] = "999999999".into();
+    let unread_of_last: Vec<String> = expected[USERS - 1].iter().filter(|label| label.starts_with("n:")).cloned().collect();
+
+    let resumes: Vec<_> = (0..USERS).map(|n| tokio::spawn(open(n, Some(resume_points[n].clone())))).collect();
+    let mut streams = Vec::new();
+    for (n, resume) in resumes.into_iter().enumerate() {
+        let mut stream = tokio::time::timeout(PATIENCE, resume).await.expect("every resume opens").unwrap();
+        let (events, count) = stream.until_unread_count().await;
+        let got = labels(&events);
+        if n == USERS - 1 {
+            assert_eq!(got[0], "other:reset", "{got:?}");
+            assert_eq!(got[1..], unread_of_last[..], "then its unread notifications");
+        } else {
+            assert_eq!(got, expected[n], "{} got exactly what it missed, in order", user(n));
+        }
+        let notified = expected[n].iter().filter(|label| label.starts_with("n:")).count() as u64;
+        assert_eq!(count, notified, "{}'s count", user(n));
+        resume_points[n] = stream.last_id.clone().unwrap();
+        streams.push(stream);
+    }
+    drop(streams);
+
+    // A gap longer than a read holds (one user missed 230): page by page.
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); USERS - 1];
+    for k in 0..230 {
+        let title = format!("long-{k}");
+        app.notify(&user(0), &title).await;
+        expected[0].push(format!("n:{title}"));
+    }
+    for (n, expected) in expected.iter_mut().enumerate().skip(1) {
+        let title = format!("{}-late", user(n));
+        app.notify(&user(n), &title).await;
+        expected.push(format!("n:{title}"));
+    }
+    let resumes: Vec<_> = (0..USERS - 1).map(|n| tokio::spawn(open(n, Some(resume_points[n].clone())))).collect();
+    for (n, resume) in resumes.into_iter().enumerate() {
+        let mut stream = tokio::time::timeout(PATIENCE, resume).await.expect("every resume opens").unwrap();
+        let (events, _) = stream.until_unread_count().await;
+        assert_eq!(labels(&events), expected[n], "{} got exactly what it missed, in order", user(n));
+    }
+}
+
+/// The central promise with many subscribers dropping and resuming at the
+/// same moments, so that their resumes are read together, while publishers
+/// keep publishing to all of them: each ends with exactly its own
+/// notifications, each once, in log order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribers_resuming_together_during_concurrent_publishing_each_get_theirs_once_in_order() {
+    const USERS: usize = 16;
+    const PER_PUBLISHER: usize = 30;
+    const PUBLISHERS: usize = 4;
+    let app = std::sync::Arc::new(spawn_app().await);
+    let user = |n: usize| format!("crowd{n}");
+    let mut streams = Vec::new();
+    for n in 0..USERS {
+        let mut stream = app.open_stream(&app.token(&user(n)), None).await;
+        stream.until_unread_count().await;
+        streams.push(stream);
+    }
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|publisher| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for k in 0..PER_PUBLISHER {
+                    for n in 0..USERS {
+                        app.notify(&format!("crowd{n}"), &format!("{publisher}:{k}")).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let total = PUBLISHERS * PER_PUBLISHER;
+    // Every round, each subscriber reads a few, then all drop and resume together.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(USERS));
+    let subscribers: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut stream)| {
+            let (app, barrier) = (app.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let mut received: Vec<(i64, String)> = Vec::new();
+                let mut rounds = 0;
+                while rounds < 8 || received.len() < total {
+                    let mut take = rand::rng().random_range(1..=8);
+                    while take > 0 && received.len() < total {
+                        let event = stream.next().await.expect("the stream stays open");
+                        assert_ne!(event.event, "reset", "a valid resume point never resets");
+                        if event.event == "notification" {
+                            received.push((event.id.parse().unwrap(), data(&event)["title"].as_str().unwrap().to_owned()));
+                            take -= 1;
+                        }
+                    }
+                    let last = stream.last_id.clone();
+                    drop(stream);
+                    rounds += 1;
+                    // Everyone who is still resuming reconnects at once.
+                    if rounds <= 8 {
+                        barrier.wait().await;
+                    }
+                    stream = app.open_stream(&app.token(&format!("crowd{n}")), last.as_deref()).await;
+                }
+                let (extra, count) = stream.until_unread_count().await;
+                (received, extra, count)
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    for (n, subscriber) in subscribers.into_iter().enumerate() {
+        let (received, extra, count) = subscriber.await.unwrap();
+        assert!(extra.iter().all(|e| e.event != "notification"), "{}: nothing beyond its own: {extra:?}", user(n));
+        assert_eq!(count, total as u64, "{}'s count", user(n));
+        let ids: Vec<i64> = received.iter().map(|(id, _)| *id).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{}: ids strictly increase", user(n));
+        let titles: Vec<&str> = received.iter().map(|(_, title)| title.as_str()).collect();
+        let distinct: BTreeSet<&str> = titles.iter().copied().collect();
+        assert_eq!(distinct.len(), total, "{}: no duplicates", user(n));
+        let expected: BTreeSet<String> = (0..PUBLISHERS).flat_map(|p| (0..PER_PUBLISHER).map(move |k| format!("{p}:{k}"))).collect();
+        assert_eq!(distinct, expected.iter().map(String::as_str).collect(), "{}: exactly its own", user(n));
+        let mut next_per_publisher: HashMap<&str, usize> = HashMap::new();
+        for title in titles {
+            let (publisher, k) = title.split_once(':').unwrap();
+            let expected_k = next_per_publisher.entry(publisher).or_insert(0);
+            assert_eq!(k.parse::<usize>().unwrap(), *expected_k, "{}: each publisher's in its order", user(n));
+            *expected_k += 1;
+        }
     }
 }
