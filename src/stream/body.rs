@@ -42,7 +42,7 @@ enum Read {
 
 /// One user's open stream.
 pub struct SseStream {
-    ctx: StreamContext,
+    ctx: Arc<StreamContext>,
     machine: Machine,
     subscription: Subscription,
     /// Keeps the user present while the stream is open.
@@ -68,7 +68,7 @@ pub struct SseStream {
 impl SseStream {
     /// A stream that has subscribed and starts by opening.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(ctx: StreamContext, machine: Machine, subscription: Subscription, online: Box<dyn Send>, turn: OpeningTurn, resume_from: Option<String>, floor: EventId, user: UserId, issued_at: u64) -> Self {
+    pub fn new(ctx: Arc<StreamContext>, machine: Machine, subscription: Subscription, online: Box<dyn Send>, turn: OpeningTurn, resume_from: Option<String>, floor: EventId, user: UserId, issued_at: u64) -> Self {
         let mut stream = SseStream {
             ctx,
             machine,

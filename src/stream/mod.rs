@@ -95,8 +95,8 @@ impl Default for StreamSettings {
     }
 }
 
-/// What a stream needs from the application.
-#[derive(Clone)]
+/// What a stream needs from the application: one for the node, shared by
+/// every stream (a stream holds a pointer to it, not copies of its parts).
 pub struct StreamContext {
     pub db: DatabaseConnection,
     pub hub: Arc<Hub>,
@@ -171,7 +171,7 @@ where
 /// reports (see `fresh_state`).
 /// `viewer` decides which announcements reach the stream (every stream
 /// listens to the announcements' topic and keeps what its token covers).
-pub fn open(ctx: StreamContext, principal: Principal, viewer: Viewer, resume_from: Option<String>, mut topics: Vec<Topic>, floor: EventId, turn: OpeningTurn) -> Result<SseStream, Refusal> {
+pub fn open(ctx: Arc<StreamContext>, principal: Principal, viewer: Viewer, resume_from: Option<String>, mut topics: Vec<Topic>, floor: EventId, turn: OpeningTurn) -> Result<SseStream, Refusal> {
     let user = principal.user.clone();
     topics.push(Topic::announcements());
     let subscription = ctx.hub.subscribe(Topic::user(&user), topics.clone())?;
