@@ -80,8 +80,10 @@ pub enum Resumed {
     Reset,
     /// Everything missed, and the unread state, from one snapshot.
     Caught { page: Page, state: UnreadState },
-    /// More was missed than one read holds: replay page by page.
-    Long,
+    /// More was missed than one read holds: the first page (what the
+    /// shared read held of it, complete up to its last event; empty where
+    /// keyed events are conflated), then replay page by page.
+    Long { first: Page },
 }
 
 /// How far this stream has come.
@@ -283,7 +285,10 @@ impl Machine {
                 self.replayed(page);
                 self.counted(&state);
             }
-            Resumed::Long => self.phase = Phase::Replay { conflate_upto: None, first_page: true },
+            Resumed::Long { first } => {
+                debug_assert!(!first.complete, "a long resume goes on reading");
+                self.replayed(first);
+            }
         }
     }
 
@@ -531,11 +536,9 @@ mod tests {
     fn a_long_resume_replays_page_by_page_then_counts_then_goes_live() {
         let mut m = machine(Duration::from_secs(60));
         m.opened(Vec::new(), Resume::After(EventId::new(5)));
-        m.resumed(Resumed::Long);
-        assert_eq!(m.phase, Phase::Replay { conflate_upto: None, first_page: true });
-        assert_eq!(m.cursor.last, EventId::new(5), "the replay starts after the resume point");
-        m.replayed(page(vec![own(6, "a"), own(7, "b")], false));
+        m.resumed(Resumed::Long { first: page(vec![own(6, "a"), own(7, "b")], false) });
         assert_eq!(m.phase, Phase::Replay { conflate_upto: None, first_page: false });
+        assert_eq!(m.cursor.last, EventId::new(7), "the next page starts after the first");
         m.replayed(page(vec![own(8, "c")], true));
         assert_eq!(m.phase, Phase::Counting);
         m.counted(&state(8, 3));
@@ -598,7 +601,7 @@ mod tests {
     fn expiry_during_a_replay_ends_the_stream_at_the_next_check_without_losing_the_order() {
         let mut m = machine(Duration::from_millis(0));
         m.opened(Vec::new(), Resume::After(EventId::new(1)));
-        m.resumed(Resumed::Long);
+        m.resumed(Resumed::Long { first: page(Vec::new(), false) });
         m.replayed(page(vec![own(2, "a")], true));
         m.heartbeat(Instant::now());
         assert!(m.ended());

@@ -217,7 +217,8 @@ async fn memberships_of(db: &DatabaseConnection, users: &[UserId]) -> Vec<Result
 ///
 /// The events are read once for the whole batch, at most `page` of them
 /// plus one. More means some stream missed more than a read should hold:
-/// the batch then replays page by page ([`Resumed::Long`]), as before.
+/// what was read is each stream's first page, and the rest is replayed page
+/// by page ([`Resumed::Long`]).
 pub async fn resumes(db: &DatabaseConnection, requests: &[ResumeRequest], page: u64) -> Vec<Result<Resumed, DbErr>> {
     let together = async {
         let txn = snapshot(db).await?;
@@ -266,7 +267,22 @@ async fn resumes_in(txn: &DatabaseTransaction, requests: &[ResumeRequest], page:
     };
     let slice = event_log::slice_after(txn, &names, lowest, page + 1).await?;
     if slice.len() as u64 > page {
-        return Ok(kept.iter().map(|kept| if *kept { Resumed::Long } else { Resumed::Reset }).collect());
+        // Cut short: complete only up to its last row. That is each
+        // stream's first page, except where keyed events are conflated,
+        // which needs every event up to the head (the replay does that).
+        return Ok(requests
+            .iter()
+            .zip(audiences)
+            .zip(kept)
+            .map(|((request, audience), kept)| {
+                if !kept {
+                    return Resumed::Reset;
+                }
+                let conflating = request.topics.iter().any(|topic| topic.name().is_some());
+                let events = if conflating { Vec::new() } else { slice.replay_for(&audience, request.after, false) };
+                Resumed::Long { first: Page { events, windows: audience.windows, complete: false, conflate_upto: conflating.then_some(newest) } }
+            })
+            .collect());
     }
     let now = chrono::Utc::now();
     let topic_names: Vec<Vec<&str>> = topics.iter().map(|topics| topics.iter().map(Topic::as_str).collect()).collect();
