@@ -155,8 +155,8 @@ fn state_statement(user: &UserId, topics: &[&str], now: DateTime<Utc>) -> sea_or
         .cond_where(Condition::any().add(Expr::col(preference::Column::Enabled).eq(false)).add(Expr::col(preference::Column::Web).eq(false)))
         .to_owned();
     Query::select()
-        .expr_as(Func::coalesce([sub(head), Expr::val(0i64).into()]), Alias::new("head"))
-        .expr_as(Func::coalesce([sub(stored), Expr::val(0i64).into()]), Alias::new("stored"))
+        .expr_as(Func::coalesce([sub(head), Expr::val(0i64)]), Alias::new("head"))
+        .expr_as(Func::coalesce([sub(stored), Expr::val(0i64)]), Alias::new("stored"))
         .expr_as(sub(expired), Alias::new("expired"))
         .expr_as(sub(live), Alias::new("live_announcements"))
         .expr_as(sub(hiding), Alias::new("hiding_preferences"))

@@ -328,7 +328,7 @@ async fn resumes_read_together_each_get_exactly_what_they_missed() {
     let app = std::sync::Arc::new(spawn_app_with(|settings| settings.stream.replay_page = 200).await);
     const USERS: usize = 24;
     let user = |n: usize| format!("resumer{n}");
-    let on_board = |n: usize| n % 4 == 0;
+    let on_board = |n: usize| n.is_multiple_of(4);
     let open = |n: usize, last: Option<String>| {
         let app = app.clone();
         async move {
