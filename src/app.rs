@@ -226,7 +226,7 @@ impl Application {
         channels.add(Arc::new(WebhookChannel::new(webhooks.clone(), webhook_timeout).context("building the webhook client")?));
         // Bound here: the links in mails name the bound address unless the
         // operator gives the public one.
-        let listener = TcpListener::bind(&settings.bind)
+        let listener = crate::server::bind(&settings.bind, settings.connections.backlog)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{}", listener.local_addr().map_or_else(|_| settings.bind.clone(), |a| a.to_string())));

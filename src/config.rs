@@ -287,6 +287,10 @@ pub struct ServeArgs {
     /// every client has the proxy's address).
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
+    /// Connections the kernel may hold for the node before it accepts them
+    /// (the listen backlog; the kernel caps it at `net.core.somaxconn`).
+    #[arg(long, env = "TIDINGS_LISTEN_BACKLOG", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub listen_backlog: u32,
     /// The longest lifetime (`exp` - `iat`) of the tokens you issue, in
     /// seconds: a revocation is kept this long after its time.
     #[arg(long, env = "TIDINGS_MAX_TOKEN_LIFETIME_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..=crate::auth::keys::MAX_TTL.as_secs()))]
@@ -460,6 +464,7 @@ impl ServeArgs {
             connections: crate::server::ConnectionSettings {
                 header_read_timeout: Duration::from_secs(self.header_timeout_secs),
                 max_per_ip: self.max_connections_per_ip,
+                backlog: self.listen_backlog,
             },
             push: crate::push::PushSettings {
                 vapid: Some(std::sync::Arc::new(vapid)),

@@ -37,7 +37,10 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::watch,
+};
 use tokio_util::sync::CancellationToken;
 
 /// How connections are accepted and held.
@@ -49,12 +52,42 @@ pub struct ConnectionSettings {
     /// Connections one IP address may hold open at once; 0 means no cap
     /// (the default: behind a proxy, every client has the proxy's address).
     pub max_per_ip: usize,
+    /// Connections the kernel queues before they are accepted (see [`bind`]).
+    pub backlog: u32,
 }
 
 impl Default for ConnectionSettings {
     fn default() -> Self {
-        ConnectionSettings { header_read_timeout: Duration::from_secs(5), max_per_ip: 0 }
+        ConnectionSettings { header_read_timeout: Duration::from_secs(5), max_per_ip: 0, backlog: 4096 }
     }
+}
+
+/// Binds `address` (`host:port`) with a listen backlog of `backlog`.
+///
+/// Why not `TcpListener::bind`: it asks for a backlog of 1,024. In a
+/// reconnect storm thousands of clients connect within a second; once the
+/// queue is full the kernel drops their handshakes, and each client waits
+/// for its own retransmission, a second or more, while the node sits idle
+/// (one of six storm trials took 7.9 s instead of about 2, with
+/// `TcpExtListenOverflows` counting the drops; BENCHMARKS.md). The kernel
+/// caps the backlog at `net.core.somaxconn` (4,096 by default on Linux 5.4
+/// and later).
+pub async fn bind(address: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for candidate in tokio::net::lookup_host(address).await? {
+        let socket = match candidate {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted node can bind its port
+        // while the old one's connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(candidate).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{address} names no address"))))
 }
 
 /// Serves `router` on `listener` until `stop` completes, then cancels
@@ -90,6 +123,13 @@ pub async fn serve(listener: TcpListener, router: Router, settings: &ConnectionS
             drop(socket);
             continue;
         };
+        // An event is written as soon as it is ready: without this, Nagle's
+        // algorithm holds a small write back while an earlier one is not
+        // yet acknowledged, and a client that delays its ACKs (up to 40 ms
+        // on Linux) delays the event as long.
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+        }
         let connection = http.serve_connection(TokioIo::new(socket), TowerToHyperService::new(router.clone()));
         let stopping = stopping.clone();
         let alive = connection_alive.clone();

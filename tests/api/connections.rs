@@ -211,3 +211,18 @@ async fn five_thousand_streams_that_never_read_stay_bounded_and_catch_up_from_th
     }
     drop(sockets);
 }
+
+/// The listener asks the kernel for the configured backlog, not tokio's
+/// 1,024: a reconnect storm's handshakes wait there instead of being
+/// dropped and retransmitted a second later. Read back with `ss` (iproute2;
+/// `.ci/run` installs it), which shows a listening socket's backlog as its
+/// Send-Q.
+#[tokio::test]
+async fn the_listener_queues_as_many_connections_as_configured() {
+    let app = spawn_app_with(|settings| settings.connections.backlog = 777).await;
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+    let output = std::process::Command::new("ss").args(["-Hltn", &format!("sport = :{port}")]).output().expect("ss (iproute2) runs");
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let backlog: Vec<&str> = listing.lines().filter_map(|line| line.split_whitespace().nth(2)).collect();
+    assert_eq!(backlog, ["777"], "the listening socket's backlog, from: {listing}");
+}
