@@ -226,3 +226,58 @@ async fn the_listener_queues_as_many_connections_as_configured() {
     let backlog: Vec<&str> = listing.lines().filter_map(|line| line.split_whitespace().nth(2)).collect();
     assert_eq!(backlog, ["777"], "the listening socket's backlog, from: {listing}");
 }
+
+/// Reads from `socket` until what it sent contains `expected`, within
+/// [`PATIENCE`]; returns all it sent.
+async fn read_until_contains(socket: &mut TcpStream, expected: &str) -> String {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + PATIENCE;
+    while !String::from_utf8_lossy(&received).contains(expected) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, socket.read(&mut buf)).await.unwrap_or_else(|_| panic!("{expected:?} in time; got {:?}", String::from_utf8_lossy(&received))).unwrap();
+        assert!(n > 0, "the connection stayed open until {expected:?}; got {:?}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// A stream that is a connection's first request is written directly
+/// (`server::direct`); one opened after other requests on a kept-alive
+/// connection is served by hyper. Both deliver the same frames, live.
+#[tokio::test]
+async fn a_stream_opened_on_a_kept_alive_connection_after_other_requests_is_served_too() {
+    let app = spawn_app().await;
+    let token = app.token("kept");
+    let mut socket = connect(&app).await;
+    assert_eq!(healthz_over(&mut socket).await, "HTTP/1.1 200 OK");
+    socket.write_all(format!("GET /v1/stream HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes()).await.unwrap();
+    let head = read_until_contains(&mut socket, "event: unread_count").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("content-type: text/event-stream\r\n"), "{head}");
+    app.publish_raw(&serde_json::json!({"user_id": "kept", "type": "t", "title": "over hyper"})).await;
+    read_until_contains(&mut socket, "\"title\":\"over hyper\"").await;
+}
+
+/// On the direct path: the head hyper would send, chunked framing, events
+/// live; and a client that closes its side ends the stream at once (its
+/// user goes offline), without waiting for a heartbeat's write to fail.
+#[tokio::test]
+async fn a_stream_written_directly_is_framed_like_hypers_and_ends_when_its_client_closes() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app).await;
+    socket.write_all(format!("GET /v1/stream HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n", app.token("direct")).as_bytes()).await.unwrap();
+    let head = read_until_contains(&mut socket, "event: unread_count").await;
+    for expected in ["HTTP/1.1 200 OK\r\n", "content-type: text/event-stream\r\n", "cache-control: no-cache\r\n", "x-accel-buffering: no\r\n", "transfer-encoding: chunked\r\n", "connection: close\r\n"] {
+        assert!(head.contains(expected), "{expected:?} in {head:?}");
+    }
+    app.publish_raw(&serde_json::json!({"user_id": "direct", "type": "t", "title": "written directly"})).await;
+    read_until_contains(&mut socket, "\"title\":\"written directly\"").await;
+
+    let hub = app.state.hub.clone();
+    let open = move || hub.stats().open_streams.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(open(), 1);
+    socket.shutdown().await.unwrap();
+    crate::helpers::eventually("the stream ended when its client closed", || open() == 0).await;
+    // The server closes its side too (within PATIENCE, or this panics).
+    read_until_closed(&mut socket).await;
+}

@@ -14,6 +14,11 @@
 //! - **No half-close.** A client's EOF ends the connection at once, which is
 //!   how an open stream notices that its client went away without waiting
 //!   for the next heartbeat's write to fail (presence depends on it).
+//! - **Streams written directly.** A connection whose first request is
+//!   `GET /v1/stream` is answered by [`direct`]: the same router, but the
+//!   response goes straight to the socket, without hyper's buffers and
+//!   connection state, which were most of an idle stream's memory. Every
+//!   other connection is hyper's.
 //! - **A per-IP cap on open connections** ([`ConnectionSettings::max_per_ip`]):
 //!   past it, a new connection is closed as soon as it is accepted, before a
 //!   byte is read, so one address cannot hold all of the node's sockets.
@@ -31,6 +36,8 @@ use std::{
     time::Duration,
 };
 
+mod direct;
+
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::{
@@ -38,7 +45,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    net::{TcpListener, TcpSocket},
+    net::{TcpListener, TcpSocket, TcpStream},
     sync::watch,
 };
 use tokio_util::sync::CancellationToken;
@@ -100,6 +107,7 @@ pub async fn serve(listener: TcpListener, router: Router, settings: &ConnectionS
         .header_read_timeout(settings.header_read_timeout)
         .keep_alive(true)
         .half_close(false);
+    let http = Arc::new(http);
     let per_ip = Arc::new(PerIp { max: settings.max_per_ip, open: Mutex::default() });
     // Each connection task holds a receiver; `closed()` on the sender
     // completes when the last one is dropped.
@@ -130,23 +138,10 @@ pub async fn serve(listener: TcpListener, router: Router, settings: &ConnectionS
         if let Err(e) = socket.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY could not be set");
         }
-        let connection = http.serve_connection(TokioIo::new(socket), TowerToHyperService::new(router.clone()));
-        let stopping = stopping.clone();
-        let alive = connection_alive.clone();
+        let (http, router, stopping, alive) = (http.clone(), router.clone(), stopping.clone(), connection_alive.clone());
+        let header_read_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            let outcome = tokio::select! {
-                outcome = connection.as_mut() => outcome,
-                () = stopping.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = outcome {
-                // Timeouts and clients that vanish mid-request end here; none
-                // of it is the server's fault.
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            serve_connection(socket, &http, router, header_read_timeout, stopping).await;
             drop(slot);
             drop(alive);
         });
@@ -155,6 +150,35 @@ pub async fn serve(listener: TcpListener, router: Router, settings: &ConnectionS
     stopping.cancel();
     drop(connection_alive);
     all_closed.closed().await;
+}
+
+/// Serves one connection: a stream opened by its first request directly
+/// (see [`direct`]), anything else through hyper.
+async fn serve_connection(mut socket: TcpStream, http: &http1::Builder, router: Router, header_read_timeout: Duration, stopping: CancellationToken) {
+    let first = tokio::select! {
+        first = direct::first_request(&mut socket, header_read_timeout) => first,
+        () = stopping.cancelled() => return,
+    };
+    let read = match first {
+        direct::FirstRequest::Stream(request) => return direct::serve_stream(socket, request, router).await,
+        direct::FirstRequest::Gone => return,
+        direct::FirstRequest::Other(read) => read,
+    };
+    // Boxed: a stream connection's task does not carry the size of hyper's
+    // connection state.
+    let mut connection = Box::pin(http.serve_connection(TokioIo::new(direct::Replayed::new(read, socket)), TowerToHyperService::new(router)));
+    let outcome = tokio::select! {
+        outcome = connection.as_mut() => outcome,
+        () = stopping.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = outcome {
+        // Timeouts and clients that vanish mid-request end here; none of it
+        // is the server's fault.
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// An accept error. Errors about one connection (it was reset before we
