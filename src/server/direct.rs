@@ -63,7 +63,7 @@ const MAX_BYTES_PER_WRITE: usize = 256 * 1024;
 /// What a connection's first request is.
 pub(super) enum FirstRequest {
     /// `GET /v1/stream`, parsed, with nothing after its head.
-    Stream(Request<Body>),
+    Stream(Box<Request<Body>>),
     /// Anything else: hyper serves the connection, starting with these bytes.
     Other(Vec<u8>),
     /// The client closed, failed or timed out before its head was complete.
@@ -89,7 +89,7 @@ pub(super) async fn first_request(socket: &mut TcpStream, timeout: Duration) -> 
     .await;
     match complete {
         Ok(true) => match stream_request(&head) {
-            Some(request) => FirstRequest::Stream(request),
+            Some(request) => FirstRequest::Stream(Box::new(request)),
             None => FirstRequest::Other(head),
         },
         Ok(false) | Err(_) => FirstRequest::Gone,
@@ -141,17 +141,14 @@ pub(super) async fn serve_stream(mut socket: TcpStream, request: Request<Body>, 
     let (parts, mut body) = response.into_parts();
     let length = body.size_hint().exact();
     let head = encode_head(&Response::from_parts(parts, ()), length, chunked);
-    if socket.write_all(&head).await.is_err() {
-        return;
-    }
-    drop(head);
     let finished = match length {
-        // A refusal (401, 429, 503): a small body, whole.
+        // A refusal (401, 429, 503): a small body, whole, in one write with
+        // its head.
         Some(_) => match body.collect().await {
-            Ok(collected) => socket.write_all(&collected.to_bytes()).await.is_ok(),
+            Ok(collected) => write_frames(&mut socket, &head, &[collected.to_bytes()], false, false).await.is_ok(),
             Err(_) => false,
         },
-        None => pump(&mut socket, &mut body, chunked).await,
+        None => pump(&mut socket, &mut body, head, chunked).await,
     };
     if finished {
         let _ = socket.shutdown().await;
@@ -202,21 +199,33 @@ enum Next {
 /// Writes the body's frames as they come. Between frames nothing is held
 /// but the body and the socket. True if the body ended (and its end was
 /// written), false if the client went away first.
-async fn pump(socket: &mut TcpStream, body: &mut Body, chunked: bool) -> bool {
+async fn pump(socket: &mut TcpStream, body: &mut Body, head: Vec<u8>, chunked: bool) -> bool {
+    // The head leaves in one write with whatever frames are ready at once
+    // (the `retry` line), and does not wait for more: a client learns that
+    // its stream is open as soon as it is.
+    let mut head = Some(head);
     loop {
-        let next = poll_fn(|cx| {
-            if client_gone(socket, cx) {
-                return Poll::Ready(Next::Gone);
-            }
-            ready_frames(Pin::new(&mut *body), cx)
-        })
-        .await;
+        let next = if head.is_some() {
+            poll_fn(|cx| match ready_frames(Pin::new(&mut *body), cx) {
+                Poll::Ready(next) => Poll::Ready(next),
+                Poll::Pending => Poll::Ready(Next::Frames(Vec::new(), false)),
+            })
+            .await
+        } else {
+            poll_fn(|cx| {
+                if client_gone(socket, cx) {
+                    return Poll::Ready(Next::Gone);
+                }
+                ready_frames(Pin::new(&mut *body), cx)
+            })
+            .await
+        };
         let (frames, ended) = match next {
             Next::Frames(frames, ended) => (frames, ended),
             Next::Ended => (Vec::new(), true),
             Next::Gone => return false,
         };
-        if write_frames(socket, &frames, chunked, ended).await.is_err() {
+        if write_frames(socket, head.take().as_deref().unwrap_or_default(), &frames, chunked, ended).await.is_err() {
             return false;
         }
         if ended {
@@ -275,13 +284,16 @@ fn client_gone(socket: &TcpStream, cx: &mut Context<'_>) -> bool {
     false
 }
 
-/// Writes `frames` as one chunk (HTTP/1.1) or as they are (HTTP/1.0), and
-/// the last chunk if the body `ended`, in as few system calls as the socket
-/// takes.
-async fn write_frames(socket: &mut TcpStream, frames: &[Bytes], chunked: bool, ended: bool) -> io::Result<()> {
+/// Writes `head` (if any), then `frames` as one chunk (HTTP/1.1) or as
+/// they are, and the last chunk if a chunked body `ended`, in as few system
+/// calls as the socket takes.
+async fn write_frames(socket: &mut TcpStream, head: &[u8], frames: &[Bytes], chunked: bool, ended: bool) -> io::Result<()> {
     let total: usize = frames.iter().map(Bytes::len).sum();
     let size_line = format!("{total:x}\r\n");
-    let mut slices = Vec::with_capacity(frames.len() + 3);
+    let mut slices = Vec::with_capacity(frames.len() + 4);
+    if !head.is_empty() {
+        slices.push(IoSlice::new(head));
+    }
     if chunked && total > 0 {
         slices.push(IoSlice::new(size_line.as_bytes()));
     }

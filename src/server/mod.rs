@@ -160,7 +160,7 @@ async fn serve_connection(mut socket: TcpStream, http: &http1::Builder, router: 
         () = stopping.cancelled() => return,
     };
     let read = match first {
-        direct::FirstRequest::Stream(request) => return direct::serve_stream(socket, request, router).await,
+        direct::FirstRequest::Stream(request) => return direct::serve_stream(socket, *request, router).await,
         direct::FirstRequest::Gone => return,
         direct::FirstRequest::Other(read) => read,
     };

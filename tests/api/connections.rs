@@ -1,7 +1,9 @@
 //! The accept loop against raw sockets: slow and silent clients are cut off
 //! after the header timeout while others are served, one address cannot
-//! hold more connections than its cap, and a declared body over the limit
-//! is refused before it is sent.
+//! hold more connections than its cap, a declared body over the limit is
+//! refused before it is sent, and streams are served on both paths (written
+//! directly when they are a connection's first request, by hyper after
+//! other requests).
 
 use std::time::Duration;
 

@@ -84,20 +84,18 @@ fn reset(stream: TcpStream) {
 /// One client connection, forwarded to a fresh connection to `target`.
 async fn connection(client: TcpStream, target: SocketAddr, mut fault: watch::Receiver<Fault>) {
     // Wait out a blackhole before connecting; refuse while cut.
-    loop {
-        let now = *fault.borrow_and_update();
-        match now {
-            Fault::Cut => return reset(client),
-            Fault::Blackhole => {
-                // Hold the socket, answer nothing, read nothing, until the fault changes.
-                if fault.changed().await.is_err() {
-                    return;
-                }
-                // Whatever the client sent meanwhile is lost: give up on it.
-                return reset(client);
+    let now = *fault.borrow_and_update();
+    match now {
+        Fault::Cut => return reset(client),
+        Fault::Blackhole => {
+            // Hold the socket, answer nothing, read nothing, until the fault changes.
+            if fault.changed().await.is_err() {
+                return;
             }
-            Fault::Pass | Fault::Latency(_) => break,
+            // Whatever the client sent meanwhile is lost: give up on it.
+            return reset(client);
         }
+        Fault::Pass | Fault::Latency(_) => {}
     }
     let Ok(server) = TcpStream::connect(target).await else { return reset(client) };
     // Every close from here on is a reset: a fault that ends the connection
