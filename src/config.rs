@@ -197,7 +197,7 @@ pub struct ServeArgs {
     /// Streams that may read their starting state at once; a surge beyond
     /// it takes turns, and an open that waits more than 2 s gets 503 with
     /// `Retry-After` before any byte.
-    #[arg(long, env = "TIDINGS_MAX_OPENING_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, env = "TIDINGS_MAX_OPENING_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_opening_streams: u64,
     /// Streams opening at the same time whose starting state is read
     /// together, at most (1: each alone). Batches cost a third less CPU per

@@ -88,7 +88,7 @@ impl Default for StreamSettings {
             retry: Duration::from_secs(3),
             snapshot_limit: 100,
             replay_page: 1000,
-            max_opening: 64,
+            max_opening: 256,
             open_batch: 16,
             open_deadline: Duration::from_secs(2),
         }
