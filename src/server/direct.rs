@@ -289,12 +289,13 @@ fn client_gone(socket: &TcpStream, cx: &mut Context<'_>) -> bool {
 /// calls as the socket takes.
 async fn write_frames(socket: &mut TcpStream, head: &[u8], frames: &[Bytes], chunked: bool, ended: bool) -> io::Result<()> {
     let total: usize = frames.iter().map(Bytes::len).sum();
-    let size_line = format!("{total:x}\r\n");
+    // Only a chunk of HTTP/1.1 has a size line.
+    let size_line = if chunked && total > 0 { format!("{total:x}\r\n") } else { String::new() };
     let mut slices = Vec::with_capacity(frames.len() + 4);
     if !head.is_empty() {
         slices.push(IoSlice::new(head));
     }
-    if chunked && total > 0 {
+    if !size_line.is_empty() {
         slices.push(IoSlice::new(size_line.as_bytes()));
     }
     slices.extend(frames.iter().map(|frame| IoSlice::new(frame)));
