@@ -147,12 +147,24 @@ impl Registry {
     /// Calls `visit` once for every stream's mailbox on this node: each
     /// stream is registered on its user's topic exactly once.
     pub fn for_each_stream(&self, mut visit: impl FnMut(&Arc<Mailbox>)) {
-        for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|poison| poison.into_inner());
-            for (topic, listeners) in shard.iter() {
-                if topic.as_str().starts_with("u:") {
-                    listeners.iter().for_each(&mut visit);
-                }
+        for part in 0..SHARDS {
+            self.for_each_stream_in(part, &mut visit);
+        }
+    }
+
+    /// How many parts [`Registry::for_each_stream_in`] divides the streams
+    /// into.
+    pub const PARTS: usize = SHARDS;
+
+    /// Calls `visit` once for every stream's mailbox in one part (of
+    /// [`Registry::PARTS`]) of this node's streams; every stream is in
+    /// exactly one part. So a periodic visit (the heartbeat) can wake a
+    /// slice of the streams at a time instead of all at once.
+    pub fn for_each_stream_in(&self, part: usize, mut visit: impl FnMut(&Arc<Mailbox>)) {
+        let shard = self.shards[part % SHARDS].lock().unwrap_or_else(|poison| poison.into_inner());
+        for (topic, listeners) in shard.iter() {
+            if topic.as_str().starts_with("u:") {
+                listeners.iter().for_each(&mut visit);
             }
         }
     }
@@ -165,5 +177,32 @@ impl Registry {
     /// How many connections on this node listen to `topic`.
     pub fn listeners(&self, topic: &Topic) -> usize {
         self.shard(topic).get(topic).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::UserId;
+
+    #[test]
+    fn the_parts_of_the_streams_hold_every_stream_exactly_once() {
+        let registry = Registry::new();
+        let mailboxes: Vec<Arc<Mailbox>> = (0..200).map(|_| Arc::new(Mailbox::new(8))).collect();
+        for (i, mailbox) in mailboxes.iter().enumerate() {
+            let user = UserId::parse(format!("user-{i}")).unwrap();
+            registry.register(&Topic::user(&user), mailbox);
+            // A conversation topic is not a stream of its own.
+            registry.register(&Topic::conversation((i % 7) as i64), mailbox);
+        }
+        let mut visits: HashMap<*const Mailbox, usize> = HashMap::new();
+        for part in 0..Registry::PARTS {
+            registry.for_each_stream_in(part, |mailbox| *visits.entry(Arc::as_ptr(mailbox)).or_default() += 1);
+        }
+        assert_eq!(visits.len(), mailboxes.len());
+        assert!(visits.values().all(|&n| n == 1), "a stream was visited twice: {visits:?}");
+        let mut all = 0;
+        registry.for_each_stream(|_| all += 1);
+        assert_eq!(all, mailboxes.len());
     }
 }

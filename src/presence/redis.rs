@@ -31,6 +31,9 @@ use crate::{
 /// How long a lease lives without renewal; heartbeats come at a third of it.
 const LEASE: Duration = Duration::from_secs(30);
 
+/// Leases renewed per round trip to Redis (see [`Inner::renew`]).
+const RENEWED_TOGETHER: usize = 500;
+
 /// Presence in Redis.
 pub struct RedisPresence {
     inner: Arc<Inner>,
@@ -143,6 +146,23 @@ impl Inner {
             .await
     }
 
+    /// Renews this node's leases on `users` in one round trip: a node with
+    /// 17,000 users online would otherwise send 17,000 pipelines every
+    /// heartbeat, a burst of wakeups on the node and of commands on Redis
+    /// that delays whatever else waits on either (the cross-node doorbell
+    /// among them).
+    async fn renew(&self, users: &[UserId]) -> redis::RedisResult<()> {
+        let mut conn = self.connection().await?;
+        let expiry = Self::now_ms() + LEASE.as_millis() as i64;
+        let mut pipe = redis::pipe();
+        let leases: Vec<(i64, String)> = users.iter().map(|user| (expiry, format!("{}|{}", self.node, user))).collect();
+        pipe.zadd_multiple(self.leases_key(), &leases).ignore();
+        for user in users {
+            pipe.zadd(self.key(user, "nodes"), &self.node, expiry).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
     /// Drops this node's lease on `user`.
     async fn release(&self, user: &UserId) -> redis::RedisResult<()> {
         let mut conn = self.connection().await?;
@@ -207,8 +227,9 @@ impl Inner {
                 let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
                 local.iter().filter(|(_, (streams, _))| *streams > 0).map(|(user, _)| user.clone()).collect()
             };
-            for user in users {
-                if self.lease(&user).await.is_err() {
+            for chunk in users.chunks(RENEWED_TOGETHER) {
+                if let Err(e) = self.renew(chunk).await {
+                    tracing::debug!(error = %e, "presence: leases not renewed");
                     break;
                 }
             }
