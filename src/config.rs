@@ -195,10 +195,17 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
     /// Streams that may read their starting state at once; a surge beyond
-    /// it takes turns, and an open that waits more than 2 s gets 503 with
-    /// `Retry-After` before any byte.
+    /// it takes turns, and an open that waits more than
+    /// `TIDINGS_OPEN_WAIT_SECS` gets 503 with `Retry-After` before any byte.
     #[arg(long, env = "TIDINGS_MAX_OPENING_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_opening_streams: u64,
+    /// Seconds an open may wait for its turn before it is refused with 503.
+    /// Long on purpose: a browser's `EventSource` does not reconnect after
+    /// a 503 (only the page's own code can), and a refused open that comes
+    /// back costs its connection and authentication twice; a waiting one
+    /// costs a socket and a few hundred bytes.
+    #[arg(long, env = "TIDINGS_OPEN_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub open_wait_secs: u64,
     /// Streams opening at the same time whose starting state is read
     /// together, at most (1: each alone). Batches cost a third less CPU per
     /// open and about 1.4 KiB more memory per idle stream (BENCHMARKS.md,
@@ -414,6 +421,7 @@ impl ServeArgs {
             stream: StreamSettings {
                 heartbeat: Duration::from_secs(self.heartbeat_secs),
                 max_opening: self.max_opening_streams as usize,
+                open_deadline: Duration::from_secs(self.open_wait_secs),
                 open_batch: self.open_batch as usize,
                 retry: Duration::from_millis(self.retry_ms),
                 ..StreamSettings::default()

@@ -41,6 +41,9 @@ pub struct Schedule {
     pub max_messages: Option<u32>,
 }
 
+/// Slowest publish requests remembered (see [`Published::slowest`]).
+pub const SLOWEST_KEPT: usize = 10;
+
 /// What the publisher saw.
 #[derive(Debug, Default)]
 pub struct Published {
@@ -57,6 +60,9 @@ pub struct Published {
     pub post_latency: Latency,
     /// Wall-clock ns of the first request sent.
     pub first_send_ns: Option<u64>,
+    /// The slowest requests as (sent ns, µs), slowest first, at most
+    /// [`SLOWEST_KEPT`]: when they left says whether a tail is periodic.
+    pub slowest: Vec<(u64, u64)>,
     /// From the first message to the last answer.
     pub elapsed: Duration,
 }
@@ -80,8 +86,13 @@ impl Published {
                 self.errors.push(e);
             }
         }
-        for micros in sent.latencies {
+        for (sent_ns, micros) in sent.latencies {
             self.post_latency.record_micros(micros);
+            if self.slowest.len() < SLOWEST_KEPT || self.slowest.last().is_some_and(|&(_, least)| micros > least) {
+                let at = self.slowest.partition_point(|&(_, m)| m >= micros);
+                self.slowest.insert(at, (sent_ns, micros));
+                self.slowest.truncate(SLOWEST_KEPT);
+            }
         }
         self.first_send_ns = match (self.first_send_ns, sent.first_send_ns) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -97,7 +108,8 @@ struct Sent {
     ok: u64,
     failed: u64,
     errors: Vec<String>,
-    latencies: Vec<u64>,
+    /// (sent ns, µs) of each request.
+    latencies: Vec<(u64, u64)>,
     first_send_ns: Option<u64>,
 }
 
@@ -113,7 +125,7 @@ impl Publisher {
         let outcomes = join_all(posts.iter().map(|post| self.send_one(seq, post))).await;
         let mut sent = Sent { seq, confirmed_listeners: 0, ok: 0, failed: 0, errors: Vec::new(), latencies: Vec::new(), first_send_ns: None };
         for (sent_ns, micros, result) in outcomes {
-            sent.latencies.push(micros);
+            sent.latencies.push((sent_ns, micros));
             sent.first_send_ns = Some(sent.first_send_ns.map_or(sent_ns, |f: u64| f.min(sent_ns)));
             match result {
                 Ok(accepted) => {

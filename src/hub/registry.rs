@@ -9,13 +9,27 @@ use std::{
     },
 };
 
+use indexmap::IndexMap;
+
 use super::{Event, Mailbox};
 use crate::domain::{EventId, Topic};
 
 const SHARDS: usize = 32;
 
 /// One shard: topic → the mailboxes listening to it.
-type Shard = Mutex<HashMap<Topic, Vec<Arc<Mailbox>>>>;
+type Shard = Mutex<HashMap<Topic, Listeners>>;
+
+/// A topic's mailboxes, by address: iterated in a dense array like a `Vec`,
+/// but one leaves in O(1). Every stream listens to the announcements'
+/// topic, so with a `Vec` each close scanned every open stream under the
+/// shard's lock: a storm of 10,000 reconnects cost 50 million comparisons
+/// and held that lock against every open and delivery meanwhile.
+type Listeners = IndexMap<usize, Arc<Mailbox>>;
+
+/// A mailbox's key among a topic's listeners.
+fn key(mailbox: &Arc<Mailbox>) -> usize {
+    Arc::as_ptr(mailbox) as usize
+}
 
 /// Topic → mailboxes of this node. Delivering an event is one hash lookup
 /// and one push per listening connection; nobody else is woken. Sharded so
@@ -50,7 +64,7 @@ impl Registry {
         }
     }
 
-    fn shard(&self, topic: &Topic) -> std::sync::MutexGuard<'_, HashMap<Topic, Vec<Arc<Mailbox>>>> {
+    fn shard(&self, topic: &Topic) -> std::sync::MutexGuard<'_, HashMap<Topic, Listeners>> {
         let index = (self.hasher.hash_one(topic) as usize) % SHARDS;
         self.shards[index].lock().unwrap_or_else(|poison| poison.into_inner())
     }
@@ -58,7 +72,7 @@ impl Registry {
     /// Adds a mailbox to a topic's audience (once, however often asked).
     pub fn register(&self, topic: &Topic, mailbox: &Arc<Mailbox>) {
         if mailbox.add_topic(topic) {
-            self.shard(topic).entry(topic.clone()).or_default().push(mailbox.clone());
+            self.shard(topic).entry(topic.clone()).or_default().insert(key(mailbox), mailbox.clone());
         }
     }
 
@@ -70,7 +84,7 @@ impl Registry {
         if listeners.len() >= cap {
             return false;
         }
-        listeners.push(mailbox.clone());
+        listeners.insert(key(mailbox), mailbox.clone());
         mailbox.add_topic(topic);
         true
     }
@@ -87,7 +101,7 @@ impl Registry {
         mailbox.remove_topic(topic);
         let mut shard = self.shard(topic);
         if let Some(listeners) = shard.get_mut(topic) {
-            listeners.retain(|m| !Arc::ptr_eq(m, mailbox));
+            listeners.swap_remove(&key(mailbox));
             if listeners.is_empty() {
                 shard.remove(topic);
             }
@@ -100,7 +114,7 @@ impl Registry {
     pub fn deliver(&self, events: &[Arc<Event>]) {
         for event in events {
             if let Some(route) = &event.route {
-                let listeners: Vec<Arc<Mailbox>> = self.shard(&event.topic).get(&event.topic).cloned().unwrap_or_default();
+                let listeners: Vec<Arc<Mailbox>> = self.shard(&event.topic).get(&event.topic).map(|l| l.values().cloned().collect()).unwrap_or_default();
                 for mailbox in &listeners {
                     if route.joined {
                         self.register(&route.conversation, mailbox);
@@ -110,7 +124,7 @@ impl Registry {
                 }
             }
             if let Some(listeners) = self.shard(&event.topic).get(&event.topic) {
-                for mailbox in listeners {
+                for mailbox in listeners.values() {
                     if mailbox.push(event) {
                         self.overflows.fetch_add(1, Ordering::Relaxed);
                     }
@@ -137,7 +151,7 @@ impl Registry {
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|poison| poison.into_inner());
             for listeners in shard.values() {
-                for mailbox in listeners {
+                for mailbox in listeners.values() {
                     mailbox.force_lag();
                 }
             }
@@ -164,7 +178,7 @@ impl Registry {
         let shard = self.shards[part % SHARDS].lock().unwrap_or_else(|poison| poison.into_inner());
         for (topic, listeners) in shard.iter() {
             if topic.as_str().starts_with("u:") {
-                listeners.iter().for_each(&mut visit);
+                listeners.values().for_each(&mut visit);
             }
         }
     }
@@ -176,7 +190,7 @@ impl Registry {
 
     /// How many connections on this node listen to `topic`.
     pub fn listeners(&self, topic: &Topic) -> usize {
-        self.shard(topic).get(topic).map_or(0, Vec::len)
+        self.shard(topic).get(topic).map_or(0, IndexMap::len)
     }
 }
 

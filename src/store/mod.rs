@@ -75,6 +75,11 @@ pub enum Pool {
 /// writer's path.
 const WRITER_AUTOCHECKPOINT_PAGES: &str = "16384";
 
+/// Rows a SQLite connection's worker thread may hand over before it waits
+/// for the reader: a replay page (1,000 events by default) and then some.
+/// The buffer grows only as rows arrive.
+const ROW_BUFFER: usize = 1024;
+
 /// Opens a pool. SQLite gets WAL (readers never block the writer), the
 /// given `synchronous` level, foreign keys, a busy timeout and temporary
 /// data in memory (statement journals of multi-row inserts then cost no
@@ -84,6 +89,9 @@ const WRITER_AUTOCHECKPOINT_PAGES: &str = "16384";
 /// `timeout` bounds connecting and waiting for a pooled connection, so a
 /// database that is gone fails a request in bounded time.
 pub async fn connect_with(url: &str, pool: Pool, sync: SqliteSync, timeout: Duration) -> Result<DatabaseConnection, sea_orm::DbErr> {
+    if url.starts_with("sqlite:") {
+        sqlite_without_memory_statistics();
+    }
     let connections = match pool {
         Pool::Readers { connections } => connections,
         Pool::Writer => 1,
@@ -113,7 +121,12 @@ pub async fn connect_with(url: &str, pool: Pool, sync: SqliteSync, timeout: Dura
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
                 .pragma("temp_store", "memory")
-                .pragma("journal_size_limit", "67108864");
+                .pragma("journal_size_limit", "67108864")
+                // A connection's rows come from its worker thread through a
+                // channel; sqlx's default holds 50, so a replay page of
+                // 1,000 rows stopped the worker twenty times to wait for
+                // the reader, each a thread hand-off both ways. A page fits.
+                .row_buffer_size(ROW_BUFFER);
             match pool {
                 Pool::Writer => opts.pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES),
                 Pool::Readers { .. } => opts,
@@ -125,6 +138,33 @@ pub async fn connect_with(url: &str, pool: Pool, sync: SqliteSync, timeout: Dura
         tracing::debug!("SQLite in WAL mode");
     }
     Ok(db)
+}
+
+/// SQLite: turns off its memory statistics, once, before the process
+/// opens its first connection.
+///
+/// Why: with them on (SQLite's default), every allocation SQLite makes takes
+/// one process-wide mutex to count it. Twenty-one connections on their own
+/// threads (readers, batch readers, the writer) contended on it: a profile of
+/// a catch-up (`perf record` during `tidings-bench catchup`) spent about 4 %
+/// of the server's CPU in that mutex, and its waits are thread sleeps and
+/// wake-ups. SQLite's documentation recommends turning them off where
+/// `sqlite3_status()` is not used; nothing here uses it.
+fn sqlite_without_memory_statistics() {
+    use libsqlite3_sys::{SQLITE_CONFIG_MEMSTATUS, sqlite3_config};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` may only run while no other thread uses
+        // SQLite. This runs before the first connection of the process is
+        // opened (every connection is opened through `connect_with`), and
+        // `Once` holds back concurrent callers until it returns. Called
+        // after SQLite was initialized, it changes nothing and returns
+        // SQLITE_MISUSE, which is fine: the statistics then stay on.
+        let code = unsafe { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+        if code != libsqlite3_sys::SQLITE_OK {
+            tracing::debug!(code, "SQLite memory statistics left on");
+        }
+    });
 }
 
 /// SQLite: turns on the query planner stability guarantee

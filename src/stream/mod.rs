@@ -90,7 +90,7 @@ impl Default for StreamSettings {
             replay_page: 1000,
             max_opening: 256,
             open_batch: 16,
-            open_deadline: Duration::from_secs(2),
+            open_deadline: Duration::from_secs(10),
         }
     }
 }

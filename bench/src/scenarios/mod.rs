@@ -161,6 +161,10 @@ pub async fn deliver(ctx: &Ctx, report: &mut Report, mut fleet: Fleet, live: Liv
     report.row("opens refused (503/429, retried)", "", Some(tally.resume.refused as f64), Better::Lower);
     report.row("publish request p50", "ms", published.post_latency.quantile_ms(0.50), Better::Lower);
     report.row("publish request p99", "ms", published.post_latency.quantile_ms(0.99), Better::Lower);
+    if let Some(first) = published.first_send_ns {
+        let slowest: Vec<String> = published.slowest.iter().map(|&(at, micros)| format!("{:.0} ms at {:.1} s", micros as f64 / 1e3, at.saturating_sub(first) as f64 / 1e9)).collect();
+        eprintln!("tidings-bench: slowest publish requests (duration at seconds since the first): {}", slowest.join(", "));
+    }
 
     if verdict.lost > 0 {
         report.problem(format!("{} of {expected} expected deliveries were lost", verdict.lost));
