@@ -155,11 +155,14 @@ fn sqlite_without_memory_statistics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: `sqlite3_config` may only run while no other thread uses
-        // SQLite. This runs before the first connection of the process is
-        // opened (every connection is opened through `connect_with`), and
-        // `Once` holds back concurrent callers until it returns. Called
-        // after SQLite was initialized, it changes nothing and returns
-        // SQLITE_MISUSE, which is fine: the statistics then stay on.
+        // SQLite. In the server every connection is opened through
+        // `connect_with`, so this runs before the first one, and `Once`
+        // holds back concurrent callers until it returns. (A test that
+        // opens SQLite itself with `Database::connect` at the same moment
+        // as the first `connect_with` would be outside that guarantee; at
+        // worst SQLite's allocation counts, which nothing reads, would be
+        // off.) Called after SQLite was initialized, it changes nothing and
+        // returns SQLITE_MISUSE: the statistics then stay on.
         let code = unsafe { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
         if code != libsqlite3_sys::SQLITE_OK {
             tracing::debug!(code, "SQLite memory statistics left on");
