@@ -133,17 +133,15 @@ impl Inner {
         Utc::now().timestamp_millis()
     }
 
+    /// The member of the leases' set that says "this node holds `user`":
+    /// `sweep` splits it back at the first `|` (node names hold none).
+    fn lease_member(&self, user: &UserId) -> String {
+        format!("{}|{}", self.node, user)
+    }
+
     /// Takes or renews this node's lease on `user`.
     async fn lease(&self, user: &UserId) -> redis::RedisResult<()> {
-        let mut conn = self.connection().await?;
-        let expiry = Self::now_ms() + LEASE.as_millis() as i64;
-        redis::pipe()
-            .zadd(self.key(user, "nodes"), &self.node, expiry)
-            .ignore()
-            .zadd(self.leases_key(), format!("{}|{}", self.node, user), expiry)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
+        self.renew(std::slice::from_ref(user)).await
     }
 
     /// Renews this node's leases on `users` in one round trip: a node with
@@ -155,7 +153,7 @@ impl Inner {
         let mut conn = self.connection().await?;
         let expiry = Self::now_ms() + LEASE.as_millis() as i64;
         let mut pipe = redis::pipe();
-        let leases: Vec<(i64, String)> = users.iter().map(|user| (expiry, format!("{}|{}", self.node, user))).collect();
+        let leases: Vec<(i64, String)> = users.iter().map(|user| (expiry, self.lease_member(user))).collect();
         pipe.zadd_multiple(self.leases_key(), &leases).ignore();
         for user in users {
             pipe.zadd(self.key(user, "nodes"), &self.node, expiry).ignore();
@@ -169,7 +167,7 @@ impl Inner {
         redis::pipe()
             .zrem(self.key(user, "nodes"), &self.node)
             .ignore()
-            .zrem(self.leases_key(), format!("{}|{}", self.node, user))
+            .zrem(self.leases_key(), self.lease_member(user))
             .ignore()
             .query_async::<()>(&mut conn)
             .await
