@@ -927,7 +927,8 @@ async fn announce_unread_count(write: &mut LogWrite, user: &UserId, delta: i64) 
 pub async fn unread_state(conn: &impl sea_orm::ConnectionTrait, viewer: &Viewer, topics: &[Topic]) -> Result<UnreadState, sea_orm::DbErr> {
     let now = Utc::now();
     let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
-    let state = unread::stream_state(conn, viewer.user(), &names, now).await?;
+    let part = unread::FreshPart { user: viewer.user(), topics: &names };
+    let state = unread::states_of(conn, &[part], now).await?.pop().expect("a state per part");
     let hidden = if state.hiding_preferences > 0 { preferences::hidden_types(conn, viewer.user()).await? } else { Vec::new() };
     let announced = if state.live_announcements > 0 { announcements::unread_given(conn, viewer, &hidden, now).await? } else { Vec::new() };
     Ok(UnreadState { position: crate::domain::EventId::new(state.head), own: unread::visible(state.stored, state.expired), announced, hidden })

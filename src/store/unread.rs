@@ -105,11 +105,11 @@ pub fn visible(stored: i64, expired: i64) -> u64 {
     u64::try_from(stored - expired).unwrap_or(0)
 }
 
-/// What a stream's state report needs, in one statement: the log head of
-/// the stream's topics, the user's counter and its expired part, how many
-/// announcements are live and how many preference rows hide a type. The
-/// last two say whether the (rarer) reads of announcements and hidden types
-/// are needed at all.
+/// What a stream's state report needs, read in one statement
+/// ([`states_of`]): the log head of the stream's topics, the user's counter
+/// and its expired part, how many announcements are live and how many
+/// preference rows hide a type. The last two say whether the (rarer) reads
+/// of announcements and hidden types are needed at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamState {
     pub head: i64,
@@ -117,108 +117,6 @@ pub struct StreamState {
     pub expired: i64,
     pub live_announcements: i64,
     pub hiding_preferences: i64,
-}
-
-/// The one-row statement of [`StreamState`]: indexed scalar subqueries.
-fn state_statement(user: &UserId, topics: &[&str], now: DateTime<Utc>) -> sea_orm::sea_query::SelectStatement {
-    use entity::{announcement, event, preference};
-    use sea_orm::sea_query::{Alias, Condition, Func, Query, SimpleExpr, SubQueryStatement};
-    let sub = |select: sea_orm::sea_query::SelectStatement| SimpleExpr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(select)));
-    let head = Query::select()
-        .expr(Func::max(Expr::col(event::Column::Id)))
-        .from(event::Entity)
-        .and_where(Expr::col(event::Column::Topic).is_in(topics.iter().copied()))
-        .to_owned();
-    let stored = Query::select()
-        .column(unread_counter::Column::Count)
-        .from(unread_counter::Entity)
-        .and_where(Expr::col(unread_counter::Column::UserId).eq(user.as_str()))
-        .to_owned();
-    let expired = Query::select()
-        .expr(Func::count(Expr::col(notification::Column::Id)))
-        .from(notification::Entity)
-        .and_where(Expr::col(notification::Column::UserId).eq(user.as_str()))
-        .and_where(Expr::col(notification::Column::ExpiresAt).is_not_null())
-        .and_where(Expr::col(notification::Column::ExpiresAt).lte(now))
-        .and_where(Expr::col(notification::Column::ReadAt).is_null())
-        .and_where(Expr::col(notification::Column::DeletedAt).is_null())
-        .to_owned();
-    let live = Query::select()
-        .expr(Func::count(Expr::col(announcement::Column::Id)))
-        .from(announcement::Entity)
-        .cond_where(Condition::any().add(Expr::col(announcement::Column::ExpiresAt).is_null()).add(Expr::col(announcement::Column::ExpiresAt).gt(now)))
-        .to_owned();
-    let hiding = Query::select()
-        .expr(Func::count(Expr::col(preference::Column::Kind)))
-        .from(preference::Entity)
-        .and_where(Expr::col(preference::Column::UserId).eq(user.as_str()))
-        .cond_where(Condition::any().add(Expr::col(preference::Column::Enabled).eq(false)).add(Expr::col(preference::Column::Web).eq(false)))
-        .to_owned();
-    Query::select()
-        .expr_as(Func::coalesce([sub(head), Expr::val(0i64)]), Alias::new("head"))
-        .expr_as(Func::coalesce([sub(stored), Expr::val(0i64)]), Alias::new("stored"))
-        .expr_as(sub(expired), Alias::new("expired"))
-        .expr_as(sub(live), Alias::new("live_announcements"))
-        .expr_as(sub(hiding), Alias::new("hiding_preferences"))
-        .to_owned()
-}
-
-/// Reads [`StreamState`] for `user` over `topics` at `now`: one round trip
-/// of indexed subqueries.
-pub async fn stream_state(conn: &impl ConnectionTrait, user: &UserId, topics: &[&str], now: DateTime<Utc>) -> Result<StreamState, DbErr> {
-    let statement = state_statement(user, topics, now);
-    let row = conn.query_one(&statement).await?.ok_or_else(|| DbErr::RecordNotFound("the stream state row".into()))?;
-    StreamState::from_row(&row)
-}
-
-impl StreamState {
-    fn from_row(row: &sea_orm::QueryResult) -> Result<Self, DbErr> {
-        Ok(StreamState {
-            head: row.try_get("", "head")?,
-            stored: row.try_get("", "stored")?,
-            expired: row.try_get("", "expired")?,
-            live_announcements: row.try_get("", "live_announcements")?,
-            hiding_preferences: row.try_get("", "hiding_preferences")?,
-        })
-    }
-}
-
-/// [`StreamState`] and the newest `limit` unread notifications of `user`
-/// (oldest first), in **one statement**, so one snapshot without a
-/// transaction: the state's row left-joined with the page of unread rows.
-///
-/// Why: this is what a stream without a resume point starts from, and a
-/// surge of reconnections is a surge of exactly this read. On SQLite every
-/// statement, and a transaction's `BEGIN` and `COMMIT` each, is a round
-/// trip to the connection's worker thread; the same two reads in a
-/// transaction took four (`perf` of `tidings-bench idle`: thread hand-offs
-/// to those workers were a third of the server's CPU while streams opened).
-pub async fn state_with_newest_unread(conn: &impl ConnectionTrait, user: &UserId, topics: &[&str], now: DateTime<Utc>, limit: u64) -> Result<(StreamState, Vec<notification::Model>), DbErr> {
-    use sea_orm::{
-        FromQueryResult, QueryTrait,
-        sea_query::{Alias, Asterisk, JoinType, Query},
-    };
-    let (state, page) = (Alias::new("state"), Alias::new("page"));
-    let unread = crate::store::notifications::newest_unread_query(user, now, limit).into_query();
-    let statement = Query::select()
-        .column((state.clone(), Asterisk))
-        .column((page.clone(), Asterisk))
-        .from_subquery(state_statement(user, topics, now), state)
-        .join_subquery(JoinType::LeftJoin, unread, page, Expr::cust("1 = 1"))
-        .to_owned();
-    let rows = conn.query_all(&statement).await?;
-    let first = rows.first().ok_or_else(|| DbErr::RecordNotFound("the stream state row".into()))?;
-    let stream_state = StreamState::from_row(first)?;
-    let mut unread = Vec::with_capacity(rows.len());
-    for row in &rows {
-        // Without unread notifications, the one row's page columns are null.
-        if row.try_get::<Option<i64>>("", "id")?.is_some() {
-            unread.push(notification::Model::from_query_result(row, "")?);
-        }
-    }
-    // A joined derived table keeps no order of its own.
-    unread.sort_by_key(|row| row.event_id);
-    Ok((stream_state, unread))
 }
 
 /// One stream's part of [`states_with_newest_unread`]: its user and the
@@ -232,148 +130,208 @@ pub struct FreshPart<'a> {
     pub topics: &'a [&'a str],
 }
 
-/// [`state_with_newest_unread`] for many streams at once, in one snapshot
-/// (`conn` must be a read transaction that sees one instant, see
-/// `stream::reads::snapshot`): a statement per kind of row for all the
-/// streams (counters, expired, hidden types, live announcements, heads,
-/// unread pages), not a statement per stream. A surge of opens then costs
-/// eight round trips per batch (see `crate::coalesce`). Returns one result
-/// per part, in order.
+/// [`StreamState`] and the newest `limit` unread notifications (oldest
+/// first) of each part, in **one statement** whatever the number of parts,
+/// so one snapshot without a transaction. Returns one result per part, in
+/// order.
+///
+/// Why one: this is what a stream without a resume point starts from, and
+/// a surge of reconnections is a surge of exactly this read. Each statement,
+/// and a transaction's `BEGIN` and `COMMIT` each, is a round trip (on
+/// SQLite, a hand-off to the pooled connection's worker thread and back);
+/// a statement per kind of row in a transaction took eight for a batch.
+/// The statement is [`summary_statement`]'s rows with the unread pages
+/// joined to its one `live` row (see [`with_pages`]).
 ///
 /// Lists are padded to a few lengths ([`crate::coalesce::padded_len`]) with
 /// a repeated user or topic, which changes no answer, so that the
-/// statements have a few shapes only.
+/// statement has a few shapes only.
 pub async fn states_with_newest_unread(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>, limit: u64) -> Result<Vec<(StreamState, Vec<notification::Model>)>, DbErr> {
-    let states = states_of(conn, parts, now).await?;
-    let user_ids = padded(parts.iter().map(|part| part.user).collect());
-    let pages = newest_unread_of(conn, &user_ids, now, limit).await?;
-    Ok(parts
-        .iter()
-        .zip(states)
-        .map(|(part, state)| {
-            // A user with two streams in the batch gets the page twice.
-            let page = pages.get(part.user.as_str()).cloned().unwrap_or_default();
-            (state, page)
-        })
-        .collect())
+    read_states(conn, parts, now, Some(limit)).await
 }
 
-/// [`StreamState`] for many streams at once, in one snapshot (as for
-/// [`states_with_newest_unread`]): five statements for a batch, whatever
-/// its size, and the one statement of [`stream_state`] for a stream alone.
-/// Returns one state per part, in order.
+/// [`StreamState`] for many streams at once, in one statement (see
+/// [`states_with_newest_unread`], without the pages). Returns one state per
+/// part, in order.
 pub async fn states_of(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>) -> Result<Vec<StreamState>, DbErr> {
-    if let [part] = parts {
-        return Ok(vec![stream_state(conn, part.user, part.topics, now).await?]);
+    Ok(read_states(conn, parts, now, None).await?.into_iter().map(|(state, _)| state).collect())
+}
+
+/// The summary rows as read: what each [`StreamState`] is assembled from.
+#[derive(Default)]
+struct Summary {
+    live_announcements: i64,
+    stored: HashMap<String, i64>,
+    expired: HashMap<String, i64>,
+    hiding: HashMap<String, i64>,
+    heads: HashMap<String, i64>,
+}
+
+impl Summary {
+    /// Takes in one row of [`summary_statement`].
+    fn add(&mut self, kind: &str, key: String, value: Option<i64>) {
+        let Some(value) = value else { return };
+        match kind {
+            summary::LIVE => self.live_announcements = value,
+            summary::STORED => drop(self.stored.insert(key, value)),
+            summary::EXPIRED => drop(self.expired.insert(key, value)),
+            summary::HIDING => drop(self.hiding.insert(key, value)),
+            summary::HEAD => drop(self.heads.insert(key, value)),
+            _ => {}
+        }
+    }
+
+    fn state_of(&self, part: &FreshPart<'_>) -> StreamState {
+        let user = part.user.as_str();
+        StreamState {
+            head: part.topics.iter().filter_map(|topic| self.heads.get(*topic).copied()).max().unwrap_or(0),
+            stored: self.stored.get(user).copied().unwrap_or(0),
+            expired: self.expired.get(user).copied().unwrap_or(0),
+            live_announcements: self.live_announcements,
+            hiding_preferences: self.hiding.get(user).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// The kinds of summary rows, and the names of its columns.
+mod summary {
+    pub const LIVE: &str = "live";
+    pub const STORED: &str = "stored";
+    pub const EXPIRED: &str = "expired";
+    pub const HIDING: &str = "hiding";
+    pub const HEAD: &str = "head";
+    pub const KIND: &str = "kind";
+    pub const KEY: &str = "key";
+    pub const VALUE: &str = "value";
+    /// The column of a page row that joins it to the `live` row.
+    pub const SLOT: &str = "slot";
+}
+
+/// [`states_with_newest_unread`] (with `limit`) or [`states_of`] (without).
+async fn read_states(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>, limit: Option<u64>) -> Result<Vec<(StreamState, Vec<notification::Model>)>, DbErr> {
+    use sea_orm::FromQueryResult;
+    if parts.is_empty() {
+        return Ok(Vec::new());
     }
     let user_ids = padded(parts.iter().map(|part| part.user).collect());
     let users: Vec<&str> = user_ids.iter().map(|user| user.as_str()).collect();
     let topics = padded(parts.iter().flat_map(|part| part.topics.iter().copied()).collect());
-    let stored = stored(conn, &users).await?;
-    let expired = expired(conn, &users, now).await?;
-    let hiding = hiding_preferences(conn, &users).await?;
-    let live = live_announcements(conn, now).await?;
-    let heads = heads_of(conn, &topics).await?;
-    Ok(parts
-        .iter()
-        .map(|part| {
-            let user = part.user.as_str();
-            StreamState {
-                head: part.topics.iter().filter_map(|topic| heads.get(*topic).copied()).max().unwrap_or(0),
-                stored: stored.get(user).copied().unwrap_or(0),
-                expired: expired.get(user).copied().unwrap_or(0),
-                live_announcements: live,
-                hiding_preferences: hiding.get(user).copied().unwrap_or(0),
-            }
-        })
-        .collect())
-}
-
-/// How many preference rows of each of `users` hide a type.
-async fn hiding_preferences(conn: &impl ConnectionTrait, users: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
-    use entity::preference;
-    preference::Entity::find()
-        .select_only()
-        .column(preference::Column::UserId)
-        .column_as(preference::Column::Kind.count(), "hiding")
-        .filter(preference::Column::UserId.is_in(users.iter().copied()))
-        .filter(sea_orm::Condition::any().add(preference::Column::Enabled.eq(false)).add(preference::Column::Web.eq(false)))
-        .group_by(preference::Column::UserId)
-        .into_tuple::<(String, i64)>()
-        .all(conn)
-        .await
-        .map(|rows| rows.into_iter().collect())
-}
-
-/// How many announcements are live at `now`.
-async fn live_announcements(conn: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<i64, DbErr> {
-    use entity::announcement;
-    let count: Option<i64> = announcement::Entity::find()
-        .select_only()
-        .column_as(announcement::Column::Id.count(), "live")
-        .filter(sea_orm::Condition::any().add(announcement::Column::ExpiresAt.is_null()).add(announcement::Column::ExpiresAt.gt(now)))
-        .into_tuple()
-        .one(conn)
-        .await?;
-    Ok(count.unwrap_or(0))
-}
-
-/// The newest event id of each of `topics` (absent: none): one indexed
-/// look-up per topic, `UNION ALL`-ed into one statement. (`GROUP BY topic`
-/// would read every event of each topic to find its maximum.)
-async fn heads_of(conn: &impl ConnectionTrait, topics: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
-    use entity::event;
-    use sea_orm::sea_query::{Alias, Func, Query, UnionType};
-    let one = |topic: &str| {
-        Query::select()
-            .expr_as(Expr::val(topic.to_owned()), Alias::new("topic"))
-            .expr_as(Func::max(Expr::col(event::Column::Id)), Alias::new("head"))
-            .from(event::Entity)
-            .and_where(Expr::col(event::Column::Topic).eq(topic))
-            .to_owned()
-    };
-    let Some((first, rest)) = topics.split_first() else { return Ok(HashMap::new()) };
-    let mut statement = one(first);
-    for topic in rest {
-        statement.union(UnionType::All, one(topic));
+    let mut statement = summary_statement(&users, &topics, now);
+    if let Some(limit) = limit {
+        statement = with_pages(statement, &user_ids, now, limit);
     }
-    let mut heads = HashMap::with_capacity(topics.len());
-    for row in conn.query_all(&statement).await? {
-        if let Some(head) = row.try_get::<Option<i64>>("", "head")? {
-            heads.insert(row.try_get::<String>("", "topic")?, head);
-        }
-    }
-    Ok(heads)
-}
-
-/// The newest `limit` unread notifications of each of `users`, oldest
-/// first: each user's page is its own indexed, limited read, and the pages
-/// are `UNION ALL`-ed into one statement.
-async fn newest_unread_of(conn: &impl ConnectionTrait, users: &[&UserId], now: DateTime<Utc>, limit: u64) -> Result<HashMap<String, Vec<notification::Model>>, DbErr> {
-    use sea_orm::{
-        FromQueryResult, QueryTrait,
-        sea_query::{Alias, Asterisk, Query, UnionType},
-    };
-    let one = |user: &UserId| {
-        let page = crate::store::notifications::newest_unread_query(user, now, limit).into_query();
-        Query::select().column(Asterisk).from_subquery(page, Alias::new("page")).to_owned()
-    };
+    let mut found = Summary::default();
     let mut pages: HashMap<String, Vec<notification::Model>> = HashMap::new();
-    let Some((first, rest)) = users.split_first() else { return Ok(pages) };
-    let mut statement = one(first);
-    for user in rest {
-        statement.union(UnionType::All, one(user));
-    }
     let mut seen = std::collections::HashSet::new();
     for row in conn.query_all(&statement).await? {
-        let row = notification::Model::from_query_result(&row, "")?;
-        // A padding repeat of a user brings its page twice.
-        if seen.insert(row.id) {
-            pages.entry(row.user_id.clone()).or_default().push(row);
+        let kind: String = row.try_get("", summary::KIND)?;
+        found.add(&kind, row.try_get("", summary::KEY)?, row.try_get("", summary::VALUE)?);
+        // Rows without a page row have its columns null.
+        if limit.is_some() && row.try_get::<Option<i64>>("", "id")?.is_some() {
+            let unread = notification::Model::from_query_result(&row, "")?;
+            // A padding repeat of a user brings its page twice.
+            if seen.insert(unread.id) {
+                pages.entry(unread.user_id.clone()).or_default().push(unread);
+            }
         }
     }
     for page in pages.values_mut() {
         page.sort_by_key(|row| row.event_id);
     }
-    Ok(pages)
+    Ok(parts
+        .iter()
+        .map(|part| {
+            // A user with two streams in the batch gets the page twice.
+            let page = pages.get(part.user.as_str()).cloned().unwrap_or_default();
+            (found.state_of(part), page)
+        })
+        .collect())
+}
+
+/// One compound statement of `(kind, key, value)` rows, each an indexed
+/// read: `live` (announcements live at `now`, one row), `stored` and
+/// `expired` (the counter of each of `users` and its expired part),
+/// `hiding` (preference rows that hide a type, per user) and `head` (the
+/// newest event id of each of `topics`, one look-up per topic: `GROUP BY
+/// topic` would read every event of each topic to find its maximum). A
+/// user or topic without rows has no row, or a null value.
+fn summary_statement(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> sea_orm::sea_query::SelectStatement {
+    use entity::{announcement, event, preference};
+    use sea_orm::sea_query::{Alias, Condition, Func, Query, UnionType};
+    let (kind, key, value) = (Alias::new(summary::KIND), Alias::new(summary::KEY), Alias::new(summary::VALUE));
+    // The first branch names the columns.
+    let mut statement = Query::select()
+        .expr_as(Expr::val(summary::LIVE), kind)
+        .expr_as(Expr::val(""), key)
+        .expr_as(Func::count(Expr::col(announcement::Column::Id)), value)
+        .from(announcement::Entity)
+        .cond_where(Condition::any().add(Expr::col(announcement::Column::ExpiresAt).is_null()).add(Expr::col(announcement::Column::ExpiresAt).gt(now)))
+        .to_owned();
+    let stored = Query::select()
+        .expr(Expr::val(summary::STORED))
+        .column(unread_counter::Column::UserId)
+        .column(unread_counter::Column::Count)
+        .from(unread_counter::Entity)
+        .and_where(Expr::col(unread_counter::Column::UserId).is_in(users.iter().copied()))
+        .to_owned();
+    let expired = Query::select()
+        .expr(Expr::val(summary::EXPIRED))
+        .column(notification::Column::UserId)
+        .expr(Func::count(Expr::col(notification::Column::Id)))
+        .from(notification::Entity)
+        .and_where(Expr::col(notification::Column::UserId).is_in(users.iter().copied()))
+        .and_where(Expr::col(notification::Column::ExpiresAt).is_not_null())
+        .and_where(Expr::col(notification::Column::ExpiresAt).lte(now))
+        .and_where(Expr::col(notification::Column::ReadAt).is_null())
+        .and_where(Expr::col(notification::Column::DeletedAt).is_null())
+        .group_by_col(notification::Column::UserId)
+        .to_owned();
+    let hiding = Query::select()
+        .expr(Expr::val(summary::HIDING))
+        .column(preference::Column::UserId)
+        .expr(Func::count(Expr::col(preference::Column::Kind)))
+        .from(preference::Entity)
+        .and_where(Expr::col(preference::Column::UserId).is_in(users.iter().copied()))
+        .cond_where(Condition::any().add(Expr::col(preference::Column::Enabled).eq(false)).add(Expr::col(preference::Column::Web).eq(false)))
+        .group_by_col(preference::Column::UserId)
+        .to_owned();
+    statement.union(UnionType::All, stored).union(UnionType::All, expired).union(UnionType::All, hiding);
+    for topic in topics {
+        let head = Query::select()
+            .expr(Expr::val(summary::HEAD))
+            .expr(Expr::val(*topic))
+            .expr(Func::max(Expr::col(event::Column::Id)))
+            .from(event::Entity)
+            .and_where(Expr::col(event::Column::Topic).eq(*topic))
+            .to_owned();
+        statement.union(UnionType::All, head);
+    }
+    statement
+}
+
+/// `summary` with the newest `limit` unread notifications of each of
+/// `users` joined to its one `live` row: each page is its own indexed,
+/// limited read, `UNION ALL`-ed; the join is an equality (`slot = kind`), so
+/// the pages are matched by a look-up, not scanned once per summary row.
+fn with_pages(summary: sea_orm::sea_query::SelectStatement, users: &[&UserId], now: DateTime<Utc>, limit: u64) -> sea_orm::sea_query::SelectStatement {
+    use sea_orm::{
+        QueryTrait,
+        sea_query::{Alias, Asterisk, JoinType, Query, UnionType},
+    };
+    let (rows, pages, slot) = (Alias::new("summary"), Alias::new("pages"), Alias::new(summary::SLOT));
+    let one = |user: &UserId| {
+        let page = crate::store::notifications::newest_unread_query(user, now, limit).into_query();
+        Query::select().expr_as(Expr::val(summary::LIVE), slot.clone()).column(Asterisk).from_subquery(page, Alias::new("page")).to_owned()
+    };
+    let (first, rest) = users.split_first().expect("a batch has a user");
+    let mut union = one(first);
+    for user in rest {
+        union.union(UnionType::All, one(user));
+    }
+    Query::select()
+        .column((rows.clone(), Asterisk))
+        .column((pages.clone(), Asterisk))
+        .from_subquery(summary, rows.clone())
+        .join_subquery(JoinType::LeftJoin, union, pages.clone(), Expr::col((pages, slot)).equals((rows, Alias::new(summary::KIND))))
+        .to_owned()
 }

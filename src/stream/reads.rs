@@ -209,11 +209,10 @@ async fn memberships_of(db: &DatabaseConnection, users: &[UserId]) -> Vec<Result
 /// Why together: a reconnect storm is a surge of exactly this read. Alone,
 /// a resume cost about ten statements (the check, a replay page in a
 /// transaction, then the count), each a round trip to a pooled connection;
-/// a batch costs eleven, whatever its size (seven for a stream alone): the
-/// log's newest id, the membership periods, the history floors, the events
-/// of every topic of the batch after the oldest resume point, five for the
-/// unread states (one alone, see `unread::states_of`), and the
-/// transaction's `BEGIN` and `COMMIT`.
+/// a batch costs seven, whatever its size: the log's newest id, the
+/// membership periods, the history floors, the events of every topic of the
+/// batch after the oldest resume point, one for the unread states (see
+/// `unread::states_of`), and the transaction's `BEGIN` and `COMMIT`.
 ///
 /// The events are read once for the whole batch, at most `page` of them
 /// plus one. More means some stream missed more than a read should hold:
@@ -327,30 +326,17 @@ async fn resumes_in(txn: &DatabaseTransaction, requests: &[ResumeRequest], page:
 /// notifications (by the id of the event that last carried each); the
 /// state returned holds them apart from the user's own count.
 ///
-/// The common case is one statement for a request alone, and eight round
-/// trips for a batch of them, whatever its size
+/// The common case is one statement for the whole batch, whatever its size
 /// (`unread::states_with_newest_unread`).
 pub async fn fresh_states(db: &DatabaseConnection, requests: &[FreshRequest], limit: u64, page: u64) -> Vec<Result<FreshStart, DbErr>> {
     let now = chrono::Utc::now();
     let topics: Vec<Vec<Topic>> = requests.iter().map(|request| request.audience.topics()).collect();
     let names: Vec<Vec<&str>> = topics.iter().map(|topics| topics.iter().map(Topic::as_str).collect()).collect();
     let parts: Vec<unread::FreshPart<'_>> = requests.iter().zip(&names).map(|(request, names)| unread::FreshPart { user: request.viewer.user(), topics: names }).collect();
-    let firsts: Vec<Result<(StreamState, Vec<notification::Model>), DbErr>> = match parts.as_slice() {
-        // Alone: the one statement (see `state_with_newest_unread`).
-        [part] => vec![unread::state_with_newest_unread(db, part.user, part.topics, now, limit).await],
-        // Together: a statement per kind of row, in one snapshot.
-        _ => {
-            let together = async {
-                let txn = snapshot(db).await?;
-                let states = unread::states_with_newest_unread(&txn, &parts, now, limit).await?;
-                txn.commit().await?;
-                Ok::<_, DbErr>(states)
-            };
-            match together.await {
-                Ok(states) => states.into_iter().map(Ok).collect(),
-                Err(e) => parts.iter().map(|_| Err(shared_error(&e))).collect(),
-            }
-        }
+    // One statement, so one snapshot, for the whole batch.
+    let firsts: Vec<Result<(StreamState, Vec<notification::Model>), DbErr>> = match unread::states_with_newest_unread(db, &parts, now, limit).await {
+        Ok(states) => states.into_iter().map(Ok).collect(),
+        Err(e) => parts.iter().map(|_| Err(shared_error(&e))).collect(),
     };
     let mut starts = Vec::with_capacity(requests.len());
     for ((request, first), topics) in requests.iter().zip(firsts).zip(&topics) {
