@@ -399,14 +399,19 @@ impl Application {
             });
         }
         let router = http::router(self.state, &self.http);
-        let serve = crate::server::serve(self.listener, router, &self.connections, shutdown, stopping.clone());
+        // The accept loop runs on a worker thread of the runtime, not on
+        // the thread that called `block_on`: each connection's task is then
+        // queued on that worker, where a task spawned from outside the
+        // runtime goes through the shared queue and wakes a worker.
+        let (listener, connections, stopped) = (self.listener, self.connections.clone(), stopping.clone());
+        let serve = tokio::spawn(async move { crate::server::serve(listener, router, &connections, shutdown, stopped).await });
         let grace = self.shutdown_grace;
         let deadline = async move {
             stopping.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            () = serve => {}
+            served = serve => served.context("the accept loop panicked")?,
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; stopping anyway"),
         }
         db.close_by_ref().await.context("closing the database")?;
