@@ -60,6 +60,10 @@ const MAX_HEADERS: usize = 64;
 const MAX_FRAMES_PER_WRITE: usize = 64;
 const MAX_BYTES_PER_WRITE: usize = 256 * 1024;
 
+/// How long the response head waits for the body's first frames before it
+/// is written alone (see [`pump`]).
+const HEAD_WAIT: Duration = Duration::from_millis(500);
+
 /// What a connection's first request is.
 pub(super) enum FirstRequest {
     /// `GET /v1/stream`, parsed, with nothing after its head.
@@ -200,25 +204,23 @@ enum Next {
 /// but the body and the socket. True if the body ended (and its end was
 /// written), false if the client went away first.
 async fn pump(socket: &mut TcpStream, body: &mut Body, head: Vec<u8>, chunked: bool) -> bool {
-    // The head leaves in one write with whatever frames are ready at once
-    // (the `retry` line), and does not wait for more: a client learns that
-    // its stream is open as soon as it is.
+    // The head leaves in one write with the body's first frames (a stream
+    // holds its `retry` line until its starting state is read, see
+    // `stream::body`), or alone once `HEAD_WAIT` has passed without any:
+    // a client learns that its stream is open within that, however slow
+    // the reads.
     let mut head = Some(head);
     loop {
+        let ready = poll_fn(|cx| {
+            if client_gone(socket, cx) {
+                return Poll::Ready(Next::Gone);
+            }
+            ready_frames(Pin::new(&mut *body), cx)
+        });
         let next = if head.is_some() {
-            poll_fn(|cx| match ready_frames(Pin::new(&mut *body), cx) {
-                Poll::Ready(next) => Poll::Ready(next),
-                Poll::Pending => Poll::Ready(Next::Frames(Vec::new(), false)),
-            })
-            .await
+            tokio::time::timeout(HEAD_WAIT, ready).await.unwrap_or(Next::Frames(Vec::new(), false))
         } else {
-            poll_fn(|cx| {
-                if client_gone(socket, cx) {
-                    return Poll::Ready(Next::Gone);
-                }
-                ready_frames(Pin::new(&mut *body), cx)
-            })
-            .await
+            ready.await
         };
         let (frames, ended) = match next {
             Next::Frames(frames, ended) => (frames, ended),

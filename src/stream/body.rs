@@ -55,6 +55,12 @@ pub struct SseStream {
     expiry: Option<Pin<Box<Sleep>>>,
     /// The turn to read a starting state, given back after the first count.
     turn: Option<OpeningTurn>,
+    /// True until the starting read (fresh or resume) is done: frames wait,
+    /// so that the first write carries the `retry` line and the starting
+    /// state together (see `server::direct`: the response head waits for
+    /// the first frames too), one write and one wake-up of the client
+    /// instead of two.
+    holding: bool,
     /// Asked for at open: consumed by the opening read.
     resume_from: Option<String>,
     /// The log head read before subscribing (see `reads::fresh_state`).
@@ -78,6 +84,7 @@ impl SseStream {
             batch: Vec::new(),
             expiry: None,
             turn: Some(turn),
+            holding: true,
             resume_from,
             floor,
             user,
@@ -145,6 +152,9 @@ impl SseStream {
 
     /// Feeds a finished read to the machine.
     fn finish_read(&mut self, read: Read) {
+        if !matches!(read, Read::Opened(Ok(_))) {
+            self.holding = false;
+        }
         match read {
             Read::Opened(Ok((windows, resume))) => {
                 for window in &windows {
@@ -245,8 +255,10 @@ impl Stream for SseStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            if let Some(frame) = this.machine.next_frame() {
-                return Poll::Ready(Some(Ok(frame)));
+            if !this.holding || this.machine.ended() {
+                if let Some(frame) = this.machine.next_frame() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
             }
             if this.machine.ended() {
                 return Poll::Ready(None);
