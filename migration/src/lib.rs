@@ -17,6 +17,7 @@ mod m20261202_000007_topic_keys;
 mod m20261202_000008_announcements;
 mod m20261202_000009_outbox;
 mod m20261202_000010_push;
+mod m20261203_000011_unread_page_index;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_announcements::Migration),
             Box::new(m20261202_000009_outbox::Migration),
             Box::new(m20261202_000010_push::Migration),
+            Box::new(m20261203_000011_unread_page_index::Migration),
         ]
     }
 }

@@ -91,8 +91,8 @@ pub async fn newest_unread(conn: &impl ConnectionTrait, user: &UserId, now: Date
     Ok(rows)
 }
 
-/// The query of [`newest_unread`], newest first: also a part of the
-/// stream's one-statement fresh start (`store::unread`).
+/// The query of [`newest_unread`], newest first: also each user's page in
+/// the pages of a batch of opening streams (`store::unread::newest_unread_of`).
 pub fn newest_unread_query(user: &UserId, now: DateTime<Utc>, limit: u64) -> Select<Notifications> {
     visible(user, now).filter(Column::ReadAt.is_null()).order_by_desc(Column::EventId).limit(limit)
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 
@@ -119,7 +119,7 @@ pub struct StreamState {
     pub hiding_preferences: i64,
 }
 
-/// One stream's part of [`states_with_newest_unread`]: its user and the
+/// One stream's part of [`states_of`]: its user and the
 /// topics its log head is taken over.
 #[derive(Debug, Clone, Copy)]
 pub struct FreshPart<'a> {
@@ -130,31 +130,57 @@ pub struct FreshPart<'a> {
     pub topics: &'a [&'a str],
 }
 
-/// [`StreamState`] and the newest `limit` unread notifications (oldest
-/// first) of each part, in **one statement** whatever the number of parts,
-/// so one snapshot without a transaction. Returns one result per part, in
-/// order.
+/// [`StreamState`] for many streams at once, in **one statement** whatever
+/// their number: the rows of [`summary_branches`]. Returns one state per
+/// part, in order.
 ///
-/// Why one: this is what a stream without a resume point starts from, and
-/// a surge of reconnections is a surge of exactly this read. Each statement,
-/// and a transaction's `BEGIN` and `COMMIT` each, is a round trip (on
-/// SQLite, a hand-off to the pooled connection's worker thread and back);
-/// a statement per kind of row in a transaction took eight for a batch.
-/// The statement is [`summary_statement`]'s rows with the unread pages
-/// joined to its one `live` row (see [`with_pages`]).
+/// Why one: this is what a stream starts from, and a surge of
+/// reconnections is a surge of exactly this read. Each statement is a
+/// round trip (on SQLite, a hand-off to the pooled connection's worker
+/// thread and back); a statement per kind of row took five for a batch.
 ///
 /// Lists are padded to a few lengths ([`crate::coalesce::padded_len`]) with
 /// a repeated user or topic, which changes no answer, so that the
-/// statement has a few shapes only.
-pub async fn states_with_newest_unread(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>, limit: u64) -> Result<Vec<(StreamState, Vec<notification::Model>)>, DbErr> {
-    read_states(conn, parts, now, Some(limit)).await
+/// statement has a few shapes only, each built once ([`Template`]).
+pub async fn states_of(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>) -> Result<Vec<StreamState>, DbErr> {
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users = padded(parts.iter().map(|part| part.user.as_str()).collect());
+    let topics = padded(parts.iter().flat_map(|part| part.topics.iter().copied()).collect());
+    let shape = Shape { backend: conn.get_database_backend(), users: users.len(), reading: Reading::Summary { topics: topics.len() } };
+    let keys: Vec<&str> = users.iter().chain(&topics).copied().collect();
+    let mut found = Summary::default();
+    for row in conn.query_all_raw(Template::of(shape).bind(&keys, now)).await? {
+        let kind: String = row.try_get("", summary::KIND)?;
+        found.add(&kind, row.try_get("", summary::KEY)?, row.try_get("", summary::VALUE)?);
+    }
+    Ok(parts.iter().map(|part| found.state_of(part)).collect())
 }
 
-/// [`StreamState`] for many streams at once, in one statement (see
-/// [`states_with_newest_unread`], without the pages). Returns one state per
-/// part, in order.
-pub async fn states_of(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>) -> Result<Vec<StreamState>, DbErr> {
-    Ok(read_states(conn, parts, now, None).await?.into_iter().map(|(state, _)| state).collect())
+/// The newest `limit` unread notifications of each of `users`, oldest
+/// first, in one statement: each user's page is its own indexed, limited
+/// read, and the pages are `UNION ALL`-ed. Users without any are absent.
+pub async fn newest_unread_of(conn: &impl ConnectionTrait, users: &[&UserId], now: DateTime<Utc>, limit: u64) -> Result<HashMap<String, Vec<notification::Model>>, DbErr> {
+    use sea_orm::FromQueryResult;
+    let mut pages: HashMap<String, Vec<notification::Model>> = HashMap::new();
+    if users.is_empty() {
+        return Ok(pages);
+    }
+    let users = padded(users.iter().map(|user| user.as_str()).collect());
+    let shape = Shape { backend: conn.get_database_backend(), users: users.len(), reading: Reading::Pages { limit } };
+    let mut seen = std::collections::HashSet::new();
+    for row in conn.query_all_raw(Template::of(shape).bind(&users, now)).await? {
+        let unread = notification::Model::from_query_result(&row, "")?;
+        // A padding repeat of a user brings its page twice.
+        if seen.insert(unread.id) {
+            pages.entry(unread.user_id.clone()).or_default().push(unread);
+        }
+    }
+    for page in pages.values_mut() {
+        page.sort_by_key(|row| row.event_id);
+    }
+    Ok(pages)
 }
 
 /// The summary rows as read: what each [`StreamState`] is assembled from.
@@ -168,7 +194,7 @@ struct Summary {
 }
 
 impl Summary {
-    /// Takes in one row of [`summary_statement`].
+    /// Takes in one row of [`summary_branches`].
     fn add(&mut self, kind: &str, key: String, value: Option<i64>) {
         let Some(value) = value else { return };
         match kind {
@@ -203,135 +229,234 @@ mod summary {
     pub const KIND: &str = "kind";
     pub const KEY: &str = "key";
     pub const VALUE: &str = "value";
-    /// The column of a page row that joins it to the `live` row.
-    pub const SLOT: &str = "slot";
 }
 
-/// [`states_with_newest_unread`] (with `limit`) or [`states_of`] (without).
-async fn read_states(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now: DateTime<Utc>, limit: Option<u64>) -> Result<Vec<(StreamState, Vec<notification::Model>)>, DbErr> {
-    use sea_orm::FromQueryResult;
-    if parts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let user_ids = padded(parts.iter().map(|part| part.user).collect());
-    let users: Vec<&str> = user_ids.iter().map(|user| user.as_str()).collect();
-    let topics = padded(parts.iter().flat_map(|part| part.topics.iter().copied()).collect());
-    let mut statement = summary_statement(&users, &topics, now);
-    if let Some(limit) = limit {
-        statement = with_pages(statement, &user_ids, now, limit);
-    }
-    let mut found = Summary::default();
-    let mut pages: HashMap<String, Vec<notification::Model>> = HashMap::new();
-    let mut seen = std::collections::HashSet::new();
-    for row in conn.query_all(&statement).await? {
-        let kind: String = row.try_get("", summary::KIND)?;
-        found.add(&kind, row.try_get("", summary::KEY)?, row.try_get("", summary::VALUE)?);
-        // Rows without a page row have its columns null.
-        if limit.is_some() && row.try_get::<Option<i64>>("", "id")?.is_some() {
-            let unread = notification::Model::from_query_result(&row, "")?;
-            // A padding repeat of a user brings its page twice.
-            if seen.insert(unread.id) {
-                pages.entry(unread.user_id.clone()).or_default().push(unread);
-            }
+/// A kind of row as an SQL literal, not a bound value: nothing to bind and
+/// copy per execution.
+fn literal(kind: &'static str) -> Expr {
+    Expr::cust(format!("'{kind}'"))
+}
+
+/// What decides the text of a statement of [`states_of`] or
+/// [`newest_unread_of`]: its values aside, it is the same for every batch
+/// of one shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shape {
+    backend: DbBackend,
+    users: usize,
+    reading: Reading,
+}
+
+/// Which of the two statements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reading {
+    /// [`summary_branches`] over this many topics.
+    Summary { topics: usize },
+    /// [`pages`] of this many notifications each.
+    Pages { limit: u64 },
+}
+
+/// The statement of one [`Shape`], built once: its text, and where each of
+/// its values comes from.
+///
+/// Why: building it anew for every batch (a hundred branches of sea-query's
+/// tree, then their text, then freeing the tree) was an eighth of the CPU
+/// of opening a stream (`perf record` during `bench/compare.sh idle`). It
+/// is built by the same functions as ever ([`summary_branches`],
+/// [`pages`]), with marked keys in place of the users and topics, so there
+/// is one description of each statement, not two.
+struct Template {
+    backend: DbBackend,
+    sql: String,
+    slots: Vec<Slot>,
+}
+
+/// Where a value of a [`Template`] comes from.
+enum Slot {
+    /// The batch's key at this index: its users, then its topics.
+    Key(usize),
+    /// The batch's `now`.
+    Now,
+    /// The same for every batch (a `false`, the page's `LIMIT`).
+    Fixed(sea_orm::Value),
+}
+
+/// What a key is marked with in a template: a private-use character, which
+/// no fixed value of the statements starts with.
+const MARK: char = '\u{F8FF}';
+
+/// The templates built so far: a few shapes (`coalesce::padded_len`).
+static TEMPLATES: std::sync::LazyLock<std::sync::Mutex<Vec<(Shape, std::sync::Arc<Template>)>>> = std::sync::LazyLock::new(Default::default);
+
+impl Template {
+    /// The template of `shape`, built on first use.
+    fn of(shape: Shape) -> std::sync::Arc<Template> {
+        let mut built = TEMPLATES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, template)) = built.iter().find(|(known, _)| *known == shape) {
+            return template.clone();
         }
+        let template = std::sync::Arc::new(Template::build(shape));
+        built.push((shape, template.clone()));
+        template
     }
-    for page in pages.values_mut() {
-        page.sort_by_key(|row| row.event_id);
+
+    fn build(shape: Shape) -> Template {
+        let topics = match shape.reading {
+            Reading::Summary { topics } => topics,
+            Reading::Pages { .. } => 0,
+        };
+        let keys: Vec<String> = (0..shape.users + topics).map(|index| format!("{MARK}{index}")).collect();
+        let (users, topics) = keys.split_at(shape.users);
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let marked_now = DateTime::<Utc>::UNIX_EPOCH;
+        let built = shape.backend.build(&statement(&users, &topics, marked_now, shape.reading));
+        let slots = built
+            .values
+            .map(|values| values.0)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|value| match &value {
+                sea_orm::Value::String(Some(text)) => match text.strip_prefix(MARK).and_then(|index| index.parse().ok()) {
+                    Some(index) => Slot::Key(index),
+                    None => Slot::Fixed(value),
+                },
+                sea_orm::Value::ChronoDateTimeUtc(Some(time)) if *time == marked_now => Slot::Now,
+                _ => Slot::Fixed(value),
+            })
+            .collect();
+        Template { backend: shape.backend, sql: built.sql, slots }
     }
-    Ok(parts
-        .iter()
-        .map(|part| {
-            // A user with two streams in the batch gets the page twice.
-            let page = pages.get(part.user.as_str()).cloned().unwrap_or_default();
-            (found.state_of(part), page)
-        })
-        .collect())
+
+    /// The statement for a batch: `keys` are its users, then its topics.
+    fn bind(&self, keys: &[&str], now: DateTime<Utc>) -> sea_orm::Statement {
+        let values = self.slots.iter().map(|slot| match slot {
+            Slot::Key(index) => sea_orm::Value::from(keys[*index]),
+            Slot::Now => sea_orm::Value::from(now),
+            Slot::Fixed(value) => value.clone(),
+        });
+        sea_orm::Statement::from_sql_and_values(self.backend, self.sql.clone(), values)
+    }
 }
 
-/// One compound statement of `(kind, key, value)` rows, each an indexed
-/// read: `live` (announcements live at `now`, one row), `stored` and
-/// `expired` (the counter of each of `users` and its expired part),
-/// `hiding` (preference rows that hide a type, per user) and `head` (the
-/// newest event id of each of `topics`, one look-up per topic: `GROUP BY
-/// topic` would read every event of each topic to find its maximum). A
-/// user or topic without rows has no row, or a null value.
-fn summary_statement(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> sea_orm::sea_query::SelectStatement {
-    use entity::{announcement, event, preference};
-    use sea_orm::sea_query::{Alias, Condition, Func, Query, UnionType};
-    let (kind, key, value) = (Alias::new(summary::KIND), Alias::new(summary::KEY), Alias::new(summary::VALUE));
-    // The first branch names the columns.
-    let mut statement = Query::select()
-        .expr_as(Expr::val(summary::LIVE), kind)
-        .expr_as(Expr::val(""), key)
-        .expr_as(Func::count(Expr::col(announcement::Column::Id)), value)
-        .from(announcement::Entity)
-        .cond_where(Condition::any().add(Expr::col(announcement::Column::ExpiresAt).is_null()).add(Expr::col(announcement::Column::ExpiresAt).gt(now)))
-        .to_owned();
-    let stored = Query::select()
-        .expr(Expr::val(summary::STORED))
-        .column(unread_counter::Column::UserId)
-        .column(unread_counter::Column::Count)
-        .from(unread_counter::Entity)
-        .and_where(Expr::col(unread_counter::Column::UserId).is_in(users.iter().copied()))
-        .to_owned();
-    let expired = Query::select()
-        .expr(Expr::val(summary::EXPIRED))
-        .column(notification::Column::UserId)
-        .expr(Func::count(Expr::col(notification::Column::Id)))
-        .from(notification::Entity)
-        .and_where(Expr::col(notification::Column::UserId).is_in(users.iter().copied()))
-        .and_where(Expr::col(notification::Column::ExpiresAt).is_not_null())
-        .and_where(Expr::col(notification::Column::ExpiresAt).lte(now))
-        .and_where(Expr::col(notification::Column::ReadAt).is_null())
-        .and_where(Expr::col(notification::Column::DeletedAt).is_null())
-        .group_by_col(notification::Column::UserId)
-        .to_owned();
-    let hiding = Query::select()
-        .expr(Expr::val(summary::HIDING))
-        .column(preference::Column::UserId)
-        .expr(Func::count(Expr::col(preference::Column::Kind)))
-        .from(preference::Entity)
-        .and_where(Expr::col(preference::Column::UserId).is_in(users.iter().copied()))
-        .cond_where(Condition::any().add(Expr::col(preference::Column::Enabled).eq(false)).add(Expr::col(preference::Column::Web).eq(false)))
-        .group_by_col(preference::Column::UserId)
-        .to_owned();
-    statement.union(UnionType::All, stored).union(UnionType::All, expired).union(UnionType::All, hiding);
-    for topic in topics {
-        let head = Query::select()
-            .expr(Expr::val(summary::HEAD))
-            .expr(Expr::val(*topic))
-            .expr(Func::max(Expr::col(event::Column::Id)))
-            .from(event::Entity)
-            .and_where(Expr::col(event::Column::Topic).eq(*topic))
-            .to_owned();
-        statement.union(UnionType::All, head);
+/// The statement of `reading` for `users` and `topics`.
+fn statement(users: &[&str], topics: &[&str], now: DateTime<Utc>, reading: Reading) -> sea_orm::sea_query::SelectStatement {
+    let mut branches = match reading {
+        Reading::Summary { .. } => summary_branches(users, topics, now),
+        Reading::Pages { limit } => pages(users, now, limit),
+    }
+    .into_iter();
+    let mut statement = branches.next().expect("a statement has a branch");
+    for branch in branches {
+        statement.union(sea_orm::sea_query::UnionType::All, branch);
     }
     statement
 }
 
-/// `summary` with the newest `limit` unread notifications of each of
-/// `users` joined to its one `live` row: each page is its own indexed,
-/// limited read, `UNION ALL`-ed; the join is an equality (`slot = kind`), so
-/// the pages are matched by a look-up, not scanned once per summary row.
-fn with_pages(summary: sea_orm::sea_query::SelectStatement, users: &[&UserId], now: DateTime<Utc>, limit: u64) -> sea_orm::sea_query::SelectStatement {
+/// The branches of `(kind, key, value)` rows, each an indexed look-up of
+/// one key: `live` (announcements live at `now`, one row, first: it names
+/// the columns), and for each of `users` its counter (`stored`), the
+/// expired part of it (`expired`) and the preference rows that hide a type
+/// (`hiding`), and for each of `topics` its newest event id (`head`). A
+/// counter or topic without rows has no row, or a null value.
+///
+/// A branch per key, not `IN` lists: SQLite builds a temporary b-tree for
+/// every `IN` list of every execution (its page cache and pager with it),
+/// and `GROUP BY` another; those were a tenth of the CPU of opening a
+/// stream (`perf record` during `bench/compare.sh idle`). `GROUP BY topic`
+/// would also read every event of each topic to find its maximum.
+fn summary_branches(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Vec<sea_orm::sea_query::SelectStatement> {
+    use entity::{announcement, event, preference};
+    use sea_orm::sea_query::{Alias, Condition, Func, Query};
+    let mut branches = Vec::with_capacity(1 + 3 * users.len() + topics.len());
+    let mut live = Query::select();
+    live.expr_as(literal(summary::LIVE), Alias::new(summary::KIND))
+        .expr_as(Expr::cust("''"), Alias::new(summary::KEY))
+        .expr_as(Func::count(Expr::col(announcement::Column::Id)), Alias::new(summary::VALUE))
+        .from(announcement::Entity)
+        .cond_where(Condition::any().add(Expr::col(announcement::Column::ExpiresAt).is_null()).add(Expr::col(announcement::Column::ExpiresAt).gt(now)));
+    branches.push(live);
+    for user in users {
+        let mut stored = Query::select();
+        stored
+            .expr(literal(summary::STORED))
+            .column(unread_counter::Column::UserId)
+            .column(unread_counter::Column::Count)
+            .from(unread_counter::Entity)
+            .and_where(Expr::col(unread_counter::Column::UserId).eq(*user));
+        branches.push(stored);
+        let mut expired = Query::select();
+        expired
+            .expr(literal(summary::EXPIRED))
+            .expr(Expr::val(*user))
+            .expr(Func::count(Expr::col(notification::Column::Id)))
+            .from(notification::Entity)
+            .and_where(Expr::col(notification::Column::UserId).eq(*user))
+            .and_where(Expr::col(notification::Column::ExpiresAt).is_not_null())
+            .and_where(Expr::col(notification::Column::ExpiresAt).lte(now))
+            .and_where(Expr::col(notification::Column::ReadAt).is_null())
+            .and_where(Expr::col(notification::Column::DeletedAt).is_null());
+        branches.push(expired);
+        let mut hiding = Query::select();
+        hiding
+            .expr(literal(summary::HIDING))
+            .expr(Expr::val(*user))
+            .expr(Func::count(Expr::col(preference::Column::Kind)))
+            .from(preference::Entity)
+            .and_where(Expr::col(preference::Column::UserId).eq(*user))
+            .cond_where(Condition::any().add(Expr::col(preference::Column::Enabled).eq(false)).add(Expr::col(preference::Column::Web).eq(false)));
+        branches.push(hiding);
+    }
+    for topic in topics {
+        let mut head = Query::select();
+        head.expr(literal(summary::HEAD))
+            .expr(Expr::val(*topic))
+            .expr(Func::max(Expr::col(event::Column::Id)))
+            .from(event::Entity)
+            .and_where(Expr::col(event::Column::Topic).eq(*topic));
+        branches.push(head);
+    }
+    branches
+}
+
+/// A branch per user: its newest `limit` unread notifications (the rows of
+/// `store::notifications::newest_unread_query`, a limited read of one
+/// index in event order).
+fn pages(users: &[&str], now: DateTime<Utc>, limit: u64) -> Vec<sea_orm::sea_query::SelectStatement> {
     use sea_orm::{
         QueryTrait,
-        sea_query::{Alias, Asterisk, JoinType, Query, UnionType},
+        sea_query::{Alias, Asterisk, Query},
     };
-    let (rows, pages, slot) = (Alias::new("summary"), Alias::new("pages"), Alias::new(summary::SLOT));
-    let one = |user: &UserId| {
-        let page = crate::store::notifications::newest_unread_query(user, now, limit).into_query();
-        Query::select().expr_as(Expr::val(summary::LIVE), slot.clone()).column(Asterisk).from_subquery(page, Alias::new("page")).to_owned()
-    };
-    let (first, rest) = users.split_first().expect("a batch has a user");
-    let mut union = one(first);
-    for user in rest {
-        union.union(UnionType::All, one(user));
+    users
+        .iter()
+        .map(|user| {
+            let user = UserId::parse(*user).expect("batch users and template marks are user ids");
+            let page = crate::store::notifications::newest_unread_query(&user, now, limit).into_query();
+            let mut branch = Query::select();
+            branch.column(Asterisk).from_subquery(page, Alias::new("page"));
+            branch
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_bound_to_a_batch_is_the_statement_built_for_that_batch() {
+        let now = Utc::now();
+        let users = ["ann", "bob"];
+        let topics = ["announcements", "user:ann", "user:bob"];
+        let keys = ["ann", "bob", "announcements", "user:ann", "user:bob"];
+        for backend in [DbBackend::Sqlite, DbBackend::Postgres] {
+            for reading in [Reading::Summary { topics: topics.len() }, Reading::Pages { limit: 100 }] {
+                let shape = Shape { backend, users: users.len(), reading };
+                let bound = Template::build(shape).bind(&keys, now);
+                let built = backend.build(&statement(&users, &topics, now, reading));
+                assert_eq!(bound.sql, built.sql, "{backend:?}, {reading:?}");
+                assert_eq!(bound.values, built.values, "{backend:?}, {reading:?}");
+            }
+        }
     }
-    Query::select()
-        .column((rows.clone(), Asterisk))
-        .column((pages.clone(), Asterisk))
-        .from_subquery(summary, rows.clone())
-        .join_subquery(JoinType::LeftJoin, union, pages.clone(), Expr::col((pages, slot)).equals((rows, Alias::new(summary::KIND))))
-        .to_owned()
 }

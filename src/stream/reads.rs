@@ -327,15 +327,14 @@ async fn resumes_in(txn: &DatabaseTransaction, requests: &[ResumeRequest], page:
 /// state returned holds them apart from the user's own count.
 ///
 /// The common case is one statement for the whole batch, whatever its size
-/// (`unread::states_with_newest_unread`).
+/// (see [`first_reads`]).
 pub async fn fresh_states(db: &DatabaseConnection, requests: &[FreshRequest], limit: u64, page: u64) -> Vec<Result<FreshStart, DbErr>> {
     let now = chrono::Utc::now();
     let topics: Vec<Vec<Topic>> = requests.iter().map(|request| request.audience.topics()).collect();
     let names: Vec<Vec<&str>> = topics.iter().map(|topics| topics.iter().map(Topic::as_str).collect()).collect();
     let parts: Vec<unread::FreshPart<'_>> = requests.iter().zip(&names).map(|(request, names)| unread::FreshPart { user: request.viewer.user(), topics: names }).collect();
-    // One statement, so one snapshot, for the whole batch.
-    let firsts: Vec<Result<(StreamState, Vec<notification::Model>), DbErr>> = match unread::states_with_newest_unread(db, &parts, now, limit).await {
-        Ok(states) => states.into_iter().map(Ok).collect(),
+    let firsts: Vec<Result<(StreamState, Vec<notification::Model>), DbErr>> = match first_reads(db, &parts, now, limit).await {
+        Ok(firsts) => firsts.into_iter().map(Ok).collect(),
         Err(e) => parts.iter().map(|_| Err(shared_error(&e))).collect(),
     };
     let mut starts = Vec::with_capacity(requests.len());
@@ -347,6 +346,33 @@ pub async fn fresh_states(db: &DatabaseConnection, requests: &[FreshRequest], li
         starts.push(start);
     }
     starts
+}
+
+/// The state of each part and its page of unread notifications, as of one
+/// instant. The counters say who has unread notifications: a batch where
+/// no one has needs no pages, and the one statement of its states is its
+/// snapshot. Otherwise the states and the pages are read together in a
+/// read-only transaction (four round trips: the pages must agree with the
+/// counts and heads).
+async fn first_reads(db: &DatabaseConnection, parts: &[unread::FreshPart<'_>], now: chrono::DateTime<chrono::Utc>, limit: u64) -> Result<Vec<(StreamState, Vec<notification::Model>)>, DbErr> {
+    let states = unread::states_of(db, parts, now).await?;
+    if states.iter().all(|state| state.stored == 0) {
+        return Ok(states.into_iter().map(|state| (state, Vec::new())).collect());
+    }
+    let users: Vec<&UserId> = parts.iter().map(|part| part.user).collect();
+    let txn = snapshot(db).await?;
+    let states = unread::states_of(&txn, parts, now).await?;
+    let pages = unread::newest_unread_of(&txn, &users, now, limit).await?;
+    txn.commit().await?;
+    Ok(parts
+        .iter()
+        .zip(states)
+        .map(|(part, state)| {
+            // A user with two streams in the batch gets the page twice.
+            let page = pages.get(part.user.as_str()).cloned().unwrap_or_default();
+            (state, page)
+        })
+        .collect())
 }
 
 /// The rest of one fresh start after the common statement: nothing more
