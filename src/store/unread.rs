@@ -148,15 +148,25 @@ pub async fn states_of(conn: &impl ConnectionTrait, parts: &[FreshPart<'_>], now
     }
     let users = padded(parts.iter().map(|part| part.user.as_str()).collect());
     let topics = padded(parts.iter().flat_map(|part| part.topics.iter().copied()).collect());
-    let shape = Shape { backend: conn.get_database_backend(), users: users.len(), reading: Reading::Summary { topics: topics.len() } };
-    let keys: Vec<&str> = users.iter().chain(&topics).copied().collect();
     let mut found = Summary::default();
-    for row in conn.query_all_raw(Template::of(shape).bind(&keys, now)).await? {
-        let kind: String = row.try_get("", summary::KIND)?;
-        found.add(&kind, row.try_get("", summary::KEY)?, row.try_get("", summary::VALUE)?);
+    // SQLite refuses a compound SELECT of more than 500 branches: heads
+    // beyond one statement's share are read first, in statements of their
+    // own. A head read before the counts is safe without a snapshot: the
+    // counts then reflect at least every event up to it (see
+    // `notifications::unread_state`).
+    let mut chunks: Vec<&[&str]> = topics.chunks(HEADS_PER_STATEMENT).collect();
+    let last = chunks.pop().unwrap_or_default();
+    for chunk in chunks {
+        found.read(conn, &[], chunk, now).await?;
     }
+    found.read(conn, &users, last, now).await?;
     Ok(parts.iter().map(|part| found.state_of(part)).collect())
 }
+
+/// Topics whose heads one statement reads, at most: with the three
+/// branches of each of at most 64 users (`TIDINGS_OPEN_BATCH`), well under
+/// SQLite's 500 branches of a compound `SELECT`.
+const HEADS_PER_STATEMENT: usize = 256;
 
 /// The newest `limit` unread notifications of each of `users`, oldest
 /// first, in one statement: each user's page is its own indexed, limited
@@ -194,6 +204,17 @@ struct Summary {
 }
 
 impl Summary {
+    /// Reads the summary of `users` and `topics` in one statement.
+    async fn read(&mut self, conn: &impl ConnectionTrait, users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Result<(), DbErr> {
+        let shape = Shape { backend: conn.get_database_backend(), users: users.len(), reading: Reading::Summary { topics: topics.len() } };
+        let keys: Vec<&str> = users.iter().chain(topics).copied().collect();
+        for row in conn.query_all_raw(Template::of(shape).bind(&keys, now)).await? {
+            let kind: String = row.try_get("", summary::KIND)?;
+            self.add(&kind, row.try_get("", summary::KEY)?, row.try_get("", summary::VALUE)?);
+        }
+        Ok(())
+    }
+
     /// Takes in one row of [`summary_branches`].
     fn add(&mut self, kind: &str, key: String, value: Option<i64>) {
         let Some(value) = value else { return };
@@ -442,6 +463,37 @@ fn pages(users: &[&str], now: DateTime<Utc>, limit: u64) -> Vec<sea_orm::sea_que
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream of a user in hundreds of conversations: more topics than
+    /// one compound statement may hold.
+    #[tokio::test]
+    async fn the_head_of_more_topics_than_one_statement_holds_is_the_newest_of_all() {
+        use migration::MigratorTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        migration::Migrator::up(&db, None).await.unwrap();
+        let topics: Vec<String> = (0..600).map(|n| format!("conversation:{n}")).collect();
+        for (n, topic) in topics.iter().enumerate() {
+            // The newest event of all is on a topic beyond the first statement's share.
+            let id = if n == 450 { 9_000 } else { n as i64 + 1 };
+            let event = entity::event::ActiveModel {
+                id: sea_orm::Set(id),
+                topic: sea_orm::Set(topic.clone()),
+                event: sea_orm::Set("message".into()),
+                data: sea_orm::Set("{}".into()),
+                created_at: sea_orm::Set(Utc::now()),
+                ..Default::default()
+            };
+            sea_orm::ActiveModelTrait::insert(event, &db).await.unwrap();
+        }
+        let user = UserId::parse("ann").unwrap();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let states = states_of(&db, &[FreshPart { user: &user, topics: &names }], Utc::now()).await.unwrap();
+        assert_eq!(states[0].head, 9_000);
+        let few = &names[..3];
+        let states = states_of(&db, &[FreshPart { user: &user, topics: few }], Utc::now()).await.unwrap();
+        assert_eq!(states[0].head, 3);
+    }
 
     #[test]
     fn a_template_bound_to_a_batch_is_the_statement_built_for_that_batch() {
