@@ -19,37 +19,24 @@ const NEW: &str = "notifications_user_unread_event";
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_index(
-                Index::create()
-                    .name(NEW)
-                    .table(Notifications::Table)
-                    .col(Notifications::UserId)
-                    .col(Notifications::ReadAt)
-                    .col(Notifications::DeletedAt)
-                    .col(Notifications::EventId)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        manager.create_index(unread_index(NEW, true)).await?;
         manager.drop_index(Index::drop().name(OLD).table(Notifications::Table).if_exists().to_owned()).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_index(
-                Index::create()
-                    .name(OLD)
-                    .table(Notifications::Table)
-                    .col(Notifications::UserId)
-                    .col(Notifications::ReadAt)
-                    .col(Notifications::DeletedAt)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        manager.create_index(unread_index(OLD, false)).await?;
         manager.drop_index(Index::drop().name(NEW).table(Notifications::Table).if_exists().to_owned()).await
     }
+}
+
+/// The index of a user's unread notifications, with `event_id` last or not.
+fn unread_index(name: &str, by_event: bool) -> IndexCreateStatement {
+    let mut index = Index::create();
+    index.name(name).table(Notifications::Table).col(Notifications::UserId).col(Notifications::ReadAt).col(Notifications::DeletedAt).if_not_exists();
+    if by_event {
+        index.col(Notifications::EventId);
+    }
+    index
 }
 
 #[derive(DeriveIden)]

@@ -70,6 +70,12 @@ pub async fn upsert(conn: &impl ConnectionTrait, user: &UserId, kind: &str, enab
     })
 }
 
+/// A preference row that hides its type on the page: the type disabled, or
+/// its web channel off.
+pub fn hides_type() -> sea_orm::Condition {
+    sea_orm::Condition::any().add(Column::Enabled.eq(false)).add(Column::Web.eq(false))
+}
+
 /// The types `user` turned off on the page (disabled, or the web channel
 /// off): announcements of these types are not shown to them, unless critical.
 pub async fn hidden_types(conn: &impl ConnectionTrait, user: &UserId) -> Result<Vec<String>, DbErr> {
@@ -77,7 +83,7 @@ pub async fn hidden_types(conn: &impl ConnectionTrait, user: &UserId) -> Result<
         .select_only()
         .column(Column::Kind)
         .filter(Column::UserId.eq(user.as_str()))
-        .filter(sea_orm::Condition::any().add(Column::Enabled.eq(false)).add(Column::Web.eq(false)))
+        .filter(hides_type())
         .into_tuple()
         .all(conn)
         .await

@@ -79,10 +79,7 @@ pub async fn expired(conn: &impl ConnectionTrait, users: &[&str], now: DateTime<
             .column(notification::Column::UserId)
             .column_as(notification::Column::Id.count(), "expired")
             .filter(notification::Column::UserId.is_in(chunk.iter().copied()))
-            .filter(notification::Column::ExpiresAt.is_not_null())
-            .filter(notification::Column::ExpiresAt.lte(now))
-            .filter(notification::Column::ReadAt.is_null())
-            .filter(notification::Column::DeletedAt.is_null())
+            .filter(expired_unread(now))
             .group_by(notification::Column::UserId)
             .into_tuple()
             .all(conn)
@@ -90,6 +87,17 @@ pub async fn expired(conn: &impl ConnectionTrait, users: &[&str], now: DateTime<
         found.extend(rows);
     }
     Ok(found)
+}
+
+/// Unread notifications that have expired by `now`: what a counter holds
+/// that its user no longer sees (the partial index
+/// `notifications_expiring_unread` finds them).
+fn expired_unread(now: DateTime<Utc>) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(notification::Column::ExpiresAt.is_not_null())
+        .add(notification::Column::ExpiresAt.lte(now))
+        .add(notification::Column::ReadAt.is_null())
+        .add(notification::Column::DeletedAt.is_null())
 }
 
 /// The unread count `user` sees at `now`: two key lookups.
@@ -413,10 +421,7 @@ fn summary_branches(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Vec<
             .expr(Func::count(Expr::col(notification::Column::Id)))
             .from(notification::Entity)
             .and_where(Expr::col(notification::Column::UserId).eq(*user))
-            .and_where(Expr::col(notification::Column::ExpiresAt).is_not_null())
-            .and_where(Expr::col(notification::Column::ExpiresAt).lte(now))
-            .and_where(Expr::col(notification::Column::ReadAt).is_null())
-            .and_where(Expr::col(notification::Column::DeletedAt).is_null());
+            .cond_where(expired_unread(now));
         branches.push(expired);
         let mut hiding = Query::select();
         hiding
@@ -425,7 +430,7 @@ fn summary_branches(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Vec<
             .expr(Func::count(Expr::col(preference::Column::Kind)))
             .from(preference::Entity)
             .and_where(Expr::col(preference::Column::UserId).eq(*user))
-            .cond_where(Condition::any().add(Expr::col(preference::Column::Enabled).eq(false)).add(Expr::col(preference::Column::Web).eq(false)));
+            .cond_where(crate::store::preferences::hides_type());
         branches.push(hiding);
     }
     for topic in topics {
