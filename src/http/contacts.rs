@@ -28,7 +28,7 @@ fn user(raw: String) -> Result<UserId, ApiError> {
 /// Sets a user's contact (scope `publish`): `email` (shape checked),
 /// `locale` (BCP 47, picks the template), `time_zone` (IANA name). Fields
 /// left out are cleared.
-#[utoipa::path(put, path = "/users/{user_id}/contact", tag = "contacts", security(("bearer" = [])), request_body = ContactBody,
+#[utoipa::path(put, path = "/v1/users/{user_id}/contact", tag = "contacts", security(("bearer" = [])), request_body = ContactBody,
     params(("user_id" = String, Path, min_length = 1, max_length = 255)),
     responses((status = 200, body = Contact), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn put(State(state): State<AppState>, _publisher: Publisher, Path(raw): Path<String>, body: JsonBody<ContactBody>) -> Result<Json<Contact>, ApiError> {
@@ -39,7 +39,7 @@ async fn put(State(state): State<AppState>, _publisher: Publisher, Path(raw): Pa
 }
 
 /// A user's contact (scope `publish`); every field `null` when never set.
-#[utoipa::path(get, path = "/users/{user_id}/contact", tag = "contacts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/users/{user_id}/contact", tag = "contacts", security(("bearer" = [])),
     params(("user_id" = String, Path, min_length = 1, max_length = 255)),
     responses((status = 200, body = Contact), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get(State(state): State<AppState>, _publisher: Publisher, Path(raw): Path<String>) -> Result<Json<Contact>, ApiError> {

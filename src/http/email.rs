@@ -64,7 +64,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The channels this hub delivers on: `web` always; `email` when an SMTP
 /// server is configured; `push` when Web Push is; `webhook` when at least
 /// one endpoint is registered. The page offers a toggle for each.
-#[utoipa::path(get, path = "/channels", tag = "preferences", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/channels", tag = "preferences", security(("bearer" = [])),
     responses((status = 200, body = Vec<String>, example = json!(["web", "email"])), (status = 401, body = ErrorBody)))]
 async fn channels(State(state): State<AppState>, _user: AuthUser) -> Result<Json<Vec<&'static str>>, ApiError> {
     let mut names = vec!["web"];
@@ -98,7 +98,7 @@ fn page(title: &str, types: &[String], done: bool) -> Result<Response, ApiError>
 
 /// The confirmation page of an unsubscribe link: changes nothing (mail
 /// scanners fetch links); its button POSTs to the same URL.
-#[utoipa::path(get, path = "/unsubscribe/{token}", tag = "preferences",
+#[utoipa::path(get, path = "/v1/unsubscribe/{token}", tag = "preferences",
     params(("token" = String, Path, description = "The signed token of a mail's List-Unsubscribe link")),
     responses((status = 200, content_type = "text/html", body = String), (status = 404, body = ErrorBody, description = "A forged, altered or expired link")))]
 async fn confirm_unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, ApiError> {
@@ -111,7 +111,7 @@ async fn confirm_unsubscribe(State(state): State<AppState>, Path(token): Path<St
 /// link's types off for its user, keeping the rest of each preference. The
 /// body (`List-Unsubscribe=One-Click`) is not needed and not read.
 /// Repeating it changes nothing more.
-#[utoipa::path(post, path = "/unsubscribe/{token}", tag = "preferences",
+#[utoipa::path(post, path = "/v1/unsubscribe/{token}", tag = "preferences",
     params(("token" = String, Path, description = "The signed token of a mail's List-Unsubscribe link")),
     responses((status = 200, content_type = "text/html", body = String), (status = 404, body = ErrorBody, description = "A forged, altered or expired link")))]
 async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, ApiError> {
@@ -126,7 +126,7 @@ async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -
 /// `POST /v1/notifications/{id}/click` would, marking it read), then
 /// redirects to the notification's stored `action_url`; to the hub's page
 /// when it has none, or when the notification is gone.
-#[utoipa::path(get, path = "/r/{token}", tag = "notifications",
+#[utoipa::path(get, path = "/v1/r/{token}", tag = "notifications",
     params(("token" = String, Path, description = "The signed token of a link in a mail")),
     responses((status = 303, description = "To the notification's action_url"), (status = 404, body = ErrorBody, description = "A forged, altered or expired link")))]
 async fn redirect(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, ApiError> {

@@ -5,6 +5,7 @@
 
 pub mod contacts;
 pub mod conversations;
+pub mod edge;
 pub mod email;
 pub mod health;
 pub mod input;
@@ -28,10 +29,9 @@ use std::time::Duration;
 use axum::{
     BoxError, Router,
     error_handling::HandleErrorLayer,
-    body::Body,
-    extract::{DefaultBodyLimit, State},
-    http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header},
-    middleware::{self, Next},
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware,
     response::IntoResponse,
 };
 use tower::ServiceBuilder;
@@ -74,12 +74,8 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .merge(docs)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::map_response(no_store_for_json))
-        .layer(middleware::map_response(contract_error_body))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(middleware::from_fn_with_state(settings.max_body_bytes, refuse_declared_oversize))
-        .layer(middleware::from_fn(metrics::record_request))
-        .layer(middleware::from_fn(request_log::log_request));
+        .layer(middleware::from_fn_with_state(settings.max_body_bytes, edge::edge));
     if let Some(cors) = cors_layer(&settings.cors_origins) {
         router = router.layer(cors);
     }
@@ -115,7 +111,7 @@ pub fn documented_routes(settings: &HttpSettings) -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
         .merge(page::router())
-        .nest("/v1", api);
+        .merge(api);
     if settings.metrics_on_main {
         router = router.merge(metrics::router());
     }
@@ -148,59 +144,6 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers(exposed)
             .allow_credentials(true),
     )
-}
-
-/// Middleware: every JSON answer, errors included, carries `Cache-Control:
-/// no-store` unless its handler chose otherwise. They hold one user's
-/// notifications and messages, which no shared cache or browser history
-/// should keep. The stream sets its own `no-cache`, as the contract says.
-async fn no_store_for_json<B>(mut response: Response<B>) -> Response<B> {
-    let json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if json && !response.headers().contains_key(header::CACHE_CONTROL) {
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    response
-}
-
-/// Middleware: a request whose `Content-Length` already says it is over the
-/// body limit gets `413` at once. The body limit alone only counts bytes as
-/// they arrive, so a client that declares a huge body and sends nothing
-/// would hold its request open until the deadline and get a 503.
-async fn refuse_declared_oversize(State(max): State<usize>, request: Request<Body>, next: Next) -> Result<axum::response::Response, ApiError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
-    if declared.is_some_and(|length| length > max as u64) {
-        return Err(input::body_too_large());
-    }
-    Ok(next.run(request).await)
-}
-
-/// Middleware: an error answered without a body by a layer below our
-/// handlers (Swagger UI's 404 for an unknown file under `/docs/`) gets the
-/// contract's error body, keeping its status and headers. Our own errors
-/// already carry it, and a JSON type, so they pass untouched.
-async fn contract_error_body(response: axum::response::Response) -> axum::response::Response {
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || response.headers().contains_key(header::CONTENT_TYPE) {
-        return response;
-    }
-    let (parts, _) = response.into_parts();
-    let mut replacement = ApiError::for_status(status).into_response();
-    *replacement.status_mut() = status;
-    let mut headers = parts.headers;
-    headers.remove(header::CONTENT_LENGTH);
-    for (name, value) in replacement.headers() {
-        headers.insert(name.clone(), value.clone());
-    }
-    *replacement.headers_mut() = headers;
-    replacement
 }
 
 async fn not_found() -> ApiError {

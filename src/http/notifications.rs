@@ -44,7 +44,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The deliveries of a notification beyond the page (email, push,
 /// webhook), one per channel and endpoint: the owner's own, or any with
 /// scope `publish`.
-#[utoipa::path(get, path = "/notifications/{id}/deliveries", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/notifications/{id}/deliveries", tag = "notifications", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Vec<crate::outbox::DeliveryState>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn deliveries(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Vec<crate::outbox::DeliveryState>>, ApiError> {
@@ -57,7 +57,7 @@ async fn deliveries(State(state): State<AppState>, AuthUser(user): AuthUser, Pat
 /// `audience` (`"all"` or `{"topic": ...}`) it is an announcement instead:
 /// stored once, shown to every user in the audience with their own read
 /// state, and answered with `user_id` null.
-#[utoipa::path(post, path = "/notifications", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])),
     request_body = PublishRequest,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$", description = "A retry with the same key and body creates nothing and gets the first answer")),
     responses(
@@ -84,7 +84,7 @@ pub struct BatchRequest {
 /// each item succeeds or fails alone, and the answer lists, in order, what
 /// each would have got alone or its error. The cheap way for a backend to
 /// send a digest or a job's results.
-#[utoipa::path(post, path = "/notifications/batch", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/notifications/batch", tag = "notifications", security(("bearer" = [])),
     request_body = BatchRequest,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$", description = "Covers the whole batch: a retry with the same key and body gets the first answer")),
     responses(
@@ -146,7 +146,7 @@ fn fingerprint(raw: &[u8]) -> Result<String, ApiError> {
 }
 
 /// The caller's notifications, newest first, a page at a time.
-#[utoipa::path(get, path = "/notifications", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])),
     params(
         ("status" = Option<String>, Query, pattern = "^(unread|all)$", description = "`unread` or `all` (default)"),
         ("type" = Option<String>, Query, max_length = 50, pattern = r"^[a-z0-9_.-]{0,50}$", description = "Only this type; empty means any"),
@@ -182,7 +182,7 @@ enum ListStatus {
 }
 
 /// How many of the caller's notifications are unread.
-#[utoipa::path(get, path = "/notifications/unread_count", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/notifications/unread_count", tag = "notifications", security(("bearer" = [])),
     responses((status = 200, body = UnreadCount), (status = 401, body = ErrorBody)))]
 async fn unread_count(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result<Json<UnreadCount>, ApiError> {
     let count = state.notifications.unread_count(&state.viewer(&user)).await?;
@@ -190,7 +190,7 @@ async fn unread_count(State(state): State<AppState>, AuthUser(user): AuthUser) -
 }
 
 /// Marks one notification read; every stream of the user hears of it.
-#[utoipa::path(post, path = "/notifications/{id}/read", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/notifications/{id}/read", tag = "notifications", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
@@ -198,7 +198,7 @@ async fn read(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id):
 }
 
 /// Records a click on a notification, which also marks it read.
-#[utoipa::path(post, path = "/notifications/{id}/click", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/notifications/{id}/click", tag = "notifications", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Notification), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Notification>, ApiError> {
@@ -206,7 +206,7 @@ async fn click(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id)
 }
 
 /// Deletes one of the caller's notifications.
-#[utoipa::path(delete, path = "/notifications/{id}", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/notifications/{id}", tag = "notifications", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1)),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn remove(State(state): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
@@ -224,7 +224,7 @@ pub struct ReadAllRequest {
 }
 
 /// Marks every unread notification of the caller read (optionally of one type).
-#[utoipa::path(post, path = "/notifications/read_all", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/notifications/read_all", tag = "notifications", security(("bearer" = [])),
     request_body(content = Option<ReadAllRequest>, description = "Optional"),
     responses((status = 200, body = ReadAllResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn read_all(State(state): State<AppState>, AuthUser(user): AuthUser, OptionalJsonBody(body): OptionalJsonBody<ReadAllRequest>) -> Result<Json<ReadAllResult>, ApiError> {

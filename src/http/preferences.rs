@@ -24,7 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The caller's preferences: every type they changed or received, with the
 /// operator's default where they never chose.
-#[utoipa::path(get, path = "/preferences", tag = "preferences", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/preferences", tag = "preferences", security(("bearer" = [])),
     responses((status = 200, body = Vec<Preference>), (status = 401, body = ErrorBody)))]
 async fn list(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result<Json<Vec<Preference>>, ApiError> {
     Ok(Json(state.notifications.preferences(&user.user).await?))
@@ -33,7 +33,7 @@ async fn list(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result
 /// Sets the caller's preference for one type. A disabled type (or one with
 /// `web` off, while the stream is the only delivering channel) is not stored
 /// for the caller and is reported as `suppressed` to the publisher.
-#[utoipa::path(put, path = "/preferences/{type}", tag = "preferences", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/preferences/{type}", tag = "preferences", security(("bearer" = [])),
     params(("type" = String, Path, min_length = 1, max_length = 50, pattern = r"^[a-z0-9_.-]{1,50}$", description = "A notification type")),
     request_body = PreferenceUpdate,
     responses((status = 200, body = Preference), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]

@@ -36,7 +36,7 @@ struct GetParams {
 }
 
 /// Sets the caller's status; `offline` while connected is "invisible".
-#[utoipa::path(post, path = "/presence", tag = "presence", security(("bearer" = [])), request_body = StatusUpdate,
+#[utoipa::path(post, path = "/v1/presence", tag = "presence", security(("bearer" = [])), request_body = StatusUpdate,
     responses((status = 204, description = "Set"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn set(State(state): State<AppState>, AuthUser(user): AuthUser, body: JsonBody<StatusUpdate>) -> StatusCode {
     state.presence.set_status(&user.user, body.value.status);
@@ -46,7 +46,7 @@ async fn set(State(state): State<AppState>, AuthUser(user): AuthUser, body: Json
 /// The presence of the caller and of users who share a conversation with
 /// them (with `TIDINGS_PRESENCE_VISIBILITY=contacts`: a conversation in
 /// which both have sent a message); other ids are left out of the answer.
-#[utoipa::path(get, path = "/presence", tag = "presence", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])),
     params(("user_ids" = Option<String>, Query, description = "Comma-separated user ids, at most 500; left out, the answer is empty")),
     responses((status = 200, body = Vec<PresenceView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn get(State(state): State<AppState>, AuthUser(user): AuthUser, Query(params): Query<GetParams>) -> Result<Json<Vec<PresenceView>>, ApiError> {

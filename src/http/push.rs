@@ -29,7 +29,7 @@ pub struct VapidPublicKey {
 
 /// The hub's VAPID public key, for `pushManager.subscribe`. Needs no
 /// token: it is public. 404 when Web Push is off on this hub.
-#[utoipa::path(get, path = "/push/vapid_public_key", tag = "push",
+#[utoipa::path(get, path = "/v1/push/vapid_public_key", tag = "push",
     responses((status = 200, body = VapidPublicKey), (status = 404, body = ErrorBody, description = "Web Push is not configured on this hub")))]
 async fn vapid_public_key(State(state): State<AppState>) -> Result<Json<VapidPublicKey>, ApiError> {
     let key = state.push.vapid.as_ref().ok_or(ApiError::NotFound)?;
@@ -42,7 +42,7 @@ async fn vapid_public_key(State(state): State<AppState>) -> Result<Json<VapidPub
 /// a P-256 point and `keys.auth` 16 bytes, base64url. Posting the same
 /// endpoint again replaces it (an endpoint is one browser). A user keeps up
 /// to 20 devices; beyond, the oldest is dropped.
-#[utoipa::path(post, path = "/push/subscriptions", tag = "push", security(("bearer" = [])), request_body = SubscriptionRequest,
+#[utoipa::path(post, path = "/v1/push/subscriptions", tag = "push", security(("bearer" = [])), request_body = SubscriptionRequest,
     responses((status = 201, description = "Subscribed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "Web Push is not configured on this hub"), (status = 422, body = ErrorBody, description = "An endpoint or key that cannot be used, naming the field")))]
 async fn subscribe(State(state): State<AppState>, AuthUser(principal): AuthUser, body: JsonBody<SubscriptionRequest>) -> Result<StatusCode, ApiError> {
@@ -65,7 +65,7 @@ pub struct UnsubscribeRequest {
 
 /// Unsubscribes one of the caller's browsers, by its endpoint: 204 whether
 /// or not it was subscribed (another user's endpoint is left alone).
-#[utoipa::path(delete, path = "/push/subscriptions", tag = "push", security(("bearer" = [])), request_body = UnsubscribeRequest,
+#[utoipa::path(delete, path = "/v1/push/subscriptions", tag = "push", security(("bearer" = [])), request_body = UnsubscribeRequest,
     responses((status = 204, description = "Not subscribed any more"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn unsubscribe(State(state): State<AppState>, AuthUser(principal): AuthUser, body: JsonBody<UnsubscribeRequest>) -> Result<StatusCode, ApiError> {
     let raw = body.value.endpoint;

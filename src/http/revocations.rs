@@ -40,7 +40,7 @@ pub struct RevocationRequest {
 /// Revokes a user's tokens (scope `admin`): every token of `user_id` issued
 /// before `before` (default: now) is refused with 401 from then on, on every
 /// node, and the user's open streams that use such a token end at once.
-#[utoipa::path(post, path = "/revocations", tag = "revocations", security(("bearer" = [])), request_body = RevocationRequest,
+#[utoipa::path(post, path = "/v1/revocations", tag = "revocations", security(("bearer" = [])), request_body = RevocationRequest,
     responses((status = 204, description = "Revoked"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "The token lacks the `admin` scope"), (status = 422, body = ErrorBody)))]
 async fn revoke(State(state): State<AppState>, Admin(_admin): Admin, body: JsonBody<RevocationRequest>) -> Result<StatusCode, ApiError> {

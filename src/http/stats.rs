@@ -21,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Per type: how many notifications were sent, read and clicked, and the
 /// rates (scope `publish`). Computed from the stored notifications, so it
 /// covers the retention window.
-#[utoipa::path(get, path = "/stats/notifications", tag = "notifications", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/stats/notifications", tag = "notifications", security(("bearer" = [])),
     params(
         ("type" = Option<String>, Query, max_length = 50, pattern = r"^[a-z0-9_.-]{0,50}$", description = "Only this type; empty means any"),
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: only notifications created since")),

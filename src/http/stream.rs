@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `last_event_id`): every stored event after it, then `unread_count`, then
 /// live events; `reset` first if that history is gone. Events and their
 /// payloads are listed in `x-sse-events`. A `: ping` comment comes every 15 s.
-#[utoipa::path(get, path = "/stream", tag = "stream", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/stream", tag = "stream", security(("bearer" = [])),
     params(
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
         ("last_event_id" = Option<String>, Query, description = "Resume point, for clients that cannot set headers"),

@@ -37,7 +37,7 @@ struct LocaleParams {
 /// `locale` (scope `admin`). Strings use `{{ data.field }}` placeholders;
 /// a publish of the type may then leave out `title` and `body`. A string
 /// that is not a valid template → 422 naming it.
-#[utoipa::path(put, path = "/templates/{type}", tag = "templates", security(("bearer" = [])), request_body = TemplateBody,
+#[utoipa::path(put, path = "/v1/templates/{type}", tag = "templates", security(("bearer" = [])), request_body = TemplateBody,
     params(("type" = String, Path, pattern = r"^[a-z0-9_.-]{1,50}$")),
     responses((status = 200, body = Template), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "The token lacks the `admin` scope"), (status = 422, body = ErrorBody)))]
@@ -46,7 +46,7 @@ async fn put(State(state): State<AppState>, _admin: Admin, Path(raw): Path<Strin
 }
 
 /// The template of a type for `locale` exactly, or its default (scope `admin`).
-#[utoipa::path(get, path = "/templates/{type}", tag = "templates", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/templates/{type}", tag = "templates", security(("bearer" = [])),
     params(("type" = String, Path, pattern = r"^[a-z0-9_.-]{1,50}$"), ("locale" = Option<String>, Query, max_length = 35, description = "A BCP 47 tag; absent for the default")),
     responses((status = 200, body = Template), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get(State(state): State<AppState>, _admin: Admin, Path(raw): Path<String>, Query(params): Query<LocaleParams>) -> Result<Json<Template>, ApiError> {
@@ -55,7 +55,7 @@ async fn get(State(state): State<AppState>, _admin: Admin, Path(raw): Path<Strin
 
 /// Deletes the template of a type for `locale`, or without it every locale
 /// of the type (scope `admin`).
-#[utoipa::path(delete, path = "/templates/{type}", tag = "templates", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/templates/{type}", tag = "templates", security(("bearer" = [])),
     params(("type" = String, Path, pattern = r"^[a-z0-9_.-]{1,50}$"), ("locale" = Option<String>, Query, max_length = 35, description = "Only this locale")),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn remove(State(state): State<AppState>, _admin: Admin, Path(raw): Path<String>, Query(params): Query<LocaleParams>) -> Result<StatusCode, ApiError> {

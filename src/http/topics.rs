@@ -29,7 +29,7 @@ pub fn topic_name(raw: &str) -> Result<TopicName, ApiError> {
 
 /// Appends one event to a broadcast topic (scope `publish`): stored once,
 /// sent as `event: topic.event` to every stream that added the topic.
-#[utoipa::path(post, path = "/topics/{topic}/events", tag = "topics", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/topics/{topic}/events", tag = "topics", security(("bearer" = [])),
     params(("topic" = String, Path, min_length = 1, max_length = 100, pattern = r"^[a-z0-9_.:-]{1,100}$", description = "1-100 characters of a-z 0-9 _ . : -")),
     request_body = TopicEventRequest,
     responses((status = 201, body = TopicEvent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -47,7 +47,7 @@ async fn publish(State(state): State<AppState>, Publisher(_publisher): Publisher
 
 /// A topic's stored events after `after`, oldest first (its readers: a
 /// token whose `topics` patterns match, a public topic, or scope `publish`).
-#[utoipa::path(get, path = "/topics/{topic}/events", tag = "topics", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/topics/{topic}/events", tag = "topics", security(("bearer" = [])),
     params(("topic" = String, Path, min_length = 1, max_length = 100, pattern = r"^[a-z0-9_.:-]{1,100}$", description = "1-100 characters of a-z 0-9 _ . : -"),
         ("after" = Option<String>, Query, pattern = r"^[0-9]{1,18}$", description = "An event id: only later events; `next_cursor` of the previous page"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1-100, default 50")),

@@ -41,7 +41,7 @@ pub struct WebhookRequest {
 /// Registers a webhook endpoint (scope `admin`). The answer holds the
 /// endpoint's `secret` (`whsec_...`): each delivery is signed with it
 /// (Standard Webhooks). A URL that is not http(s) → 400.
-#[utoipa::path(post, path = "/webhooks", tag = "webhooks", security(("bearer" = [])), request_body = WebhookRequest,
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])), request_body = WebhookRequest,
     responses((status = 201, body = Webhook), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "The token lacks the `admin` scope"), (status = 422, body = ErrorBody)))]
 async fn create(State(state): State<AppState>, _admin: Admin, body: JsonBody<WebhookRequest>) -> Result<(StatusCode, Json<Webhook>), ApiError> {
@@ -58,14 +58,14 @@ async fn create(State(state): State<AppState>, _admin: Admin, body: JsonBody<Web
 }
 
 /// Every registered endpoint, with its secret (scope `admin`).
-#[utoipa::path(get, path = "/webhooks", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])),
     responses((status = 200, body = Vec<Webhook>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<Webhook>>, ApiError> {
     Ok(Json(state.webhooks.list().await?.as_ref().clone()))
 }
 
 /// Removes an endpoint (scope `admin`); its pending deliveries fail.
-#[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn remove(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
