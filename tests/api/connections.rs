@@ -138,6 +138,7 @@ async fn a_declared_body_over_the_limit_is_refused_with_413_at_once() {
     let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains(r#""code":"payload_too_large""#), "the contract's body: {answer}");
+    assert!(answer.to_ascii_lowercase().contains("cache-control: no-store"), "a JSON answer, so no-store like every other: {answer}");
     assert!(started.elapsed() < Duration::from_secs(2));
     let (_, count) = app.get_json("/v1/notifications/unread_count", &app.token("alice")).await;
     assert_eq!(count["count"], 0);
