@@ -414,24 +414,8 @@ fn summary_branches(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Vec<
             .from(unread_counter::Entity)
             .and_where(Expr::col(unread_counter::Column::UserId).eq(*user));
         branches.push(stored);
-        let mut expired = Query::select();
-        expired
-            .expr(literal(summary::EXPIRED))
-            .expr(Expr::val(*user))
-            .expr(Func::count(Expr::col(notification::Column::Id)))
-            .from(notification::Entity)
-            .and_where(Expr::col(notification::Column::UserId).eq(*user))
-            .cond_where(expired_unread(now));
-        branches.push(expired);
-        let mut hiding = Query::select();
-        hiding
-            .expr(literal(summary::HIDING))
-            .expr(Expr::val(*user))
-            .expr(Func::count(Expr::col(preference::Column::Kind)))
-            .from(preference::Entity)
-            .and_where(Expr::col(preference::Column::UserId).eq(*user))
-            .cond_where(crate::store::preferences::hides_type());
-        branches.push(hiding);
+        branches.push(rows_of_user(summary::EXPIRED, user, notification::Entity, notification::Column::UserId, notification::Column::Id, expired_unread(now)));
+        branches.push(rows_of_user(summary::HIDING, user, preference::Entity, preference::Column::UserId, preference::Column::Kind, crate::store::preferences::hides_type()));
     }
     for topic in topics {
         let mut head = Query::select();
@@ -443,6 +427,21 @@ fn summary_branches(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Vec<
         branches.push(head);
     }
     branches
+}
+
+/// A `(kind, user, count)` branch: how many rows of `table` belong to
+/// `user` and meet `condition` (counted by `counted`, a column that is
+/// never null), read through the index on `user_column`.
+fn rows_of_user(kind: &'static str, user: &str, table: impl sea_orm::sea_query::IntoTableRef, user_column: impl sea_orm::sea_query::IntoColumnRef, counted: impl sea_orm::sea_query::IntoColumnRef, condition: sea_orm::Condition) -> sea_orm::sea_query::SelectStatement {
+    let mut branch = sea_orm::sea_query::Query::select();
+    branch
+        .expr(literal(kind))
+        .expr(Expr::val(user))
+        .expr(sea_orm::sea_query::Func::count(Expr::col(counted)))
+        .from(table)
+        .and_where(Expr::col(user_column).eq(user))
+        .cond_where(condition);
+    branch
 }
 
 /// A branch per user: its newest `limit` unread notifications (the rows of
