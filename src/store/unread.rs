@@ -117,7 +117,10 @@ pub fn visible(stored: i64, expired: i64) -> u64 {
 /// ([`states_of`]): the log head of the stream's topics, the user's counter
 /// and its expired part, how many announcements are live and how many
 /// preference rows hide a type. The last two say whether the (rarer) reads
-/// of announcements and hidden types are needed at all.
+/// of announcements and hidden types are needed at all. `memberships` is
+/// how many conversations the user is a member of: a stream opening
+/// without any learns so from this statement, and needs no read of its
+/// memberships (see `stream::reads::fresh_states`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamState {
     pub head: i64,
@@ -125,6 +128,7 @@ pub struct StreamState {
     pub expired: i64,
     pub live_announcements: i64,
     pub hiding_preferences: i64,
+    pub memberships: i64,
 }
 
 /// One stream's part of [`states_of`]: its user and the
@@ -208,6 +212,7 @@ struct Summary {
     stored: HashMap<String, i64>,
     expired: HashMap<String, i64>,
     hiding: HashMap<String, i64>,
+    members: HashMap<String, i64>,
     heads: HashMap<String, i64>,
 }
 
@@ -231,6 +236,7 @@ impl Summary {
             summary::STORED => drop(self.stored.insert(key, value)),
             summary::EXPIRED => drop(self.expired.insert(key, value)),
             summary::HIDING => drop(self.hiding.insert(key, value)),
+            summary::MEMBERS => drop(self.members.insert(key, value)),
             summary::HEAD => drop(self.heads.insert(key, value)),
             _ => {}
         }
@@ -244,6 +250,7 @@ impl Summary {
             expired: self.expired.get(user).copied().unwrap_or(0),
             live_announcements: self.live_announcements,
             hiding_preferences: self.hiding.get(user).copied().unwrap_or(0),
+            memberships: self.members.get(user).copied().unwrap_or(0),
         }
     }
 }
@@ -254,6 +261,7 @@ mod summary {
     pub const STORED: &str = "stored";
     pub const EXPIRED: &str = "expired";
     pub const HIDING: &str = "hiding";
+    pub const MEMBERS: &str = "members";
     pub const HEAD: &str = "head";
     pub const KIND: &str = "kind";
     pub const KEY: &str = "key";
@@ -385,9 +393,12 @@ fn statement(users: &[&str], topics: &[&str], now: DateTime<Utc>, reading: Readi
 /// The branches of `(kind, key, value)` rows, each an indexed look-up of
 /// one key: `live` (announcements live at `now`, one row, first: it names
 /// the columns), and for each of `users` its counter (`stored`), the
-/// expired part of it (`expired`) and the preference rows that hide a type
-/// (`hiding`), and for each of `topics` its newest event id (`head`). A
-/// counter or topic without rows has no row, or a null value.
+/// expired part of it (`expired`), the preference rows that hide a type
+/// (`hiding`) and its memberships (`members`), and for each of `topics` its
+/// newest event id (`head`). A zero count, a missing counter and a topic
+/// without events have no row (`HAVING`): a batch of users with nothing
+/// stored reads a row or two, not five per user, and every row costs a
+/// copy of each value and a hand-off from SQLite's thread.
 ///
 /// A branch per key, not `IN` lists: SQLite builds a temporary b-tree for
 /// every `IN` list of every execution (its page cache and pager with it),
@@ -397,7 +408,7 @@ fn statement(users: &[&str], topics: &[&str], now: DateTime<Utc>, reading: Readi
 fn summary_branches(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Vec<sea_orm::sea_query::SelectStatement> {
     use entity::{announcement, event, preference};
     use sea_orm::sea_query::{Alias, Condition, Func, Query};
-    let mut branches = Vec::with_capacity(1 + 3 * users.len() + topics.len());
+    let mut branches = Vec::with_capacity(1 + 4 * users.len() + topics.len());
     let mut live = Query::select();
     live.expr_as(literal(summary::LIVE), Alias::new(summary::KIND))
         .expr_as(Expr::cust("''"), Alias::new(summary::KEY))
@@ -416,6 +427,7 @@ fn summary_branches(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Vec<
         branches.push(stored);
         branches.push(rows_of_user(summary::EXPIRED, user, notification::Entity, notification::Column::UserId, notification::Column::Id, expired_unread(now)));
         branches.push(rows_of_user(summary::HIDING, user, preference::Entity, preference::Column::UserId, preference::Column::Kind, crate::store::preferences::hides_type()));
+        branches.push(rows_of_user(summary::MEMBERS, user, entity::member::Entity, entity::member::Column::UserId, entity::member::Column::ConversationId, Condition::all()));
     }
     for topic in topics {
         let mut head = Query::select();
@@ -423,7 +435,8 @@ fn summary_branches(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Vec<
             .expr(Expr::val(*topic))
             .expr(Func::max(Expr::col(event::Column::Id)))
             .from(event::Entity)
-            .and_where(Expr::col(event::Column::Topic).eq(*topic));
+            .and_where(Expr::col(event::Column::Topic).eq(*topic))
+            .and_having(Func::max(Expr::col(event::Column::Id)).is_not_null());
         branches.push(head);
     }
     branches
@@ -431,16 +444,19 @@ fn summary_branches(users: &[&str], topics: &[&str], now: DateTime<Utc>) -> Vec<
 
 /// A `(kind, user, count)` branch: how many rows of `table` belong to
 /// `user` and meet `condition` (counted by `counted`, a column that is
-/// never null), read through the index on `user_column`.
+/// never null), read through the index on `user_column`; no row when none
+/// does.
 fn rows_of_user(kind: &'static str, user: &str, table: impl sea_orm::sea_query::IntoTableRef, user_column: impl sea_orm::sea_query::IntoColumnRef, counted: impl sea_orm::sea_query::IntoColumnRef, condition: sea_orm::Condition) -> sea_orm::sea_query::SelectStatement {
+    let counted = counted.into_column_ref();
     let mut branch = sea_orm::sea_query::Query::select();
     branch
         .expr(literal(kind))
         .expr(Expr::val(user))
-        .expr(sea_orm::sea_query::Func::count(Expr::col(counted)))
+        .expr(sea_orm::sea_query::Func::count(Expr::col(counted.clone())))
         .from(table)
         .and_where(Expr::col(user_column).eq(user))
-        .cond_where(condition);
+        .cond_where(condition)
+        .and_having(sea_orm::sea_query::Func::count(Expr::col(counted)).gt(Expr::cust("0")));
     branch
 }
 
@@ -497,6 +513,29 @@ mod tests {
         let few = &names[..3];
         let states = states_of(&db, &[FreshPart { user: &user, topics: few }], Utc::now()).await.unwrap();
         assert_eq!(states[0].head, 3);
+    }
+
+    /// A stream opening without a resume point learns from the summary
+    /// whether it must read its user's memberships; a user and a topic
+    /// with nothing stored read as zero (their rows are left out).
+    #[tokio::test]
+    async fn the_summary_counts_memberships_and_reads_nothing_stored_as_zero() {
+        use migration::MigratorTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        migration::Migrator::up(&db, None).await.unwrap();
+        let (ann, bob) = (UserId::parse("ann").unwrap(), UserId::parse("bob").unwrap());
+        let now = Utc::now();
+        for _ in 0..2 {
+            let conversation = crate::store::chat::create_conversation(&db, None, &ann, now).await.unwrap();
+            crate::store::chat::add_member(&db, conversation.id, &ann, crate::domain::EventId::new(0), now).await.unwrap();
+        }
+        let (ann_topics, bob_topics) = (["user:ann"], ["user:bob"]);
+        let parts = [FreshPart { user: &ann, topics: &ann_topics }, FreshPart { user: &bob, topics: &bob_topics }];
+        let states = states_of(&db, &parts, now).await.unwrap();
+        assert_eq!(states[0].memberships, 2);
+        let nothing = StreamState { head: 0, stored: 0, expired: 0, live_announcements: 0, hiding_preferences: 0, memberships: 0 };
+        assert_eq!(states[1], nothing);
     }
 
     #[test]

@@ -34,6 +34,8 @@ use crate::{
 /// What a state's read produced.
 enum Read {
     Opened(Result<(Vec<Window>, Resume), DbErr>),
+    /// A start read before the memberships: `None` if there are some.
+    Started(Result<Option<FreshStart>, DbErr>),
     Fresh(Result<FreshStart, DbErr>),
     Resumed(Result<Resumed, DbErr>),
     Page(Result<Page, ReplayError>),
@@ -63,6 +65,10 @@ pub struct SseStream {
     holding: bool,
     /// Asked for at open: consumed by the opening read.
     resume_from: Option<String>,
+    /// A stream without a resume point first asks for its start as if its
+    /// user were a member of no conversation, the common case, and reads
+    /// its memberships only if that was wrong (see `reads::fresh_states`).
+    start_before_memberships: bool,
     /// The log head read before subscribing (see `reads::fresh_state`).
     floor: EventId,
     user: UserId,
@@ -85,6 +91,7 @@ impl SseStream {
             expiry: None,
             turn: Some(turn),
             holding: true,
+            start_before_memberships: resume_from.is_none(),
             resume_from,
             floor,
             user,
@@ -110,6 +117,14 @@ impl SseStream {
         let user_topic = self.machine.windows.user.clone();
         let topics = self.machine.windows.topics.clone();
         match self.machine.phase.clone() {
+            Phase::Opening if std::mem::take(&mut self.start_before_memberships) => {
+                let starts = self.ctx.starts.clone();
+                let request = FreshRequest { viewer: self.machine.announced.viewer.clone(), audience: self.machine.windows.audience(), floor: self.floor, unless_member: true };
+                Box::pin(async move {
+                    let request = || FreshRequest { viewer: request.viewer.clone(), audience: request.audience.clone(), ..request };
+                    Read::Started(patiently("initial state", || starts.fresh_unless_member(request())).await)
+                })
+            }
             Phase::Opening => {
                 let raw = self.resume_from.take();
                 let starts = self.ctx.starts.clone();
@@ -121,7 +136,7 @@ impl SseStream {
                 let audience = self.machine.windows.audience();
                 let floor = self.floor;
                 Box::pin(async move {
-                    let request = || FreshRequest { viewer: viewer.clone(), audience: audience.clone(), floor };
+                    let request = || FreshRequest { viewer: viewer.clone(), audience: audience.clone(), floor, unless_member: false };
                     Read::Fresh(patiently("initial state", || starts.fresh(request())).await)
                 })
             }
@@ -152,7 +167,7 @@ impl SseStream {
 
     /// Feeds a finished read to the machine.
     fn finish_read(&mut self, read: Read) {
-        if !matches!(read, Read::Opened(Ok(_))) {
+        if !matches!(read, Read::Opened(Ok(_)) | Read::Started(Ok(None))) {
             self.holding = false;
         }
         match read {
@@ -162,6 +177,13 @@ impl SseStream {
                 }
                 self.machine.opened(windows, resume);
             }
+            Read::Started(Ok(Some((frames, head, state)))) => {
+                self.machine.opened(Vec::new(), Resume::None);
+                self.machine.started(frames, head, &state);
+                self.turn = None;
+            }
+            // Memberships after all: read them, listen, start (see above).
+            Read::Started(Ok(None)) => {}
             Read::Fresh(Ok((frames, head, state))) => {
                 self.machine.started(frames, head, &state);
                 self.turn = None;
@@ -187,7 +209,7 @@ impl SseStream {
                 tracing::info!(error = %e, "stream ended during replay");
                 self.machine.end(None);
             }
-            Read::Opened(Err(e)) | Read::Fresh(Err(e)) | Read::Resumed(Err(e)) | Read::Counted(Err(e)) => {
+            Read::Opened(Err(e)) | Read::Started(Err(e)) | Read::Fresh(Err(e)) | Read::Resumed(Err(e)) | Read::Counted(Err(e)) => {
                 tracing::warn!(error = %e, "stream ended: a read failed");
                 self.machine.end(None);
             }

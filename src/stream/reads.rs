@@ -109,6 +109,9 @@ pub struct FreshRequest {
     pub audience: Audience,
     /// The log head read before the stream subscribed.
     pub floor: EventId,
+    /// Asked before the stream's memberships were read: the start is only
+    /// good if the user has none (see [`fresh_states`]).
+    pub unless_member: bool,
 }
 
 /// The reads of stream opens, each coalesced across the streams opening at
@@ -116,7 +119,7 @@ pub struct FreshRequest {
 /// statement per batch, not per stream.
 pub struct StartReads {
     memberships: Coalescer<UserId, Result<Vec<Window>, DbErr>>,
-    fresh: Coalescer<FreshRequest, Result<FreshStart, DbErr>>,
+    fresh: Coalescer<FreshRequest, Result<Option<FreshStart>, DbErr>>,
     resumes: Coalescer<ResumeRequest, Result<Resumed, DbErr>>,
 }
 
@@ -152,8 +155,17 @@ impl StartReads {
         self.memberships.call(user).await.unwrap_or_else(|| Err(batch_lost()))
     }
 
-    /// A fresh start (see [`fresh_states`]).
+    /// A fresh start (see [`fresh_states`]), once the stream listens to its
+    /// conversations.
     pub async fn fresh(&self, request: FreshRequest) -> Result<FreshStart, DbErr> {
+        debug_assert!(!request.unless_member);
+        self.fresh.call(request).await.unwrap_or_else(|| Err(batch_lost()))?.ok_or_else(batch_lost)
+    }
+
+    /// A fresh start read before the stream's memberships, `None` if the
+    /// user has any: the stream must then read them and listen first.
+    pub async fn fresh_unless_member(&self, request: FreshRequest) -> Result<Option<FreshStart>, DbErr> {
+        debug_assert!(request.unless_member);
         self.fresh.call(request).await.unwrap_or_else(|| Err(batch_lost()))
     }
 
@@ -328,7 +340,18 @@ async fn resumes_in(txn: &DatabaseTransaction, requests: &[ResumeRequest], page:
 ///
 /// The common case is one statement for the whole batch, whatever its size
 /// (see [`first_reads`]).
-pub async fn fresh_states(db: &DatabaseConnection, requests: &[FreshRequest], limit: u64, page: u64) -> Vec<Result<FreshStart, DbErr>> {
+///
+/// A request `unless_member` comes from a stream that has not read its
+/// memberships, so it listens to no conversation yet. Its start is good if
+/// the same snapshot says its user is a member of none: then it is exactly
+/// the start it would have had after reading them (none) and listening (to
+/// nothing), one statement and a hand-off cheaper; a conversation joined
+/// after the snapshot is announced on the user's own topic, to which the
+/// stream listens already. Otherwise its answer is `None`: events of its
+/// conversations committed before it listens to them would be neither in
+/// this start nor in its mailbox, so it reads its memberships, listens, and
+/// asks again.
+pub async fn fresh_states(db: &DatabaseConnection, requests: &[FreshRequest], limit: u64, page: u64) -> Vec<Result<Option<FreshStart>, DbErr>> {
     let now = chrono::Utc::now();
     let topics: Vec<Vec<Topic>> = requests.iter().map(|request| request.audience.topics()).collect();
     let names: Vec<Vec<&str>> = topics.iter().map(|topics| topics.iter().map(Topic::as_str).collect()).collect();
@@ -341,7 +364,8 @@ pub async fn fresh_states(db: &DatabaseConnection, requests: &[FreshRequest], li
     for ((request, first), topics) in requests.iter().zip(firsts).zip(&topics) {
         let start = match first {
             Err(e) => Err(e),
-            Ok((first, unread)) => finish_fresh(db, request, topics, first, unread, now, limit, page).await,
+            Ok((first, _)) if request.unless_member && first.memberships > 0 => Ok(None),
+            Ok((first, unread)) => finish_fresh(db, request, topics, first, unread, now, limit, page).await.map(Some),
         };
         starts.push(start);
     }
@@ -380,7 +404,7 @@ async fn first_reads(db: &DatabaseConnection, parts: &[unread::FreshPart<'_>], n
 /// shared events up to the head, and the frames.
 #[allow(clippy::too_many_arguments)]
 async fn finish_fresh(db: &DatabaseConnection, request: &FreshRequest, topics: &[Topic], first: StreamState, unread: Vec<notification::Model>, now: chrono::DateTime<chrono::Utc>, limit: u64, page: u64) -> Result<FreshStart, DbErr> {
-    let FreshRequest { viewer, audience, floor } = request;
+    let FreshRequest { viewer, audience, floor, .. } = request;
     let user = viewer.user();
     let (unread, state, shared) = if first.live_announcements == 0 && first.hiding_preferences == 0 {
         // No announcement is live and no preference hides a type: the state

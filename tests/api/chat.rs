@@ -469,3 +469,76 @@ async fn replies_and_plain_sends_alternate_without_an_id_collision() {
     let (_, page) = app.get_json(&path, &alice).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 11);
 }
+
+/// Streams opening together, members and non-members of a conversation in
+/// the same batches, while a member sends without pause: a non-member's
+/// start is read before (and instead of) its memberships, a member's after
+/// it listens to its conversation. Every member gets an unbroken run of the
+/// messages, in order, none twice, ending with the last and holding every
+/// message whose sending began after its 200; no non-member gets any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_and_others_opening_together_while_messages_flow_each_get_exactly_theirs() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const EACH: usize = 8;
+    const MESSAGES: usize = 60;
+    let app = Arc::new(spawn_app().await);
+    let members: Vec<String> = (0..EACH).map(|n| format!("member{n}")).collect();
+    let others: Vec<String> = (0..EACH).map(|n| format!("other{n}")).collect();
+    let names: Vec<&str> = members.iter().map(String::as_str).collect();
+    let alice = app.token("alice");
+    let conversation = app.create_conversation(&alice, &names).await;
+
+    let begun = Arc::new(AtomicUsize::new(0));
+    let sender = {
+        let (app, alice, conversation, begun) = (app.clone(), alice.clone(), conversation.clone(), begun.clone());
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for n in 0..MESSAGES {
+                begun.store(n + 1, Ordering::SeqCst);
+                sent.push(app.say(&alice, &conversation, &format!("m{n}")).await["id"].clone());
+            }
+            sent
+        })
+    };
+    while begun.load(Ordering::SeqCst) < 5 {
+        tokio::task::yield_now().await;
+    }
+    let opens: Vec<_> = members
+        .iter()
+        .chain(&others)
+        .map(|user| {
+            let (app, user, begun) = (app.clone(), user.clone(), begun.clone());
+            tokio::spawn(async move {
+                let response = app.http.get(format!("{}/v1/stream", app.base)).bearer_auth(app.token(&user)).send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                // Messages whose sending began before this may or may not be in the start.
+                let after_200 = begun.load(Ordering::SeqCst);
+                (user, after_200, EventStream::new(response))
+            })
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for open in opens {
+        opened.push(open.await.unwrap());
+    }
+    let mut sent = sender.await.unwrap();
+    // Sent after every 200: each member's run ends with it.
+    let last = app.say(&alice, &conversation, "end").await["id"].clone();
+    sent.push(last.clone());
+
+    for (user, after_200, mut stream) in opened {
+        if user.starts_with("member") {
+            let mut got = Vec::new();
+            while got.last() != Some(&last) {
+                got.push(data(&stream.next_named("message").await)["id"].clone());
+            }
+            let first = sent.iter().position(|id| *id == got[0]).expect("a message that was sent");
+            assert_eq!(got, sent[first..], "{user}: an unbroken run, in order, none twice");
+            assert!(first <= after_200, "{user}: every message begun after its 200 arrives (the run starts at {first}; {after_200} had begun at the 200)");
+        } else {
+            app.notify(&user, "marker").await;
+            let before = until_marker(&mut stream, "marker").await;
+            assert!(before.iter().all(|event| event.event != "message" && event.event != "conversation"), "{user} is no member: {before:?}");
+        }
+    }
+}
