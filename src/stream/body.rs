@@ -120,10 +120,7 @@ impl SseStream {
             Phase::Opening if std::mem::take(&mut self.start_before_memberships) => {
                 let starts = self.ctx.starts.clone();
                 let request = FreshRequest { viewer: self.machine.announced.viewer.clone(), audience: self.machine.windows.audience(), floor: self.floor, unless_member: true };
-                Box::pin(async move {
-                    let request = || FreshRequest { viewer: request.viewer.clone(), audience: request.audience.clone(), ..request };
-                    Read::Started(patiently("initial state", || starts.fresh_unless_member(request())).await)
-                })
+                Box::pin(async move { Read::Started(patiently("initial state", || starts.fresh_unless_member(request.clone())).await) })
             }
             Phase::Opening => {
                 let raw = self.resume_from.take();
@@ -132,13 +129,8 @@ impl SseStream {
             }
             Phase::Fresh => {
                 let starts = self.ctx.starts.clone();
-                let viewer = self.machine.announced.viewer.clone();
-                let audience = self.machine.windows.audience();
-                let floor = self.floor;
-                Box::pin(async move {
-                    let request = || FreshRequest { viewer: viewer.clone(), audience: audience.clone(), floor, unless_member: false };
-                    Read::Fresh(patiently("initial state", || starts.fresh(request())).await)
-                })
+                let request = FreshRequest { viewer: self.machine.announced.viewer.clone(), audience: self.machine.windows.audience(), floor: self.floor, unless_member: false };
+                Box::pin(async move { Read::Fresh(patiently("initial state", || starts.fresh(request.clone())).await) })
             }
             Phase::Resuming => {
                 let starts = self.ctx.starts.clone();

@@ -39,7 +39,9 @@ pub const PING: &[u8] = b": ping\n\n";
 /// Where a stream is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
-    /// Reading memberships and checking the resume point.
+    /// Reading memberships and checking the resume point; without a resume
+    /// point, first the initial state as if the user were in no
+    /// conversation (see `reads::fresh_states`).
     Opening,
     /// Reading the starting state of a stream without a (valid) resume point.
     Fresh,

@@ -20,8 +20,12 @@
 //! id, exactly like step 2 with a resume point, then carries on live.
 //!
 //! Conversations: the stream also listens to the topic of every conversation
-//! its user is a member of, registered before the initial state is read. A
-//! member receives a conversation's events only inside the windows of their
+//! its user is a member of, registered before the initial state is read.
+//! Most users are in none, so a stream without a resume point first reads
+//! its initial state as if its user were in none, with a count of the
+//! user's memberships in the same snapshot; only if that count is not zero
+//! does it read the memberships, listen, and read the initial state again
+//! (`reads::fresh_states`). A member receives a conversation's events only inside the windows of their
 //! membership (`store::event_log::Audience`): replay reads the windows and
 //! the events in one snapshot; live, the stream keeps the windows up to date
 //! from the membership events on its own topic (which arrive in log order,

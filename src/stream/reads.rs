@@ -102,6 +102,7 @@ pub struct ResumeRequest {
 }
 
 /// What one stream asks of [`fresh_states`].
+#[derive(Clone)]
 pub struct FreshRequest {
     /// Whose state, and which announcements they see.
     pub viewer: Viewer,
