@@ -39,13 +39,15 @@ ulimit -n "$(ulimit -Hn)"
 if [ -n "$OPEN" ] && [ -z "$RATE_SET" ]; then RATE=100; fi
 read -r -a NODE_ENV <<<"${BENCH_TIDINGS_ENV:-}"
 
-echo "cluster.sh: building tidings and tidings-bench (release)" >&2
 if [ -n "${BENCH_TIDINGS_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
+  echo "cluster.sh: measuring $BENCH_TIDINGS_BIN with $BENCH_BIN (nothing built)" >&2
   TIDINGS=$BENCH_TIDINGS_BIN
 elif [ -n "${BENCH_TIDINGS_BIN:-}" ]; then
+  echo "cluster.sh: building tidings-bench (release); measuring $BENCH_TIDINGS_BIN" >&2
   (cd "$ROOT" && cargo build --release -q -p tidings-bench)
   TIDINGS=$BENCH_TIDINGS_BIN
 else
+  echo "cluster.sh: building tidings and tidings-bench (release)" >&2
   (cd "$ROOT" && cargo build --release -q -p tidings -p tidings-bench)
   TIDINGS=$TARGET_DIR/release/tidings
 fi
@@ -91,7 +93,7 @@ if [ -n "$OPEN" ]; then
     "$BENCH" notify --tidings "http://127.0.0.1:$port" --tidings-publish "http://127.0.0.1:$next" --secret "$SECRET" \
       --server-pid "${PIDS[$i]}" --note "$NOTE; streams on node $((i + 1)), publishes on node $(( (i + 1) % 3 + 1 ))" \
       --name "node$((i + 1))" --run-id "open$$n$i" --source-base "127.0.$((i * 4 + 1)).2" --connect-concurrency 500 \
-      --connect-timeout 120 --users "$OPEN" --rate "$(echo "$RATE / 3" | bc -l)" --duration "$DURATION" \
+      --connect-timeout 120 --hold-streams 5 --users "$OPEN" --rate "$(echo "$RATE / 3" | bc -l)" --duration "$DURATION" \
       --json "$WORK/open-$i.json" >"$WORK/open-$i.txt" 2>&1 &
     BENCH_PIDS+=($!)
   done

@@ -137,6 +137,7 @@ pub async fn deliver(ctx: &Ctx, report: &mut Report, mut fleet: Fleet, live: Liv
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after = ctx.sample();
+    tokio::time::sleep(Duration::from_secs(ctx.load.hold_streams)).await;
     let tally = fleet.finish().await?;
     let verdict = tally.reconcile(&published.expected);
     let latency = Latency::from_pairs(&tally.latency);
