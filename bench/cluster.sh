@@ -61,6 +61,11 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  # The nodes' presence keys (about 100,000 a run of --open 17000) would
+  # otherwise stay in the shared Redis for good.
+  if command -v redis-cli >/dev/null; then
+    redis-cli -u "$REDIS" --scan --pattern "bench-$$:*" | xargs -r -n 1000 redis-cli -u "$REDIS" DEL >/dev/null 2>&1 || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
