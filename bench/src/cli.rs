@@ -146,8 +146,10 @@ pub struct LoadArgs {
     /// Seconds a connection may take to get its response headers.
     #[arg(long, default_value_t = 30)]
     pub connect_timeout: u64,
-    /// Seconds the streams stay open after the measurement, before they are
-    /// closed. Where several benches share the machine (`bench/cluster.sh`
+    /// Scenarios that publish and count deliveries (`notify`, `fanout` and
+    /// the others measured by `scenarios::deliver`): seconds the streams
+    /// stay open after the measurement, before they are closed. Where
+    /// several benches share the machine (`bench/cluster.sh`
     /// runs three at once), the first to finish would otherwise close its
     /// streams, thousands at once, while the others still measure, and its
     /// teardown would land in their last second of publishes.
